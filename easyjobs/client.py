@@ -1,0 +1,68 @@
+"""EasyJobsClient: submit jobs and await their results from any asyncio program.
+
+    async with EasyJobsClient("127.0.0.1", 8220, secret) as client:
+        result = await client.call("ETL", "extract", url="x")
+
+Results are pushed by the manager over the client's one WebSocket; nothing polls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .remote import Job, RemoteTask
+from .workers.link import DEFAULT_BACKOFF, Link
+
+
+class EasyJobsClient:
+    """A connection to a manager for callers that are not workers."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8220,
+        secret: str | bytes = b"",
+        *,
+        name: str | None = None,
+        backoff: Callable[[int], float] = DEFAULT_BACKOFF,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        key = secret.encode() if isinstance(secret, str) else secret
+        self._link = Link(host, port, key, role="client", name=name, backoff=backoff)
+        self._connect_timeout = connect_timeout
+
+    async def connect(self) -> None:
+        """Connect; ``AuthenticationError`` if the manager refuses the secret."""
+        await self._link.start(self._connect_timeout)
+
+    async def close(self) -> None:
+        """Disconnect; calls still waiting fail with ``ConnectionLost``."""
+        await self._link.close()
+
+    async def __aenter__(self) -> EasyJobsClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(self, queue: str, task: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``task`` with these arguments on some worker and return its result."""
+        return await self._link.calls.call(queue, task, args, kwargs)
+
+    async def submit(self, queue: str, task: str, *args: Any, **kwargs: Any) -> Job:
+        """Queue a job and return its handle once the manager has committed it."""
+        return await self._link.calls.submit(queue, task, args, kwargs)
+
+    async def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """The result of a job submitted earlier (by anyone), pushed when it is ready."""
+        return await self._link.calls.result(job_id, timeout)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """The job's record: status, attempts, worker, timestamps, result or error."""
+        return await self._link.calls.lookup(job_id)
+
+    def task(self, queue: str, name: str) -> RemoteTask:
+        """An awaitable remote function for ``name`` in ``queue``."""
+        return RemoteTask(lambda: self._link.calls, queue, name)

@@ -1,0 +1,96 @@
+"""The job lifecycle: statuses, the one table of legal transitions, and the job record.
+
+    queued ──assign──> running ──done──> succeeded | failed
+       ^                  │
+       └──── requeue ─────┘   (the worker's link died, or the manager restarted)
+
+A job is acknowledged only once its record is committed; every status change below is a store
+write. Pure data: no I/O here, so the manager, the stores and the tests share one definition.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life; the string values are what the wire and the store carry."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # queued -> succeeded: a worker that lost its link may still deliver the result of a job
+    # that was requeued meanwhile; the first result wins.
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+}
+
+
+def can_transition(current: JobStatus, new: JobStatus) -> bool:
+    """True when the lifecycle table allows moving from ``current`` to ``new``."""
+    return new in TRANSITIONS[current]
+
+
+def new_job_id() -> str:
+    """A 32-hex-digit id that sorts by creation time (48-bit milliseconds + 80 random bits).
+
+    Callers make their own ids so that a submit re-sent after a reconnect is recognised as the
+    same job instead of creating a second one.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def is_job_id(value: str) -> bool:
+    """True for the id shape ``new_job_id`` makes (32 lowercase hex digits)."""
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job as the store keeps it. ``error`` is ``{"type", "message", "traceback"}``."""
+
+    id: str
+    queue: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    status: JobStatus = JobStatus.QUEUED
+    attempts: int = 0
+    worker: str | None = None
+    parent: str | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The record as a msgpack-able map, the shape the ``job_info`` frame carries."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "parent": self.parent,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }

@@ -1,0 +1,137 @@
+"""EasyJobsManager: owns the queues and the job store, and serves workers and clients.
+
+It mounts its WebSocket endpoint (``/ws/jobs``) into a Starlette or FastAPI app, so it can live
+inside an existing service or alone (``easyjobs manager``, or ``easyjobs.manager.app:create_app``
+as an ASGI factory). Tasks registered with ``manager.task`` run inside the manager process through
+the same worker code as remote tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from starlette.routing import WebSocketRoute
+
+from ..errors import ConfigurationError
+from ..protocol.frames import DEFAULT_MAX_MESSAGE
+from ..remote import Calls, RemoteTask
+from ..store import Store, open_store
+from ..workers.link import WS_PATH
+from ..workers.worker import EasyJobsWorker
+from .core import Core
+from .endpoint import Endpoint
+from .loopback import LoopbackLink
+
+log = logging.getLogger("easyjobs.manager")
+
+DEFAULT_DB = "easyjobs.db"
+
+
+class EasyJobsManager:
+    """A manager. ``await EasyJobsManager.create(app, server_secret=...)`` starts one in ``app``.
+
+    ``db_path`` (default: env ``DB_PATH``, else ``easyjobs.db``) selects the embedded SQLite
+    store; ``store`` passes any other ``Store``. ``heartbeat`` is the interval in seconds both
+    ends use; a peer silent for five intervals is dropped. The caller owns shutdown: call
+    ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked automatically).
+    """
+
+    def __init__(
+        self,
+        server: Any = None,
+        server_secret: str | bytes | None = None,
+        *,
+        db_path: str | None = None,
+        store: Store | None = None,
+        heartbeat: float = 1.0,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_local_tasks: int = 10,
+    ) -> None:
+        if not server_secret:
+            raise ConfigurationError("server_secret is required: workers authenticate with it")
+        if heartbeat <= 0:
+            raise ConfigurationError("heartbeat must be positive")
+        self.server = server
+        secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
+        self.store = store or open_store(db_path or os.environ.get("DB_PATH") or DEFAULT_DB)
+        self.core = Core(self.store)
+        self.endpoint = Endpoint(self.core, secret, heartbeat, max_message)
+        self._loopback = LoopbackLink(self.core)
+        self._local = EasyJobsWorker(link=self._loopback, jobs_queue="DEFAULT",
+                                     max_tasks_per_worker=max_local_tasks)
+        self._started = False
+        self._mounted = False
+
+    @classmethod
+    async def create(cls, server: Any = None, *args: Any, **kwargs: Any) -> EasyJobsManager:
+        """Construct a manager, mount it into ``server`` and start it."""
+        manager = cls(server, *args, **kwargs)
+        await manager.start()
+        return manager
+
+    @property
+    def calls(self) -> Calls:
+        """Submit and await jobs from inside the manager process."""
+        return self._loopback.calls
+
+    def mount(self, app: Any) -> None:
+        """Add the ``/ws/jobs`` route to a Starlette/FastAPI app (``start`` mounts ``server``)."""
+        app.router.routes.append(WebSocketRoute(WS_PATH, self.endpoint.serve))
+
+    async def start(self) -> None:
+        """Open the store, recover unfinished jobs, mount the endpoint and start local tasks."""
+        if self._started:
+            return
+        await self.core.start()
+        self._started = True
+        if self.server is not None and not self._mounted:
+            self.mount(self.server)
+            self._mounted = True
+            handlers = getattr(getattr(self.server, "router", None), "on_shutdown", None)
+            if isinstance(handlers, list):
+                handlers.append(self.close)
+        await self._local.start()
+
+    async def close(self) -> None:
+        """Close every connection (peers reconnect later), stop local tasks, close the store."""
+        if not self._started:
+            return
+        self._started = False
+        self.endpoint.close_all()
+        await self._local.stop(grace=0)
+        await self.core.stop()
+
+    async def __aenter__(self) -> EasyJobsManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def task(
+        self,
+        namespace: str = "DEFAULT",
+        on_failure: str | None = None,
+        retry_policy: str | None = "retry_once",
+        run_before: list[str] | None = None,
+        run_after: list[str] | None = None,
+        subprocess: bool | None = False,
+        schedule: str | None = None,
+        default_args: dict[str, Any] | None = None,
+    ) -> Callable[[Callable[..., Any]], RemoteTask]:
+        """Register a task that runs in the manager process, in queue ``namespace``."""
+        return self._local.task(
+            namespace=namespace, on_failure=on_failure, retry_policy=retry_policy,
+            run_before=run_before, run_after=run_after, subprocess=subprocess,
+            schedule=schedule, default_args=default_args,
+        )
+
+    def toggle_workers(self, pause: bool = True) -> None:
+        """Pause (no new assignments anywhere; running jobs finish) or resume all workers."""
+        self.core.toggle_workers(pause)
+
+
+__all__ = ["EasyJobsManager"]

@@ -1,0 +1,163 @@
+"""Which job goes to which worker: ready queues, worker credit, least-loaded choice. No I/O.
+
+Jobs wait in one heap per (queue, task), ordered by arrival, so a job that comes back from a lost
+worker keeps its place at the front. A worker takes jobs only while it has credit and is not
+paused; among the workers that can take a job, the one with the fewest jobs in flight wins.
+``assign`` callbacks are how decisions leave this module.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+Key = tuple[str, str]
+"""(queue, task)"""
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """What the dispatcher knows about one connected worker."""
+
+    id: str
+    name: str
+    keys: set[Key] = field(default_factory=set)
+    credit: int = 0
+    paused: bool = False
+    in_flight: set[str] = field(default_factory=set)
+
+    @property
+    def available(self) -> bool:
+        return self.credit > 0 and not self.paused
+
+
+class Dispatcher:
+    """Matches ready jobs with workers that have credit; calls ``assign(worker, job_id)``."""
+
+    def __init__(self, assign: Callable[[WorkerState, str], None]) -> None:
+        self._assign = assign
+        self._seq = itertools.count()
+        self._ready: dict[Key, list[tuple[int, str]]] = {}
+        self._order: dict[str, int] = {}
+        self._key_of: dict[str, Key] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self._serving: dict[Key, set[str]] = {}
+        self.paused = False
+
+    # ------------------------------------------------------------------ jobs
+
+    def enqueue(self, job_id: str, key: Key) -> None:
+        """A job is ready to run: assign it now if a worker can take it, else queue it."""
+        order = self._order.setdefault(job_id, next(self._seq))
+        self._key_of[job_id] = key
+        worker = self._pick(key)
+        if worker is not None:
+            self._give(worker, job_id)
+        else:
+            heapq.heappush(self._ready.setdefault(key, []), (order, job_id))
+
+    def finished(self, job_id: str, worker_id: str | None) -> None:
+        """A job left the running state for good: forget it."""
+        self._order.pop(job_id, None)
+        self._key_of.pop(job_id, None)
+        worker = self.workers.get(worker_id) if worker_id else None
+        if worker is not None:
+            worker.in_flight.discard(job_id)
+
+    def discard(self, job_id: str) -> bool:
+        """Take a queued job out of its heap (it finished or was claimed); True if it was there."""
+        key = self._key_of.get(job_id)
+        heap = self._ready.get(key) if key else None
+        if not heap:
+            return False
+        for i, (_, queued) in enumerate(heap):
+            if queued == job_id:
+                heap[i] = heap[-1]
+                heap.pop()
+                heapq.heapify(heap)
+                return True
+        return False
+
+    def queued(self, key: Key) -> int:
+        """How many jobs wait for ``key``."""
+        return len(self._ready.get(key, ()))
+
+    # ------------------------------------------------------------------ workers
+
+    def add_worker(self, worker_id: str, name: str) -> WorkerState:
+        worker = WorkerState(worker_id, name)
+        self.workers[worker_id] = worker
+        return worker
+
+    def remove_worker(self, worker_id: str) -> list[str]:
+        """A worker is gone; returns the jobs it was running, which the caller requeues."""
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return []
+        for key in worker.keys:
+            self._serving.get(key, set()).discard(worker_id)
+        return sorted(worker.in_flight, key=lambda j: self._order.get(j, 0))
+
+    def serve(self, worker_id: str, keys: Iterable[Key]) -> None:
+        """The worker advertised these tasks."""
+        worker = self.workers[worker_id]
+        for key in keys:
+            worker.keys.add(key)
+            self._serving.setdefault(key, set()).add(worker_id)
+        self._fill(worker)
+
+    def grant(self, worker_id: str, n: int) -> None:
+        worker = self.workers[worker_id]
+        worker.credit += n
+        self._fill(worker)
+
+    def claim(self, worker_id: str, job_id: str) -> None:
+        """Count ``job_id`` as running on the worker (it kept running across a reconnect)."""
+        self.workers[worker_id].in_flight.add(job_id)
+
+    def pause(self, worker_id: str | None, paused: bool) -> None:
+        """Pause or resume one worker, or every worker (``worker_id`` None)."""
+        if worker_id is None:
+            self.paused = paused
+            targets = list(self.workers.values())
+        else:
+            targets = [self.workers[worker_id]]
+            targets[0].paused = paused
+        if not paused:
+            for worker in targets:
+                self._fill(worker)
+
+    # ------------------------------------------------------------------ choosing
+
+    def _pick(self, key: Key) -> WorkerState | None:
+        if self.paused:
+            return None
+        best: WorkerState | None = None
+        for worker_id in self._serving.get(key, ()):
+            worker = self.workers[worker_id]
+            if worker.available and (
+                best is None or len(worker.in_flight) < len(best.in_flight)
+            ):
+                best = worker
+        return best
+
+    def _fill(self, worker: WorkerState) -> None:
+        """Give the worker ready jobs, oldest first across its tasks, while it has credit."""
+        while worker.available and not self.paused:
+            best_key: Key | None = None
+            best_order = -1
+            for key in worker.keys:
+                heap = self._ready.get(key)
+                if heap and (best_key is None or heap[0][0] < best_order):
+                    best_key, best_order = key, heap[0][0]
+            if best_key is None:
+                return
+            _, job_id = heapq.heappop(self._ready[best_key])
+            self._give(worker, job_id)
+
+    def _give(self, worker: WorkerState, job_id: str) -> None:
+        worker.credit -= 1
+        worker.in_flight.add(job_id)
+        self._assign(worker, job_id)

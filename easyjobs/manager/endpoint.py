@@ -1,0 +1,136 @@
+"""The WebSocket endpoint: one thin pump per connection between Starlette and ``ServerSession``.
+
+Read a message, feed the session, give the frames to the core, send what the session wants
+sent. Protocol rules live in the session and the core, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..errors import ConnectionLost, ProtocolError
+from ..protocol.auth import new_nonce
+from ..protocol.frames import Frame, Hello
+from ..protocol.session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_PROTOCOL_ERROR,
+    ServerSession,
+    State,
+)
+from ..ticker import Ticker
+from .core import Core, Peer
+
+log = logging.getLogger("easyjobs.manager")
+
+
+class WebSocketPeer(Peer):
+    """A peer on a WebSocket: frames go into its session and wake its writer."""
+
+    def __init__(self, session: ServerSession, wake: asyncio.Event, peer_id: str) -> None:
+        super().__init__(peer_id, session.name, session.role)
+        self.session = session
+        self._wake = wake
+
+    def send(self, frame: Frame) -> None:
+        try:
+            self.session.send(frame)
+        except ConnectionLost:
+            return  # closing: ``disconnect`` cleans up what this peer was owed
+        self._wake.set()
+
+    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+        self.session.close(code, reason)
+        self._wake.set()
+
+
+class Endpoint:
+    """Serves ``/ws/jobs`` for one manager; ``close_all`` ends every connection on shutdown."""
+
+    def __init__(self, core: Core, secret: bytes, heartbeat: float, max_message: int) -> None:
+        self._core = core
+        self._secret = secret
+        self._heartbeat = heartbeat
+        self._max_message = max_message
+        self._open: dict[ServerSession, asyncio.Event] = {}
+        self._closing = False
+
+    def close_all(self) -> None:
+        """Close every connection with 1001 (peers reconnect to the next manager)."""
+        self._closing = True
+        for session, wake in self._open.items():
+            session.close(CLOSE_GOING_AWAY, "manager shutting down")
+            wake.set()
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Run one connection from handshake to close."""
+        if self._closing:
+            await websocket.close(CLOSE_GOING_AWAY)
+            return
+        await websocket.accept()
+        loop = asyncio.get_running_loop()
+        session_id = secrets.token_hex(8)
+        session = ServerSession(
+            self._secret, loop.time(), nonce=new_nonce(), session_id=session_id,
+            heartbeat=self._heartbeat, max_message=self._max_message,
+        )
+        wake = asyncio.Event()
+        wake.set()
+        self._open[session] = wake
+        writer = loop.create_task(self._write(websocket, session, wake))
+        ticker = Ticker(session, wake.set)
+        peer: WebSocketPeer | None = None
+        try:
+            while session.state is not State.CLOSED:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    session.fail(CLOSE_PROTOCOL_ERROR,
+                                 ProtocolError("text messages are not allowed"))
+                    break
+                frames = session.receive(data, loop.time())
+                if frames and isinstance(frames[0], Hello):
+                    peer = WebSocketPeer(session, wake, session_id)
+                    self._core.connect(peer)
+                    log.info("%s %s connected", peer.role, peer.name)
+                    frames = frames[1:]
+                    ticker.reschedule()
+                if peer is not None and frames:
+                    try:
+                        self._core.handle(peer, frames)
+                    except ProtocolError as exc:
+                        session.fail(CLOSE_PROTOCOL_ERROR, exc)
+                wake.set()
+            if session.error is not None:
+                log.warning("closing connection %s: %s", session_id, session.error)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if peer is not None:
+                self._core.disconnect(peer)
+                log.info("%s %s disconnected", peer.role, peer.name)
+            wake.set()
+            await asyncio.gather(writer, return_exceptions=True)
+            ticker.cancel()
+            self._open.pop(session, None)
+
+    async def _write(self, websocket: WebSocket, session: ServerSession,
+                     wake: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                for message in session.data_to_send(loop.time()):
+                    await websocket.send_bytes(message)
+                if session.state is State.CLOSED:
+                    await websocket.close(session.close_code or CLOSE_GOING_AWAY,
+                                          session.close_reason)
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the peer went away first

@@ -1,0 +1,232 @@
+"""Calling tasks: pending calls as futures keyed by ref, ``Job`` handles, awaitable remote tasks.
+
+``Calls`` is the caller's side of the protocol's request frames. It never touches a socket: it
+hands frames to a ``send`` callable and is fed the manager's replies through ``handle``. Because
+job ids are chosen here and every request is idempotent, ``pending_frames`` can be re-sent as-is
+after a reconnect; only ``fail_all`` (the link closed for good) fails the waiting callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import EasyJobsError, ResultTimeout, TaskFailed, error_from_code
+from .jobs import JobStatus, new_job_id
+from .protocol.frames import (
+    Accepted,
+    Error,
+    Frame,
+    JobInfo,
+    Lookup,
+    Result,
+    Submit,
+    Watch,
+)
+
+current_slot: ContextVar[Callable[[], AbstractAsyncContextManager[None]] | None] = ContextVar(
+    "easyjobs_current_slot", default=None
+)
+"""Set by the runner while a task runs: ``lend()`` frees its slot while it awaits a child."""
+
+current_job: ContextVar[str | None] = ContextVar("easyjobs_current_job", default=None)
+"""The id of the job whose task is running in this context (the parent of jobs it submits)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    frame: Frame
+    future: asyncio.Future[Any]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an exception as seen: a caller that gave up must not cause a warning later."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Calls:
+    """Requests in flight from one caller to the manager, resolved by pushed frames.
+
+    ``send`` must raise ``SerializationError`` for a frame that cannot be encoded, and must not
+    deliver a reply before it returns (replies arrive through ``handle`` on a later callback).
+    """
+
+    def __init__(self, send: Callable[[Frame], None]) -> None:
+        self._send = send
+        self._refs = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._watching: dict[str, int] = {}
+        self._closed: EasyJobsError | None = None
+
+    def _request(self, make: Callable[[int], Frame]) -> asyncio.Future[Any]:
+        if self._closed is not None:
+            raise self._closed
+        ref = next(self._refs)
+        frame = make(ref)
+        self._send(frame)  # raises SerializationError before anything is registered
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        self._pending[ref] = _Pending(frame, future)
+        return future
+
+    async def submit(
+        self,
+        queue: str,
+        task: str,
+        args: list[Any] | tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        watch: bool = False,
+        job_id: str | None = None,
+    ) -> Job:
+        """Create a job and return its handle once the manager has committed it."""
+        job = job_id or new_job_id()
+        parent = current_job.get()
+        if watch:
+            self._watch(job, send=False)
+        try:
+            await self._request(
+                lambda ref: Submit(ref, job, queue, task, list(args), kwargs, parent, watch)
+            )
+        except BaseException:
+            if watch:
+                self._forget_watch(job)
+            raise
+        return Job(job, self)
+
+    async def call(self, queue: str, task: str, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Submit a job and return its result: the remote function call."""
+        lend = current_slot.get()
+        async with lend() if lend is not None else nullcontext():
+            job = await self.submit(queue, task, args, kwargs, watch=True)
+            return await job.result()
+
+    def _watch(self, job: str, send: bool = True) -> asyncio.Future[Any]:
+        ref = self._watching.get(job)
+        if ref is not None:
+            return self._pending[ref].future
+        if self._closed is not None:
+            raise self._closed
+        ref = next(self._refs)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        self._pending[ref] = _Pending(Watch(ref, job), future)
+        self._watching[job] = ref
+        if send:
+            self._send(self._pending[ref].frame)
+        return future
+
+    def _forget_watch(self, job: str) -> None:
+        ref = self._watching.pop(job, None)
+        if ref is not None:
+            self._pending.pop(ref, None)
+
+    async def result(self, job: str, timeout: float | None = None) -> Any:
+        """The job's result, pushed by the manager; raises ``TaskFailed`` if it failed."""
+        future = self._watch(job)
+        try:
+            frame: Result = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            raise ResultTimeout(f"job {job} did not finish within {timeout}s") from None
+        if frame.status == JobStatus.SUCCEEDED.value:
+            return frame.value
+        error = frame.error or {"type": "EasyJobsError", "message": "job failed"}
+        raise TaskFailed(error["type"], error["message"], error.get("traceback", ""), job)
+
+    async def lookup(self, job: str) -> dict[str, Any]:
+        """The job's record as the manager's store has it."""
+        info: JobInfo = await self._request(lambda ref: Lookup(ref, job))
+        return info.job
+
+    def handle(self, frame: Frame) -> bool:
+        """Resolve what ``frame`` answers; False if it is not a reply to a call."""
+        if isinstance(frame, Result):
+            ref = self._watching.pop(frame.job, None)
+            pending = self._pending.pop(ref, None) if ref is not None else None
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(frame)
+            return True
+        if isinstance(frame, (Accepted, JobInfo, Error)) and frame.ref is not None:
+            pending = self._pending.pop(frame.ref, None)
+            if pending is None or pending.future.done():
+                return True
+            if isinstance(frame, Error):
+                if isinstance(pending.frame, Watch):
+                    self._watching.pop(pending.frame.job, None)
+                pending.future.set_exception(error_from_code(frame.code, frame.message))
+            else:
+                pending.future.set_result(frame)
+            return True
+        return False
+
+    def pending_frames(self) -> list[Frame]:
+        """Every unanswered request, in the order it was made, to re-send after a reconnect."""
+        return [p.frame for _, p in sorted(self._pending.items())]
+
+    def fail_all(self, error: EasyJobsError) -> None:
+        """The link is gone for good: fail every waiting caller with ``error``, refuse new calls."""
+        self._closed = error
+        pending, self._pending = self._pending, {}
+        self._watching.clear()
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(error)
+
+
+class Job:
+    """A handle on a submitted job: its id, its status, and (awaited) its result."""
+
+    __slots__ = ("id", "_calls")
+
+    def __init__(self, job_id: str, calls: Calls) -> None:
+        self.id = job_id
+        self._calls = calls
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait (pushed, not polled) for the result; ``TaskFailed`` if the job failed."""
+        return await self._calls.result(self.id, timeout)
+
+    async def info(self) -> dict[str, Any]:
+        """The job's full record (status, attempts, worker, timestamps, result or error)."""
+        return await self._calls.lookup(self.id)
+
+    async def status(self) -> JobStatus:
+        """The job's current status."""
+        return JobStatus((await self.info())["status"])
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+
+class RemoteTask:
+    """A task as a remote function: ``await task(...)`` runs it on some worker."""
+
+    def __init__(
+        self,
+        calls: Callable[[], Calls],
+        queue: str,
+        name: str,
+        fn: Callable[..., Any] | None = None,
+    ) -> None:
+        self._calls = calls
+        self.queue = queue
+        self.name = name
+        self.fn = fn
+        self.__name__ = name
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return self._calls().call(self.queue, self.name, args, kwargs)
+
+    async def submit(self, *args: Any, **kwargs: Any) -> Job:
+        """Queue the job and return its handle without waiting for the result."""
+        return await self._calls().submit(self.queue, self.name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.queue}.{self.name}>"

@@ -1,0 +1,34 @@
+"""Durable storage for jobs and registered tasks: one abstract ``Store``, one file per backend.
+
+Use ``open_store(url_or_path)`` to pick a backend from configuration; await ``open()`` on the
+result before use and ``close()`` on shut-down.
+"""
+
+from __future__ import annotations
+
+from easyjobs.errors import ConfigurationError
+from easyjobs.store.base import Store
+from easyjobs.store.sqlite import SQLiteStore
+
+__all__ = ["SQLiteStore", "Store", "open_store"]
+
+SUPPORTED = "a file path or sqlite:///path (sqlite:////absolute/path)"
+
+
+def open_store(url_or_path: str) -> Store:
+    """Make (not yet open) the store ``url_or_path`` names: a plain path or ``sqlite:///path``.
+
+    Raises ``ConfigurationError`` for anything else. The message names only the URL scheme,
+    since a database URL may carry a password.
+    """
+    scheme, sep, rest = url_or_path.partition("://")
+    if not sep:
+        if not url_or_path:
+            raise ConfigurationError(f"the store location is empty; use {SUPPORTED}")
+        return SQLiteStore(url_or_path)
+    if scheme == "sqlite":
+        # As in SQLAlchemy: what follows the third slash is the path, so four slashes is absolute.
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigurationError(f"a sqlite store URL needs a path; use {SUPPORTED}")
+        return SQLiteStore(rest[1:])
+    raise ConfigurationError(f"unsupported store scheme {scheme!r}; use {SUPPORTED}")

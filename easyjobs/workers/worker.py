@@ -1,0 +1,227 @@
+"""EasyJobsWorker: the tasks a program registers, a link to the manager, and a runner.
+
+Lifecycle only: the link knows nothing about running tasks and the runner nothing about sockets;
+this class joins them. It installs no signal handlers — the host application (or the CLI, which
+owns its process) decides when to call ``stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..errors import ConfigurationError
+from ..protocol.frames import Assign, Credit, Done, Frame, Pause, Register, Resume
+from ..remote import Calls, RemoteTask
+from ..tasks import TaskSpec, check_name, describe, make_options
+from .link import DEFAULT_BACKOFF, Link
+from .runner import Runner
+
+log = logging.getLogger("easyjobs.worker")
+
+
+class LinkLike(Protocol):
+    """What a worker needs of its link: ``Link`` over a WebSocket, or the manager's loopback."""
+
+    name: str
+    calls: Calls
+    on_frame: Callable[[Frame], None] | None
+    on_open: Callable[[], None] | None
+    on_lost: Callable[[], None] | None
+
+    @property
+    def is_open(self) -> bool: ...
+    def send(self, frame: Frame) -> None: ...
+    async def start(self, connect_timeout: float = ...) -> None: ...
+    async def close(self) -> None: ...
+
+
+class EasyJobsWorker:
+    """A worker: ``@worker.task()`` registers tasks, ``start()`` connects and takes jobs.
+
+    ``server`` is the host FastAPI/Starlette app (the worker stops when the app shuts down,
+    where the app supports shutdown handlers) or None. ``server_secret`` is accepted for
+    compatibility with easyjobs 0.x, whose workers ran their own RPC server; the link to the
+    manager is authenticated with ``manager_secret`` alone.
+    """
+
+    def __init__(
+        self,
+        server: Any = None,
+        server_secret: str | None = None,
+        manager_host: str = "127.0.0.1",
+        manager_port: int = 8220,
+        manager_secret: str | bytes | None = None,
+        jobs_queue: str = "DEFAULT",
+        max_tasks_per_worker: int = 10,
+        *,
+        name: str | None = None,
+        backoff: Callable[[int], float] = DEFAULT_BACKOFF,
+        connect_timeout: float = 10.0,
+        grace: float = 30.0,
+        link: LinkLike | None = None,
+    ) -> None:
+        if not manager_secret and link is None:
+            raise ConfigurationError("manager_secret is required")
+        if max_tasks_per_worker < 1:
+            raise ConfigurationError("max_tasks_per_worker must be at least 1")
+        self.server = server
+        self.queue = check_name(jobs_queue, "jobs_queue")
+        self.max_tasks = max_tasks_per_worker
+        self.grace = grace
+        self._connect_timeout = connect_timeout
+        self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any]]] = {}
+        self._paused = False
+        if link is None:
+            secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
+            assert secret is not None
+            link = Link(manager_host, manager_port, secret, role="worker", name=name,
+                        backoff=backoff)
+        link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
+        self._link: LinkLike = link
+        self._runner: Runner | None = None
+        self._hooked = False
+
+    @classmethod
+    async def create(cls, server: Any = None, *args: Any, **kwargs: Any) -> EasyJobsWorker:
+        """Construct and start a worker (the easyjobs 0.x entry point)."""
+        worker = cls(server, *args, **kwargs)
+        await worker.start()
+        return worker
+
+    @property
+    def name(self) -> str:
+        return self._link.name
+
+    @property
+    def calls(self) -> Calls:
+        """The worker's calls to the manager (what its remote tasks use)."""
+        return self._link.calls
+
+    # ---------------------------------------------------------------- tasks
+
+    def task(
+        self,
+        namespace: str | None = None,
+        on_failure: str | None = None,
+        retry_policy: str | None = "retry_once",
+        run_before: list[str] | None = None,
+        run_after: list[str] | None = None,
+        subprocess: bool | None = False,
+        schedule: str | None = None,
+        default_args: dict[str, Any] | None = None,
+    ) -> Callable[[Callable[..., Any]], RemoteTask]:
+        """Register an async function as a task of this worker's queue (or ``namespace``).
+
+        Returns a ``RemoteTask``: awaiting it runs the task on some worker via the manager.
+        """
+        options = make_options(
+            on_failure=on_failure, retry_policy=retry_policy, run_before=run_before,
+            run_after=run_after, subprocess=subprocess, schedule=schedule,
+            default_args=default_args,
+        )
+        queue = check_name(namespace, "namespace") if namespace else self.queue
+
+        def register(fn: Callable[..., Any]) -> RemoteTask:
+            spec = _spec_for(fn, queue, options)
+            self._tasks[(queue, spec.name)] = (spec, fn)
+            if self._link.is_open:
+                self._link.send(Register([spec.to_wire()]))
+            return RemoteTask(lambda: self._link.calls, queue, spec.name, fn)
+
+        return register
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Connect to the manager and start taking jobs (see ``Link.start`` for errors)."""
+        if self._runner is None:
+            self._runner = Runner(self.max_tasks, self._grant, self._report)
+        self._hook_shutdown()
+        await self._link.start(self._connect_timeout)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking work, let running jobs finish within ``grace`` seconds, then leave.
+
+        Jobs still running after the grace period are cancelled; the manager requeues them
+        when the link closes.
+        """
+        if self._runner is not None:
+            if self._link.is_open:
+                self._link.send(Pause(True))
+            leftover = await self._runner.drain(self.grace if grace is None else grace)
+            if leftover:
+                log.warning("stopped with %d job(s) unfinished; the manager requeues them",
+                            len(leftover))
+        await self._link.close()
+
+    async def __aenter__(self) -> EasyJobsWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def toggle_workers(self, pause: bool = True) -> None:
+        """Pause (no new assignments; running jobs finish) or resume this worker."""
+        self._paused = pause
+        if self._link.is_open:
+            self._link.send(Pause(pause))
+
+    def _hook_shutdown(self) -> None:
+        router = getattr(self.server, "router", None)
+        handlers = getattr(router, "on_shutdown", None)
+        if isinstance(handlers, list) and not self._hooked:
+            handlers.append(self.stop)
+            self._hooked = True
+
+    # ---------------------------------------------------------------- link callbacks
+
+    def _on_open(self) -> None:
+        assert self._runner is not None
+        if self._tasks:
+            self._link.send(Register([spec.to_wire() for spec, _ in self._tasks.values()]))
+        if self._runner.running_jobs:
+            self._link.send(Resume(self._runner.running_jobs))
+        if self._paused:
+            self._link.send(Pause(True))
+        self._runner.open()
+
+    def _on_lost(self) -> None:
+        if self._runner is not None:
+            self._runner.link_lost()
+
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Assign) and self._runner is not None:
+            entry = self._tasks.get((frame.queue, frame.task))
+            self._runner.start(frame, entry[1] if entry else None)
+        else:
+            log.warning("ignoring unexpected %s frame from the manager", frame.type)
+
+    def _grant(self, n: int) -> None:
+        if self._link.is_open:
+            self._link.send(Credit(n))
+
+    def _report(self, done: Done) -> None:
+        # A result produced while the link is down is lost here; the manager requeues the job
+        # when the link drops, so it runs again (at-least-once delivery).
+        if self._link.is_open:
+            self._link.send(done)
+
+
+def _spec_for(fn: Callable[..., Any], queue: str, options: Any) -> TaskSpec:
+    import inspect
+
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(f"task {getattr(fn, '__name__', fn)!r} must be an async function")
+    spec = TaskSpec(check_name(fn.__name__, "task name"), queue, describe(fn), options)
+    default_args = options.default_args
+    if default_args is not None and options.schedule is not None:
+        try:
+            spec.check(default_args["args"], default_args["kwargs"])
+        except Exception as exc:
+            raise ConfigurationError(
+                f"default_args of scheduled task {spec.name} do not bind: {exc}"
+            ) from None
+    return spec
