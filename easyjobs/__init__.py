@@ -1,25 +1,30 @@
-"""easyjobs: distributed asyncio jobs with a manager that pushes work to connected workers."""
+"""easyjobs: distributed asyncio jobs with a manager that pushes work to connected workers.
 
-from .client import EasyJobsClient
-from .errors import (
-    AuthenticationError,
-    ConfigurationError,
-    ConnectionLost,
-    EasyJobsError,
-    InvalidArguments,
-    ProtocolError,
-    ResultTimeout,
-    SerializationError,
-    StoreError,
-    TaskFailed,
-    UnknownJob,
-    UnknownTask,
-    UnsupportedVersion,
-)
-from .jobs import JobStatus
-from .manager import EasyJobsManager
-from .remote import Job, RemoteTask
-from .workers.worker import EasyJobsWorker
+Every public name is importable from here; they load on first use, so that importing a light
+module (``easyjobs.workers.task`` in a subprocess, ``easyjobs.protocol``) stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    "EasyJobsClient": "easyjobs.client",
+    "EasyJobsManager": "easyjobs.manager",
+    "EasyJobsWorker": "easyjobs.workers.worker",
+    "Job": "easyjobs.remote",
+    "RemoteTask": "easyjobs.remote",
+    "JobStatus": "easyjobs.jobs",
+    **{
+        name: "easyjobs.errors"
+        for name in (
+            "AuthenticationError", "ConfigurationError", "ConnectionLost", "EasyJobsError",
+            "InvalidArguments", "ProtocolError", "ResultTimeout", "SerializationError",
+            "StoreError", "TaskFailed", "UnknownJob", "UnknownTask", "UnsupportedVersion",
+        )
+    },
+}
 
 __all__ = [
     "AuthenticationError",
@@ -42,3 +47,39 @@ __all__ = [
     "UnknownTask",
     "UnsupportedVersion",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'easyjobs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+if TYPE_CHECKING:
+    from .client import EasyJobsClient
+    from .errors import (
+        AuthenticationError,
+        ConfigurationError,
+        ConnectionLost,
+        EasyJobsError,
+        InvalidArguments,
+        ProtocolError,
+        ResultTimeout,
+        SerializationError,
+        StoreError,
+        TaskFailed,
+        UnknownJob,
+        UnknownTask,
+        UnsupportedVersion,
+    )
+    from .jobs import JobStatus
+    from .manager import EasyJobsManager
+    from .remote import Job, RemoteTask
+    from .workers.worker import EasyJobsWorker

@@ -144,12 +144,16 @@ class TestStoreContract:
         assert await store.finish(record.id, JobStatus.FAILED, None, error, at=5.0)
 
     async def test_illegal_transitions_change_nothing(self, store: Store) -> None:
-        """Moves the lifecycle table forbids (queued->succeeded, requeue of queued) are no-ops."""
+        """Moves the lifecycle table forbids (requeue of queued, running a finished job) are no-ops."""
         record = job()
         await store.add_jobs([record])
-        assert not await store.finish(record.id, JobStatus.SUCCEEDED, 1, None, at=5.0)
         await store.requeue([record.id])
         assert await store.get_job(record.id) == record
+        assert await store.finish(record.id, JobStatus.SUCCEEDED, 1, None, at=5.0)
+        finished = await store.get_job(record.id)
+        await store.mark_running(record.id, "w1", 1, at=6.0)
+        await store.requeue([record.id])
+        assert await store.get_job(record.id) == finished
 
     async def test_finish_on_terminal_or_unknown_job_returns_false(self, store: Store) -> None:
         """A second outcome, or one for an unknown job, is refused and changes nothing."""

@@ -1,0 +1,164 @@
+"""The ``easyjobs`` command: a thin shell over the library, and the only code that owns a process.
+
+    easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F]
+    easyjobs worker MODULE:ATTR
+    easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
+
+Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ConfigurationError, EasyJobsError, TaskFailed
+
+log = logging.getLogger("easyjobs.cli")
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=os.environ.get("EASYJOBS_HOST", "127.0.0.1"),
+                        help="manager host (env EASYJOBS_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("EASYJOBS_PORT", "8220")),
+                        help="manager port (env EASYJOBS_PORT, default 8220)")
+    parser.add_argument("--secret-file", help="file holding the manager secret "
+                        "(default: env EASYJOBS_SECRET)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="easyjobs", description="Distributed asyncio jobs: manager, workers and calls.")
+    parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    manager = commands.add_parser("manager", help="run a standalone manager")
+    _connection_args(manager)
+    manager.add_argument("--db", default=None,
+                         help="SQLite file or store URL (env DB_PATH, default easyjobs.db)")
+    manager.add_argument("--heartbeat", type=float, default=None,
+                         help="heartbeat interval in seconds (default 1.0)")
+
+    worker = commands.add_parser("worker", help="run the EasyJobsWorker object MODULE:ATTR")
+    worker.add_argument("target", metavar="MODULE:ATTR")
+    worker.add_argument("--grace", type=float, default=None,
+                        help="seconds to let running jobs finish on SIGINT/SIGTERM")
+
+    call = commands.add_parser("call", help="run a task and print its result as JSON")
+    _connection_args(call)
+    call.add_argument("queue")
+    call.add_argument("task")
+    call.add_argument("--args", default="[]", help="positional arguments as a JSON list")
+    call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    call.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    call.add_argument("--timeout", type=float, default=None, help="seconds to wait for a result")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "manager":
+            return _manager(args)
+        if args.command == "worker":
+            return asyncio.run(_worker(args))
+        return asyncio.run(_call(args))
+    except ConfigurationError as exc:
+        print(f"easyjobs: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _manager(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .manager.app import create_app
+
+    app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat)
+    log.info("manager listening on %s:%s", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
+    return 0
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from .workers.worker import EasyJobsWorker
+
+    module_name, _, attr = args.target.partition(":")
+    if not attr:
+        raise ConfigurationError("worker target must be MODULE:ATTR, e.g. myapp.jobs:worker")
+    sys.path.insert(0, os.getcwd())
+    try:
+        worker = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load {args.target}: {exc}") from None
+    if not isinstance(worker, EasyJobsWorker):
+        raise ConfigurationError(f"{args.target} is not an EasyJobsWorker")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+    except EasyJobsError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("worker %s running; SIGINT or SIGTERM stops it", worker.name)
+    await stop.wait()
+    log.info("stopping: draining running jobs")
+    await worker.stop(args.grace)
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from .client import EasyJobsClient
+    from .manager.app import read_secret
+
+    try:
+        call_args = json.loads(args.args)
+        call_kwargs = json.loads(args.kwargs)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"--args/--kwargs must be JSON: {exc}") from None
+    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+        raise ConfigurationError("--args must be a JSON list and --kwargs a JSON object")
+    secret = read_secret(secret_file=args.secret_file)
+    try:
+        async with EasyJobsClient(args.host, args.port, secret) as client:
+            job = await client.submit(args.queue, args.task, *call_args, **call_kwargs)
+            if args.no_wait:
+                _print_json({"job_id": job.id})
+                return 0
+            _print_json(await job.result(args.timeout))
+            return 0
+    except TaskFailed as exc:
+        print(f"{exc.type}: {exc.message}\n{exc.traceback}".rstrip(), file=sys.stderr)  # noqa: T201
+        return 1
+    except EasyJobsError as exc:
+        print(f"easyjobs: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+
+
+def to_json(value: Any) -> Any:
+    """A result as JSON: bytes become ``{"$base64": "..."}``, map keys become strings."""
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(to_json(value)))  # noqa: T201
