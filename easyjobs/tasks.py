@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError, InvalidArguments, ProtocolError, SerializationError
-from .protocol.frames import MAX_DEPTH, _plain
+from .protocol.frames import MAX_DEPTH, is_plain
 
 RETRY_POLICIES = {
     "retry_once": "retry_once",
@@ -48,7 +48,7 @@ class Param:
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind,
                                "has_default": self.has_default, "annotation": self.annotation}
-        if self.has_default and _plain(self.default, MAX_DEPTH - 4):
+        if self.has_default and is_plain(self.default, MAX_DEPTH - 4):
             out["default"] = self.default
         return out
 
@@ -172,7 +172,7 @@ def _check_default_args(default_args: dict[str, Any] | None) -> dict[str, Any] |
         raise ConfigurationError(
             "default_args['args'] must be a list and default_args['kwargs'] a dict with str keys"
         )
-    if not _plain([args, kwargs], MAX_DEPTH - 4):
+    if not is_plain([args, kwargs], MAX_DEPTH - 4):
         raise SerializationError("default_args must hold only msgpack-serializable values")
     return {"args": list(args), "kwargs": dict(kwargs)}
 

@@ -172,8 +172,14 @@ class Core:
     # ------------------------------------------------------------------ submitting
 
     def _submit(self, peer: Peer, frames: list[Submit]) -> None:
+        """Validate, dispatch at once, and acknowledge once the store has committed.
+
+        Dispatch does not wait for the insert: the ack does, and so does the result (the store
+        applies writes in order, so a job's result is never committed before the job). A job
+        id that turns out to exist already in the store is taken back (``_retract``).
+        """
         now = time.time()
-        accepted: list[tuple[Submit, JobRecord]] = []
+        items: list[tuple[Submit, JobRecord, bool]] = []
         for frame in frames:
             try:
                 self._check(frame)
@@ -184,9 +190,15 @@ class Core:
                 id=frame.job, queue=frame.queue, task=frame.task, args=frame.args,
                 kwargs=frame.kwargs, parent=frame.parent, created_at=now,
             )
-            accepted.append((frame, record))
-        if accepted:
-            self._spawn(self._commit_submits(peer, accepted))
+            optimistic = frame.job not in self.active
+            if optimistic:
+                self.active[record.id] = Active(record)
+                self.dispatcher.enqueue(record.id, (record.queue, record.task))
+            if frame.watch and frame.job in self.active:
+                self._watch(peer, frame.job, None)
+            items.append((frame, record, optimistic))
+        if items:
+            self._spawn(self._commit_submits(peer, items))
 
     def _check(self, frame: Submit) -> None:
         spec = self.tasks.get((frame.queue, frame.task))
@@ -195,21 +207,34 @@ class Core:
                               f"{frame.queue!r}")
         spec.check(frame.args, frame.kwargs)
 
-    async def _commit_submits(self, peer: Peer, items: list[tuple[Submit, JobRecord]]) -> None:
+    async def _commit_submits(
+        self, peer: Peer, items: list[tuple[Submit, JobRecord, bool]]
+    ) -> None:
         try:
-            created = await self.store.add_jobs([record for _, record in items])
+            created = await self.store.add_jobs([record for _, record, _ in items])
         except StoreError as exc:
-            for frame, _ in items:
+            for frame, record, optimistic in items:
+                if optimistic:
+                    self._retract(record.id)
                 peer.send(Error(exc.code, "the job store failed; see the manager's log",
                                 frame.ref))
             return
-        for (frame, record), new in zip(items, created, strict=True):
-            if new:
-                self.active[record.id] = Active(record)
-                self.dispatcher.enqueue(record.id, (record.queue, record.task))
+        for (frame, record, optimistic), new in zip(items, created, strict=True):
+            if optimistic and not new:
+                self._retract(record.id)  # the id belongs to a job that had finished
             peer.send(Accepted(frame.ref, record.id, new))
-            if frame.watch:
+            if frame.watch and not (optimistic and new):
                 self._watch(peer, record.id, None)
+
+    def _retract(self, job_id: str) -> None:
+        """Forget a job dispatched before its insert failed or proved a duplicate."""
+        active = self.active.pop(job_id, None)
+        if active is None:
+            return
+        self.dispatcher.discard(job_id)
+        self.dispatcher.finished(job_id, active.worker_id)
+        for peer in active.watchers:
+            peer.watching.discard(job_id)
 
     # ------------------------------------------------------------------ running
 
@@ -257,14 +282,16 @@ class Core:
         error = frame.error if status is JobStatus.FAILED else None
         value = frame.value if status is JobStatus.SUCCEEDED else None
         try:
-            await self.store.finish(record.id, status, value, error, time.time())
+            stored = await self.store.finish(record.id, status, value, error, time.time())
         except StoreError:
             log.error("could not record the result of job %s; requeueing it", record.id)
             active.finishing = False
             record.status, record.worker, active.worker_id = JobStatus.QUEUED, None, None
             self.dispatcher.enqueue(record.id, (record.queue, record.task))
             return
-        del self.active[record.id]
+        if not stored:  # retracted meanwhile: the stored job and its result stand
+            return
+        self.active.pop(record.id, None)
         result = Result(record.id, status.value, value, error)
         for peer in active.watchers:
             peer.watching.discard(record.id)

@@ -114,6 +114,8 @@ class Endpoint:
             if peer is not None:
                 self._core.disconnect(peer)
                 log.info("%s %s disconnected", peer.role, peer.name)
+            if session.state is not State.CLOSED:
+                writer.cancel()  # the socket is gone: nothing more can be sent on it
             wake.set()
             await asyncio.gather(writer, return_exceptions=True)
             ticker.cancel()

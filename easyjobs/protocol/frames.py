@@ -229,19 +229,33 @@ FRAME_TYPES: dict[str, type[Frame]] = {
 Check = Callable[[Any], bool]
 
 
-def _plain(value: Any, depth: int) -> bool:
-    """True when ``value`` holds only msgpack's basic types, nested at most ``depth`` deep."""
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def is_plain(value: Any, depth: int) -> bool:
+    """True when ``value`` holds only msgpack's basic types, nested at most ``depth`` deep.
+
+    On the hot path (every frame, both ways): exact-type checks first, ``isinstance`` only for
+    subclasses such as ``IntEnum`` or ``OrderedDict``.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
         return True
     if depth <= 0:
         return False
-    if isinstance(value, (list, tuple)):
-        return all(_plain(item, depth - 1) for item in value)
-    if isinstance(value, dict):
-        return all(
-            _plain(k, depth - 1) and _plain(v, depth - 1) for k, v in value.items()
-        )
-    return False
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, dict)):
+        for key, item in value.items():
+            if type(key) not in _SCALARS and not is_plain(key, depth - 1):
+                return False
+            if type(item) not in _SCALARS and not is_plain(item, depth - 1):
+                return False
+        return True
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        for item in value:
+            if type(item) not in _SCALARS and not is_plain(item, depth - 1):
+                return False
+        return True
+    return isinstance(value, (bool, int, float, str, bytes))
 
 
 def _is_int(value: Any) -> bool:
@@ -375,7 +389,7 @@ def decode_message(data: bytes, max_message: int = DEFAULT_MAX_MESSAGE) -> list[
         # TypeError: a map key that msgpack decoded as a list or map (unhashable in Python).
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise ProtocolError(f"invalid msgpack: {exc.__class__.__name__}") from None
-        if not _plain(obj, MAX_DEPTH):
+        if not is_plain(obj, MAX_DEPTH):
             raise ProtocolError(
                 f"frame holds a non-basic type or nests deeper than {MAX_DEPTH} levels"
             )
@@ -401,7 +415,7 @@ _packer = msgpack.Packer(use_bin_type=True, datetime=False, strict_types=False)
 def encode_frame(frame: Frame, max_message: int = DEFAULT_MAX_MESSAGE) -> bytes:
     """Encode one frame; ``SerializationError`` if a value is not msgpack-able or too big."""
     payload = frame_to_map(frame)
-    if not _plain(payload, MAX_DEPTH):
+    if not is_plain(payload, MAX_DEPTH):
         raise SerializationError(_unplain_reason(frame))
     try:
         data: bytes = _packer.pack(payload)
@@ -418,7 +432,7 @@ def encode_frame(frame: Frame, max_message: int = DEFAULT_MAX_MESSAGE) -> bytes:
 def _unplain_reason(frame: Frame) -> str:
     for field in _SCHEMAS[type(frame)]:
         value = getattr(frame, field.name)
-        if not _plain(value, MAX_DEPTH - 1):
+        if not is_plain(value, MAX_DEPTH - 1):
             bad = _first_unplain(value, MAX_DEPTH - 1)
             return (
                 f"{frame.type}.{field.name} cannot be sent: "
@@ -438,7 +452,7 @@ def _first_unplain(value: Any, depth: int) -> Any:
             return None
         items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
         for item in items:
-            if not _plain(item, depth - 1):
+            if not is_plain(item, depth - 1):
                 return _first_unplain(item, depth - 1)
         return None
     return value

@@ -215,6 +215,8 @@ class Link:
             if session.error is not None and session.close_code in FATAL_CLOSE_CODES:
                 raise session.error
         finally:
+            if session.state is not State.CLOSED:
+                writer.cancel()  # the socket is gone: nothing more can be sent on it
             self._wake.set()
             await asyncio.gather(writer, return_exceptions=True)
             ticker.cancel()

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import SerializationError
 from ..jobs import JobStatus
-from ..protocol.frames import MAX_DEPTH, Assign, Done, _plain
+from ..protocol.frames import MAX_DEPTH, Assign, Done, is_plain
 from ..remote import current_job, current_slot
 
 log = logging.getLogger("easyjobs.runner")
@@ -121,7 +121,7 @@ class Runner:
             if fn is None:
                 raise LookupError(f"this worker has no task {assign.task!r}")
             value = await fn(*assign.args, **assign.kwargs)
-            if not _plain(value, MAX_DEPTH - 2):
+            if not is_plain(value, MAX_DEPTH - 2):
                 raise SerializationError(
                     f"the result of {assign.task} ({type(value).__name__}) is not "
                     "msgpack-serializable: return None, bool, int, float, str, bytes, list or dict"
