@@ -38,7 +38,9 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="easyjobs", description="Distributed asyncio jobs: manager, workers and calls.")
-    parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL"),
+                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO, "
+                        "WARNING for call, whose stderr carries the remote error)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    level = args.log_level or ("WARNING" if args.command == "call" else "INFO")
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "manager":

@@ -63,6 +63,27 @@ class EasyJobsClient:
         """The job's record: status, attempts, worker, timestamps, result or error."""
         return await self._link.calls.lookup(job_id)
 
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job that has not finished; returns its record afterwards."""
+        return await self._link.calls.cancel(job_id)
+
+    async def jobs(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Recent jobs, newest first (with workflow links), and the cursor for the next page."""
+        return await self._link.calls.list_jobs(
+            queue=queue, task=task, status=status, limit=limit, before=before)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every cron schedule with its last and next fire times (seconds since the epoch)."""
+        return await self._link.calls.schedules()
+
     def task(self, queue: str, name: str) -> RemoteTask:
         """An awaitable remote function for ``name`` in ``queue``."""
         return RemoteTask(lambda: self._link.calls, queue, name)

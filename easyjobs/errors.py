@@ -11,6 +11,8 @@
     ├── UnknownJob              the manager has no job with that id
     ├── InvalidArguments        the arguments do not bind to the task's signature
     ├── TaskFailed              the task raised; carries the remote type, message and traceback
+    │   └── JobCancelled        the job was cancelled before it finished
+    ├── TaskTimeout             an attempt ran over the task's ``timeout`` (also a TimeoutError)
     ├── ResultTimeout           a result did not arrive in time (also a TimeoutError)
     └── StoreError              the job store failed (details stay in the manager's log)
 
@@ -81,6 +83,12 @@ class InvalidArguments(EasyJobsError):
     code = "invalid_arguments"
 
 
+class TaskTimeout(EasyJobsError, TimeoutError):
+    """An attempt ran longer than its task's ``timeout``; it was cancelled and counts as failed."""
+
+    code = "task_timeout"
+
+
 class ResultTimeout(EasyJobsError, TimeoutError):
     """The result did not arrive in time; the job keeps running and can be awaited again."""
 
@@ -104,6 +112,15 @@ class TaskFailed(EasyJobsError):
         self.message = message
         self.traceback = traceback
         self.job_id = job_id
+
+
+class JobCancelled(TaskFailed):
+    """The job was cancelled (``job.cancel()``) before it finished."""
+
+    code = "job_cancelled"
+
+    def __init__(self, job_id: str = "") -> None:
+        super().__init__("JobCancelled", f"job {job_id} was cancelled", "", job_id)
 
 
 ERROR_CODES: dict[str, type[EasyJobsError]] = {

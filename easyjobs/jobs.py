@@ -1,11 +1,15 @@
 """The job lifecycle: statuses, the one table of legal transitions, and the job record.
 
-    queued ──assign──> running ──done──> succeeded | failed
-       ^                  │
-       └──── requeue ─────┘   (the worker's link died, or the manager restarted)
+    waiting ──deps done──> queued ──assign──> running ──done──> succeeded
+       │                   ^  ^                │ │ │
+       │                   │  └──── requeue ───┘ │ └──failed, no retry left──> failed
+       │                   └─── retry due ── retrying <──failed, retry left──┘
+       └──a dependency failed──> failed        (any unfinished status) ──cancel──> cancelled
 
-A job is acknowledged only once its record is committed; every status change below is a store
-write. Pure data: no I/O here, so the manager, the stores and the tests share one definition.
+``waiting``: its run_before dependencies have not all succeeded; it holds no worker slot.
+``retrying``: an attempt failed and the next one is due at ``next_attempt_at``.
+A job is acknowledged only once its record is committed; every status change is a store write.
+Pure data: no I/O here, so the manager, the stores and the tests share one definition.
 """
 
 from __future__ import annotations
@@ -20,21 +24,31 @@ from typing import Any
 class JobStatus(str, Enum):
     """Where a job is in its life; the string values are what the wire and the store carry."""
 
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
+    RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+UNFINISHED: frozenset[JobStatus] = frozenset(JobStatus) - TERMINAL
 
+_S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    # queued -> succeeded: a worker that lost its link may still deliver the result of a job
-    # that was requeued meanwhile; the first result wins.
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED}),
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
+    _S.WAITING: frozenset({_S.QUEUED, _S.FAILED, _S.CANCELLED}),
+    # queued -> succeeded/failed: a worker that lost its link may still deliver the outcome of
+    # a job that was requeued meanwhile; the first outcome wins.
+    _S.QUEUED: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.QUEUED, _S.RETRYING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.RETRYING: frozenset({_S.QUEUED, _S.CANCELLED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
 }
 
 
@@ -75,6 +89,14 @@ class JobRecord:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    dependencies: list[str] = field(default_factory=list)
+    """Ids of the run_before jobs this job waits for."""
+    on_failure_job: str | None = None
+    """Id of the on_failure job created when this job failed for good."""
+    handler_for: str | None = None
+    """For an on_failure job: the id of the job whose failure it handles."""
+    next_attempt_at: float | None = None
+    """While retrying: when the next attempt is due (seconds since the epoch)."""
 
     def to_wire(self) -> dict[str, Any]:
         """The record as a msgpack-able map, the shape the ``job_info`` frame carries."""
@@ -93,4 +115,8 @@ class JobRecord:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "dependencies": self.dependencies,
+            "on_failure_job": self.on_failure_job,
+            "handler_for": self.handler_for,
+            "next_attempt_at": self.next_attempt_at,
         }

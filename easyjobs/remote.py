@@ -16,15 +16,20 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EasyJobsError, ResultTimeout, TaskFailed, error_from_code
+from .errors import EasyJobsError, JobCancelled, ResultTimeout, TaskFailed, error_from_code
 from .jobs import JobStatus, new_job_id
 from .protocol.frames import (
     Accepted,
+    Cancel,
     Error,
     Frame,
     JobInfo,
+    JobList,
+    ListJobs,
     Lookup,
     Result,
+    ScheduleInfo,
+    Schedules,
     Submit,
     Watch,
 )
@@ -136,6 +141,8 @@ class Calls:
             raise ResultTimeout(f"job {job} did not finish within {timeout}s") from None
         if frame.status == JobStatus.SUCCEEDED.value:
             return frame.value
+        if frame.status == JobStatus.CANCELLED.value:
+            raise JobCancelled(job)
         error = frame.error or {"type": "EasyJobsError", "message": "job failed"}
         raise TaskFailed(error["type"], error["message"], error.get("traceback", ""), job)
 
@@ -143,6 +150,34 @@ class Calls:
         """The job's record as the manager's store has it."""
         info: JobInfo = await self._request(lambda ref: Lookup(ref, job))
         return info.job
+
+    async def cancel(self, job: str) -> dict[str, Any]:
+        """Cancel a job that has not finished (a running attempt is stopped on its worker).
+
+        Returns the job's record afterwards; a job that had already finished keeps its outcome.
+        """
+        info: JobInfo = await self._request(lambda ref: Cancel(ref, job))
+        return info.job
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Recent job records, newest first, and the cursor (``before``) for the next page."""
+        page: JobList = await self._request(
+            lambda ref: ListJobs(ref, queue, task, status, limit, before)
+        )
+        return page.jobs, page.next
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """Every cron schedule the manager runs, with its last and next fire times."""
+        info: ScheduleInfo = await self._request(lambda ref: Schedules(ref))
+        return info.schedules
 
     def handle(self, frame: Frame) -> bool:
         """Resolve what ``frame`` answers; False if it is not a reply to a call."""
@@ -152,7 +187,8 @@ class Calls:
             if pending is not None and not pending.future.done():
                 pending.future.set_result(frame)
             return True
-        if isinstance(frame, (Accepted, JobInfo, Error)) and frame.ref is not None:
+        if isinstance(frame, (Accepted, JobInfo, JobList, ScheduleInfo, Error)) \
+                and frame.ref is not None:
             pending = self._pending.pop(frame.ref, None)
             if pending is None or pending.future.done():
                 return True
@@ -199,6 +235,10 @@ class Job:
     async def status(self) -> JobStatus:
         """The job's current status."""
         return JobStatus((await self.info())["status"])
+
+    async def cancel(self) -> dict[str, Any]:
+        """Cancel the job (and stop a running attempt); returns its record afterwards."""
+        return await self._calls.cancel(self.id)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"

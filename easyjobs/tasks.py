@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,8 @@ class TaskOptions:
     subprocess: bool = False
     schedule: str | None = None
     default_args: dict[str, Any] | None = None
+    timeout: float | None = None
+    timezone: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,8 @@ class TaskOptions:
             "subprocess": self.subprocess,
             "schedule": self.schedule,
             "default_args": self.default_args,
+            "timeout": self.timeout,
+            "timezone": self.timezone,
         }
 
 
@@ -118,6 +122,8 @@ def make_options(
     subprocess: bool | None = False,
     schedule: str | None = None,
     default_args: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    timezone: str | None = None,
 ) -> TaskOptions:
     """Validate the decorator's options; ``ConfigurationError`` names the bad one."""
     policy = RETRY_POLICIES.get(retry_policy or "retry_once")
@@ -131,6 +137,12 @@ def make_options(
     after = _names(run_after, "run_after")
     if schedule is not None:
         _check_cron(schedule)
+    if timezone is not None:
+        _check_timezone(timezone)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout!r}")
     return TaskOptions(
         on_failure=on_failure,
         retry_policy=policy,
@@ -139,6 +151,8 @@ def make_options(
         subprocess=bool(subprocess),
         schedule=schedule,
         default_args=_check_default_args(default_args),
+        timeout=float(timeout) if timeout is not None else None,
+        timezone=timezone,
     )
 
 
@@ -155,6 +169,15 @@ def _check_cron(schedule: str) -> None:
 
     if not isinstance(schedule, str) or not croniter.is_valid(schedule):
         raise ConfigurationError(f"schedule {schedule!r} is not a valid cron expression")
+
+
+def _check_timezone(timezone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ConfigurationError(f"unknown timezone {timezone!r}") from None
 
 
 def _check_default_args(default_args: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -191,6 +214,22 @@ def describe(fn: Callable[..., Any]) -> tuple[Param, ...]:
         params.append(Param(p.name, _KINDS[p.kind], has_default,
                             p.default if has_default else None, annotation))
     return tuple(params)
+
+
+def spec_for(fn: Callable[..., Any], queue: str, options: TaskOptions) -> TaskSpec:
+    """The spec of a decorated function; ``ConfigurationError`` if it cannot be a task."""
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(f"task {getattr(fn, '__name__', fn)!r} must be an async function")
+    spec = TaskSpec(check_name(fn.__name__, "task name"), queue, describe(fn), options)
+    default_args = options.default_args
+    if default_args is not None and options.schedule is not None:
+        try:
+            spec.check(default_args["args"], default_args["kwargs"])
+        except InvalidArguments as exc:
+            raise ConfigurationError(
+                f"default_args of scheduled task {spec.name} do not bind: {exc}"
+            ) from None
+    return spec
 
 
 def check_arguments(
@@ -264,6 +303,8 @@ def spec_from_wire(data: dict[str, Any]) -> TaskSpec:
                 subprocess=options.get("subprocess"),
                 schedule=options.get("schedule"),
                 default_args=options.get("default_args"),
+                timeout=options.get("timeout"),
+                timezone=options.get("timezone"),
             ),
         )
     except (KeyError, TypeError, AttributeError, ConfigurationError, SerializationError) as exc:
@@ -273,3 +314,27 @@ def spec_from_wire(data: dict[str, Any]) -> TaskSpec:
 
 def _bad(what: str) -> Any:
     raise ProtocolError(f"register: invalid task spec: {what}")
+
+
+def find_cycle(specs: Mapping[tuple[str, str], TaskSpec]) -> list[str] | None:
+    """A run_before cycle among the specs of one manager, as task names, or None."""
+    state: dict[tuple[str, str], int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(key: tuple[str, str], path: list[str]) -> list[str] | None:
+        if state.get(key) == 1:
+            return [*path[path.index(key[1]):], key[1]]
+        if state.get(key) == 2 or key not in specs:
+            return None
+        state[key] = 1
+        for dep in specs[key].options.run_before:
+            cycle = visit((key[0], dep), [*path, key[1]])
+            if cycle:
+                return cycle
+        state[key] = 2
+        return None
+
+    for key in specs:
+        cycle = visit(key, [])
+        if cycle:
+            return cycle
+    return None

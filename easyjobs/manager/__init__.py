@@ -35,8 +35,11 @@ class EasyJobsManager:
 
     ``db_path`` (default: env ``DB_PATH``, else ``easyjobs.db``) selects the embedded SQLite
     store; ``store`` passes any other ``Store``. ``heartbeat`` is the interval in seconds both
-    ends use; a peer silent for five intervals is dropped. The caller owns shutdown: call
-    ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked automatically).
+    ends use; a peer silent for five intervals is dropped. ``handshake_timeout`` is how long a
+    new connection may take to authenticate before it is closed (4003). The caller owns
+    shutdown: call ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked
+    automatically). A failed attempt is retried (per the task's retry_policy) after
+    ``min(retry_cap, retry_base * 2**(attempts-1))`` seconds, less up to half at random.
     """
 
     def __init__(
@@ -49,16 +52,19 @@ class EasyJobsManager:
         heartbeat: float = 1.0,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_local_tasks: int = 10,
+        handshake_timeout: float = 10.0,
+        retry_base: float = 1.0,
+        retry_cap: float = 60.0,
     ) -> None:
         if not server_secret:
             raise ConfigurationError("server_secret is required: workers authenticate with it")
-        if heartbeat <= 0:
-            raise ConfigurationError("heartbeat must be positive")
+        if heartbeat <= 0 or handshake_timeout <= 0:
+            raise ConfigurationError("heartbeat and handshake_timeout must be positive")
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
         self.store = store or open_store(db_path or os.environ.get("DB_PATH") or DEFAULT_DB)
-        self.core = Core(self.store)
-        self.endpoint = Endpoint(self.core, secret, heartbeat, max_message)
+        self.core = Core(self.store, retry_base=retry_base, retry_cap=retry_cap)
+        self.endpoint = Endpoint(self.core, secret, heartbeat, max_message, handshake_timeout)
         self._loopback = LoopbackLink(self.core)
         self._local = EasyJobsWorker(link=self._loopback, jobs_queue="DEFAULT",
                                      max_tasks_per_worker=max_local_tasks)
@@ -121,12 +127,15 @@ class EasyJobsManager:
         subprocess: bool | None = False,
         schedule: str | None = None,
         default_args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        timezone: str | None = None,
     ) -> Callable[[Callable[..., Any]], RemoteTask]:
         """Register a task that runs in the manager process, in queue ``namespace``."""
         return self._local.task(
             namespace=namespace, on_failure=on_failure, retry_policy=retry_policy,
             run_before=run_before, run_after=run_after, subprocess=subprocess,
-            schedule=schedule, default_args=default_args,
+            schedule=schedule, default_args=default_args, timeout=timeout, timezone=timezone,
         )
 
     def toggle_workers(self, pause: bool = True) -> None:

@@ -2,7 +2,7 @@
 
 Configuration comes from arguments or the environment: ``EASYJOBS_SECRET`` or
 ``EASYJOBS_SECRET_FILE`` (required), ``DB_PATH`` (default ``easyjobs.db``) and
-``EASYJOBS_HEARTBEAT`` (seconds).
+``EASYJOBS_HEARTBEAT`` and ``EASYJOBS_RETRY_BASE`` (seconds).
 """
 
 from __future__ import annotations
@@ -43,14 +43,17 @@ def create_app(
     *,
     secret_file: str | None = None,
     heartbeat: float | None = None,
+    retry_base: float | None = None,
 ) -> Starlette:
     """A Starlette app running one manager for its lifespan."""
     key = read_secret(secret, secret_file)
     beat = heartbeat or float(os.environ.get("EASYJOBS_HEARTBEAT", "1.0"))
+    base = retry_base or float(os.environ.get("EASYJOBS_RETRY_BASE", "1.0"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        manager = await EasyJobsManager.create(app, server_secret=key, db_path=db, heartbeat=beat)
+        manager = await EasyJobsManager.create(app, server_secret=key, db_path=db, heartbeat=beat,
+                                               retry_base=base)
         app.state.manager = manager
         try:
             yield

@@ -7,7 +7,9 @@ answered, which keeps the two promises of the protocol: a job is ``accepted`` on
 committed, and a ``result`` is pushed only after it is committed.
 
 Jobs that are not finished live in memory (``active``) as well as in the store, so dispatch needs
-no database round trip; finished jobs live only in the store.
+no database round trip; finished jobs live only in the store. Workflow decisions (run_after
+children, run_before dependencies, on_failure handlers, retries) come from ``workflow``; the
+jobs they create are written in the same transaction as the outcome that caused them.
 """
 
 from __future__ import annotations
@@ -20,26 +22,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EasyJobsError, ProtocolError, StoreError, UnknownTask
-from ..jobs import TERMINAL, JobRecord, JobStatus
+from ..jobs import TERMINAL, JobRecord, JobStatus, new_job_id
 from ..protocol.frames import (
+    Abort,
     Accepted,
     Assign,
+    Cancel,
     Credit,
     Done,
     Error,
     Frame,
     JobInfo,
+    JobList,
+    ListJobs,
     Lookup,
     Pause,
     Register,
     Result,
     Resume,
+    ScheduleInfo,
+    Schedules,
     Submit,
     Watch,
 )
 from ..store import Store
-from ..tasks import TaskSpec, spec_from_wire
+from ..tasks import TaskSpec, find_cycle, spec_from_wire
+from . import workflow
 from .dispatcher import Dispatcher, Key, WorkerState
+from .scheduler import Scheduler
 
 log = logging.getLogger("easyjobs.manager")
 
@@ -64,24 +74,38 @@ class Active:
     record: JobRecord
     worker_id: str | None = None
     finishing: bool = False
+    """An outcome is being committed: further results for this job are ignored."""
     watchers: set[Peer] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
+    """While waiting: the dependencies that have not succeeded yet."""
+    timer: asyncio.TimerHandle | None = None
+    """While retrying: the timer of the next attempt."""
 
 
 class Core:
     """State and rules of one manager; I/O layers call ``connect``, ``handle``, ``disconnect``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, retry_base: float = 1.0, retry_cap: float = 60.0) -> None:
         self.store = store
         self.dispatcher = Dispatcher(self._assign)
+        self.scheduler = Scheduler(self._fire_schedule)
         self.active: dict[str, Active] = {}
         self.tasks: dict[Key, TaskSpec] = {}
         self.peers: dict[str, Peer] = {}
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self._blocked: dict[str, set[str]] = {}
+        """dependency id -> ids of the waiting jobs it blocks"""
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the store and take back every unfinished job (running ones are requeued)."""
+        """Open the store, take back every unfinished job, and start the schedules.
+
+        Running jobs are requeued (their workers' links are gone), retries get their timers
+        back, and waiting jobs are matched with their dependencies' outcomes.
+        """
         await self.store.open()
         for queue, name, spec in await self.store.load_tasks():
             try:
@@ -93,14 +117,34 @@ class Core:
         if running:
             await self.store.requeue(running)
         for job in jobs:
-            job.status, job.worker = JobStatus.QUEUED, None
-            self.active[job.id] = Active(job)
-            self.dispatcher.enqueue(job.id, (job.queue, job.task))
+            if job.status is JobStatus.RUNNING:
+                job.status, job.worker = JobStatus.QUEUED, None
+        self._activate(jobs)
+        for job in jobs:
+            if job.status is JobStatus.WAITING:
+                for dep_id in job.dependencies:
+                    if dep_id not in self.active:
+                        await self._settle_dependency(dep_id)
         if jobs:
             log.info("recovered %d unfinished job(s), %d of them requeued", len(jobs), len(running))
+        self.scheduler.load(await self.store.load_schedules())
+        for known in self.tasks.values():
+            self.scheduler.update(known)
+
+    async def _settle_dependency(self, dep_id: str) -> None:
+        """At start-up: a waiting job's dependency finished before the restart."""
+        record = await self.store.get_job(dep_id)
+        if record is None:
+            record = JobRecord(id=dep_id, queue="", task="?", status=JobStatus.FAILED,
+                               error={"type": "UnknownJob", "message": "missing", "traceback": ""})
+        self._dependency_finished(record)
 
     async def stop(self) -> None:
-        """Wait for in-progress store work, then close the store."""
+        """Stop the schedules and timers, wait for in-progress store work, close the store."""
+        await self.scheduler.stop()
+        for active in self.active.values():
+            if active.timer is not None:
+                active.timer.cancel()
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
         await self.store.close()
@@ -134,11 +178,15 @@ class Core:
                 JobStatus.QUEUED, None, None
             )
             requeued.append(job_id)
-            self.dispatcher.enqueue(job_id, (active.record.queue, active.record.task))
-        if requeued:
-            log.warning("worker %s left with %d job(s) running; requeued", peer.name,
-                        len(requeued))
-            self._spawn(self._write(self.store.requeue(requeued)))
+        if not requeued:
+            return
+        log.warning("worker %s left with %d job(s) running; requeued", peer.name, len(requeued))
+        # The requeue write goes to the store before the next assignment's ``mark_running``
+        # (writes apply in order); the other way round, the requeue would undo the new attempt.
+        self._spawn(self._write(self.store.requeue(requeued)))
+        for job_id in requeued:
+            record = self.active[job_id].record
+            self.dispatcher.enqueue(job_id, (record.queue, record.task))
 
     def handle(self, peer: Peer, frames: list[Frame]) -> None:
         """Act on the frames of one message, in order. ``ProtocolError`` closes the peer."""
@@ -164,6 +212,12 @@ class Core:
                 self.dispatcher.pause(peer.id, frame.paused)
             elif isinstance(frame, Resume):
                 self._resume(peer, frame.jobs)
+            elif isinstance(frame, Cancel):
+                self._cancel(peer, frame)
+            elif isinstance(frame, ListJobs):
+                self._spawn(self._list_jobs(peer, frame))
+            elif isinstance(frame, Schedules):
+                peer.send(ScheduleInfo(frame.ref, self.scheduler.info()))
             elif isinstance(frame, Error):
                 log.warning("peer %s reported %s: %s", peer.name, frame.code, frame.message)
         if submits:
@@ -176,29 +230,33 @@ class Core:
 
         Dispatch does not wait for the insert: the ack does, and so does the result (the store
         applies writes in order, so a job's result is never committed before the job). A job
-        id that turns out to exist already in the store is taken back (``_retract``).
+        id that turns out to exist already in the store is taken back (``_retract``). Jobs
+        with run_before dependencies are activated only after the commit, with them.
         """
         now = time.time()
-        items: list[tuple[Submit, JobRecord, bool]] = []
+        items: list[tuple[Submit, list[JobRecord], bool]] = []
         for frame in frames:
-            try:
-                self._check(frame)
-            except EasyJobsError as exc:
-                peer.send(Error(exc.code, str(exc), frame.ref))
-                continue
             record = JobRecord(
                 id=frame.job, queue=frame.queue, task=frame.task, args=frame.args,
                 kwargs=frame.kwargs, parent=frame.parent, created_at=now,
             )
-            optimistic = frame.job not in self.active
+            try:
+                self._check(frame)
+                deps = workflow.dependency_jobs(self._spec, record, now)
+            except EasyJobsError as exc:
+                peer.send(Error(exc.code, str(exc), frame.ref))
+                continue
+            optimistic = frame.job not in self.active and not deps
             if optimistic:
-                self.active[record.id] = Active(record)
-                self.dispatcher.enqueue(record.id, (record.queue, record.task))
+                self._activate([record])
             if frame.watch and frame.job in self.active:
                 self._watch(peer, frame.job, None)
-            items.append((frame, record, optimistic))
+            items.append((frame, [record, *deps], optimistic))
         if items:
             self._spawn(self._commit_submits(peer, items))
+
+    def _spec(self, queue: str, task: str) -> TaskSpec | None:
+        return self.tasks.get((queue, task))
 
     def _check(self, frame: Submit) -> None:
         spec = self.tasks.get((frame.queue, frame.task))
@@ -208,23 +266,47 @@ class Core:
         spec.check(frame.args, frame.kwargs)
 
     async def _commit_submits(
-        self, peer: Peer, items: list[tuple[Submit, JobRecord, bool]]
+        self, peer: Peer, items: list[tuple[Submit, list[JobRecord], bool]]
     ) -> None:
+        records = [record for _, group, _ in items for record in group]
         try:
-            created = await self.store.add_jobs([record for _, record, _ in items])
+            created = await self.store.add_jobs(records)
         except StoreError as exc:
-            for frame, record, optimistic in items:
+            for frame, group, optimistic in items:
                 if optimistic:
-                    self._retract(record.id)
+                    self._retract(group[0].id)
                 peer.send(Error(exc.code, "the job store failed; see the manager's log",
                                 frame.ref))
             return
-        for (frame, record, optimistic), new in zip(items, created, strict=True):
+        position = 0
+        for frame, group, optimistic in items:
+            new = created[position]
+            position += len(group)
             if optimistic and not new:
-                self._retract(record.id)  # the id belongs to a job that had finished
-            peer.send(Accepted(frame.ref, record.id, new))
+                self._retract(frame.job)  # the id belongs to a job that had finished
+            elif new and not optimistic:
+                self._activate(group)
+            peer.send(Accepted(frame.ref, frame.job, new))
             if frame.watch and not (optimistic and new):
-                self._watch(peer, record.id, None)
+                self._watch(peer, frame.job, None)
+
+    def _activate(self, records: list[JobRecord]) -> None:
+        """Track new unfinished jobs: dispatch the queued, tie the waiting to their deps."""
+        for record in records:
+            if record.status not in TERMINAL:
+                self.active[record.id] = Active(record)
+        for record in records:
+            active = self.active.get(record.id)
+            if active is None:
+                continue
+            if record.status is JobStatus.QUEUED:
+                self.dispatcher.enqueue(record.id, (record.queue, record.task))
+            elif record.status is JobStatus.WAITING:
+                for dep_id in record.dependencies:
+                    active.pending.add(dep_id)
+                    self._blocked.setdefault(dep_id, set()).add(record.id)
+            elif record.status is JobStatus.RETRYING:
+                self._plan_retry(active)
 
     def _retract(self, job_id: str) -> None:
         """Forget a job dispatched before its insert failed or proved a duplicate."""
@@ -268,34 +350,145 @@ class Core:
 
     def _done(self, frame: Done) -> None:
         active = self.active.get(frame.job)
-        if active is None or active.finishing:
+        if active is None or active.finishing or active.record.status not in (
+            JobStatus.RUNNING, JobStatus.QUEUED
+        ):
             return  # a late or duplicate result: the first one won
         active.finishing = True
         if active.record.status is JobStatus.QUEUED:
             self.dispatcher.discard(frame.job)
         self.dispatcher.finished(frame.job, active.worker_id)
-        self._spawn(self._finish(active, frame))
+        if frame.status == JobStatus.SUCCEEDED.value:
+            self._spawn(self._succeed(active, frame.value))
+        else:
+            error = frame.error or {"type": "EasyJobsError", "message": "failed", "traceback": ""}
+            self._spawn(self._failed_attempt(active, error))
 
-    async def _finish(self, active: Active, frame: Done) -> None:
+    async def _succeed(self, active: Active, value: Any) -> None:
         record = active.record
-        status = JobStatus(frame.status)
-        error = frame.error if status is JobStatus.FAILED else None
-        value = frame.value if status is JobStatus.SUCCEEDED else None
+        now = time.time()
+        children = workflow.run_after_jobs(self._spec, record, value, now)
+        await self._conclude(active, JobStatus.SUCCEEDED, value, None, children)
+
+    async def _failed_attempt(self, active: Active, error: dict[str, str]) -> None:
+        """Retry if the task's policy allows another attempt, else fail for good."""
+        record = active.record
+        spec = self._spec(record.queue, record.task)
+        policy = spec.options.retry_policy if spec is not None else "never"
+        delay = workflow.retry_delay(policy, record.attempts, self.retry_base, self.retry_cap)
+        if delay is None:
+            await self._fail(active, error)
+            return
+        next_at = time.time() + delay
         try:
-            stored = await self.store.finish(record.id, status, value, error, time.time())
+            await self.store.retry(record.id, error, next_at)
         except StoreError:
-            log.error("could not record the result of job %s; requeueing it", record.id)
+            log.error("could not record the retry of job %s; requeueing it now", record.id)
+            next_at = time.time()
+        record.status, record.worker, active.worker_id = JobStatus.RETRYING, None, None
+        record.error, record.next_attempt_at = error, next_at
+        active.finishing = False
+        self._plan_retry(active)
+
+    def _plan_retry(self, active: Active) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (active.record.next_attempt_at or 0.0) - time.time())
+        active.timer = loop.call_at(loop.time() + delay, self._retry_due, active.record.id)
+
+    def _retry_due(self, job_id: str) -> None:
+        active = self.active.get(job_id)
+        if active is None or active.record.status is not JobStatus.RETRYING:
+            return
+        active.timer = None
+        self._requeue(active)
+
+    def _requeue(self, active: Active) -> None:
+        """Retrying or waiting -> queued, in the store first (writes apply in order)."""
+        record = active.record
+        self._spawn(self._write(self.store.requeue([record.id])))
+        record.status, record.next_attempt_at = JobStatus.QUEUED, None
+        self.dispatcher.enqueue(record.id, (record.queue, record.task))
+
+    async def _fail(self, active: Active, error: dict[str, str]) -> None:
+        """Fail a job for good: its on_failure handler is created in the same transaction."""
+        record = active.record
+        record.error = error
+        handlers = workflow.failure_jobs(self._spec, record, time.time())
+        await self._conclude(active, JobStatus.FAILED, None, error, handlers)
+
+    async def _conclude(
+        self, active: Active, status: JobStatus, value: Any, error: dict[str, str] | None,
+        children: list[JobRecord],
+    ) -> None:
+        """Commit a final outcome with the jobs it creates, then push it and go on."""
+        record = active.record
+        active.finishing = True
+        if active.timer is not None:
+            active.timer.cancel()
+            active.timer = None
+        try:
+            stored = await self.store.finish(
+                record.id, status, value, error, time.time(),
+                children=children, on_failure_job=record.on_failure_job,
+            )
+        except StoreError:
+            log.error("could not record the outcome of job %s; requeueing it", record.id)
             active.finishing = False
+            record.on_failure_job = None
             record.status, record.worker, active.worker_id = JobStatus.QUEUED, None, None
             self.dispatcher.enqueue(record.id, (record.queue, record.task))
             return
         if not stored:  # retracted meanwhile: the stored job and its result stand
             return
         self.active.pop(record.id, None)
+        record.status, record.result, record.error = status, value, error
         result = Result(record.id, status.value, value, error)
         for peer in active.watchers:
             peer.watching.discard(record.id)
             peer.send(result)
+        self._activate(children)
+        self._dependency_finished(record)
+
+    def _dependency_finished(self, dep: JobRecord) -> None:
+        """Release or fail the jobs waiting on ``dep``."""
+        for job_id in self._blocked.pop(dep.id, ()):
+            waiting = self.active.get(job_id)
+            if waiting is None or waiting.finishing:
+                continue
+            if dep.status is JobStatus.SUCCEEDED:
+                waiting.pending.discard(dep.id)
+                if not waiting.pending:
+                    self._requeue(waiting)
+                continue
+            reason = dep.error or {}
+            error = {
+                "type": "DependencyFailed",
+                "message": f"run_before dependency {dep.task} ({dep.id}) {dep.status.value}: "
+                           f"{reason.get('type', '')}: {reason.get('message', '')}",
+                "traceback": reason.get("traceback", ""),
+            }
+            waiting.finishing = True
+            self._spawn(self._fail(waiting, error))
+
+    def _cancel(self, peer: Peer, frame: Cancel) -> None:
+        active = self.active.get(frame.job)
+        if active is None or active.finishing:
+            self._lookup(peer, Lookup(frame.ref, frame.job))
+            return
+        record = active.record
+        if record.status is JobStatus.RUNNING and active.worker_id in self.peers:
+            self.peers[active.worker_id].send(Abort(record.id))
+        self.dispatcher.discard(record.id)
+        self.dispatcher.finished(record.id, active.worker_id)
+        for dep_id in active.pending:
+            self._blocked.get(dep_id, set()).discard(record.id)
+        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
+        self._spawn(self._cancelled(peer, frame.ref, active, error))
+
+    async def _cancelled(self, peer: Peer, ref: int, active: Active, error: dict[str, str]
+                         ) -> None:
+        await self._conclude(active, JobStatus.CANCELLED, None, error, [])
+        peer.send(JobInfo(ref, active.record.to_wire()))
 
     # ------------------------------------------------------------------ reading
 
@@ -332,6 +525,22 @@ class Core:
         if record is not None:
             peer.send(JobInfo(frame.ref, record.to_wire()))
 
+    async def _list_jobs(self, peer: Peer, frame: ListJobs) -> None:
+        limit = max(1, min(frame.limit or 50, 1000))
+        try:
+            records = await self.store.list_jobs(
+                queue=frame.queue, task=frame.task,
+                status=JobStatus(frame.status) if frame.status else None, limit=limit,
+                before=frame.before,
+            )
+        except StoreError:
+            peer.send(Error("store_error", "the job store failed; see the manager's log",
+                            frame.ref))
+            return
+        jobs = [(self.active[r.id].record if r.id in self.active else r) for r in records]
+        cursor = records[-1].id if len(records) == limit else None
+        peer.send(JobList(frame.ref, [job.to_wire() for job in jobs], cursor))
+
     async def _stored(self, peer: Peer, job_id: str, ref: int | None) -> JobRecord | None:
         try:
             record = await self.store.get_job(job_id)
@@ -348,12 +557,44 @@ class Core:
         if peer.role != "worker":
             raise ProtocolError("only workers register tasks")
         specs = [spec_from_wire(data) for data in frame.tasks]
+        merged = {**self.tasks, **{(s.queue, s.name): s for s in specs}}
+        cycle = find_cycle(merged)
+        if cycle:
+            peer.send(Error("configuration_error",
+                            f"run_before cycle: {' -> '.join(cycle)}; these tasks were refused: "
+                            f"{', '.join(s.name for s in specs)}"))
+            return
         for spec in specs:
             self.tasks[(spec.queue, spec.name)] = spec
+            self.scheduler.update(spec)
         self._spawn(self._write(
             self.store.save_tasks([(s.queue, s.name, s.to_wire()) for s in specs])
         ))
         self.dispatcher.serve(peer.id, [(s.queue, s.name) for s in specs])
+
+    async def _fire_schedule(self, spec: TaskSpec, tick: float) -> None:
+        """One cron tick: create the task's job, unless this tick already fired."""
+        spec = self.tasks.get((spec.queue, spec.name), spec)
+        args, kwargs = workflow.default_arguments(spec)
+        now = time.time()
+        record = JobRecord(id=new_job_id(), queue=spec.queue, task=spec.name, args=args,
+                           kwargs=kwargs, created_at=now)
+        try:
+            spec.check(args, kwargs)
+            deps = workflow.dependency_jobs(self._spec, record, now)
+        except EasyJobsError as exc:
+            log.error("schedule of %s.%s cannot fire: %s", spec.queue, spec.name, exc)
+            return
+        try:
+            fired = await self.store.fire_schedule(spec.queue, spec.name, tick, record)
+            if fired and deps:
+                await self.store.add_jobs(deps)
+        except StoreError:
+            log.exception("schedule of %s.%s could not fire", spec.queue, spec.name)
+            return
+        if fired:
+            log.info("schedule fired %s.%s (job %s)", spec.queue, spec.name, record.id)
+            self._activate([record, *deps])
 
     async def _write(self, write: Coroutine[Any, Any, Any]) -> None:
         """A store write nobody waits for; a failure is logged (the job stays recoverable)."""

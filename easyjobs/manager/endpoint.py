@@ -50,11 +50,13 @@ class WebSocketPeer(Peer):
 class Endpoint:
     """Serves ``/ws/jobs`` for one manager; ``close_all`` ends every connection on shutdown."""
 
-    def __init__(self, core: Core, secret: bytes, heartbeat: float, max_message: int) -> None:
+    def __init__(self, core: Core, secret: bytes, heartbeat: float, max_message: int,
+                 handshake_timeout: float = 10.0) -> None:
         self._core = core
         self._secret = secret
         self._heartbeat = heartbeat
         self._max_message = max_message
+        self._handshake_timeout = handshake_timeout
         self._open: dict[ServerSession, asyncio.Event] = {}
         self._closing = False
 
@@ -76,6 +78,7 @@ class Endpoint:
         session = ServerSession(
             self._secret, loop.time(), nonce=new_nonce(), session_id=session_id,
             heartbeat=self._heartbeat, max_message=self._max_message,
+            handshake_timeout=self._handshake_timeout,
         )
         wake = asyncio.Event()
         wake.set()

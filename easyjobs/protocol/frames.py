@@ -123,6 +123,36 @@ class Lookup(Frame):
     job: str
 
 
+@dataclass(frozen=True, slots=True)
+class Cancel(Frame):
+    """Cancel a job that has not finished; answered by ``job_info`` with its final record."""
+
+    type: ClassVar[str] = "cancel"
+    ref: int
+    job: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobs(Frame):
+    """Ask for recent jobs, newest first, optionally filtered; answered by ``job_list``."""
+
+    type: ClassVar[str] = "list_jobs"
+    ref: int
+    queue: str | None = None
+    task: str | None = None
+    status: str | None = None
+    limit: int | None = None
+    before: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedules(Frame):
+    """Ask for every cron schedule with its next fire time; answered by ``schedule_info``."""
+
+    type: ClassVar[str] = "schedules"
+    ref: int
+
+
 # ------------------------------------------------------------------------------ worker only
 
 
@@ -216,11 +246,39 @@ class Assign(Frame):
     attempt: int
 
 
+@dataclass(frozen=True, slots=True)
+class JobList(Frame):
+    """Answer to ``list_jobs``: records, newest first; ``next`` is the cursor for more."""
+
+    type: ClassVar[str] = "job_list"
+    ref: int
+    jobs: list[dict[str, Any]]
+    next: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo(Frame):
+    """Answer to ``schedules``: ``{queue, task, schedule, timezone, last_fire, next_fire}``."""
+
+    type: ClassVar[str] = "schedule_info"
+    ref: int
+    schedules: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Abort(Frame):
+    """Stop running this job: it was cancelled. The worker reports nothing for it."""
+
+    type: ClassVar[str] = "abort"
+    job: str
+
+
 FRAME_TYPES: dict[str, type[Frame]] = {
     cls.type: cls
     for cls in (
         Challenge, Hello, Welcome, Heartbeat, Error, Submit, Watch, Lookup, Register,
-        Credit, Pause, Resume, Done, Accepted, JobInfo, Result, Assign,
+        Credit, Pause, Resume, Done, Accepted, JobInfo, Result, Assign, Cancel, ListJobs,
+        Schedules, JobList, ScheduleInfo, Abort,
     )
 }
 
@@ -318,12 +376,16 @@ _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _STATUSES = ("succeeded", "failed")
+_JOB_STATUSES = ("waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
 
 _RULES: dict[type[Frame], tuple[Callable[[Any], bool], str]] = {
     Submit: (lambda f: _JOB_ID.fullmatch(f.job) is not None, "job must be 32 lowercase hex digits"),
     Credit: (lambda f: f.n >= 1, "n must be at least 1"),
     Done: (lambda f: f.status in _STATUSES, "status must be 'succeeded' or 'failed'"),
-    Result: (lambda f: f.status in _STATUSES, "status must be 'succeeded' or 'failed'"),
+    Result: (lambda f: f.status in (*_STATUSES, "cancelled"),
+             "status must be 'succeeded', 'failed' or 'cancelled'"),
+    ListJobs: (lambda f: f.status is None or f.status in _JOB_STATUSES,
+               "status must be a job status"),
 }
 """Constraints beyond a field's type, from the frame tables of proto/PROTOCOL.md section 5."""
 

@@ -27,8 +27,10 @@ from . import auth
 from .frames import (
     HANDSHAKE_MAX_MESSAGE,
     PROTOCOL_VERSION,
+    Abort,
     Accepted,
     Assign,
+    Cancel,
     Challenge,
     Credit,
     Done,
@@ -37,11 +39,15 @@ from .frames import (
     Heartbeat,
     Hello,
     JobInfo,
+    JobList,
+    ListJobs,
     Lookup,
     Pause,
     Register,
     Result,
     Resume,
+    ScheduleInfo,
+    Schedules,
     Submit,
     Watch,
     Welcome,
@@ -75,9 +81,9 @@ class State(Enum):
     CLOSED = "closed"
 
 
-_CLIENT_SENDS = frozenset({Heartbeat, Error, Submit, Watch, Lookup})
+_CLIENT_SENDS = frozenset({Heartbeat, Error, Submit, Watch, Lookup, Cancel, ListJobs, Schedules})
 _WORKER_SENDS = _CLIENT_SENDS | {Register, Credit, Pause, Resume, Done}
-_SERVER_SENDS = frozenset({Heartbeat, Error, Accepted, JobInfo, Result})
+_SERVER_SENDS = frozenset({Heartbeat, Error, Accepted, JobInfo, Result, JobList, ScheduleInfo})
 
 _ACCEPTS: dict[tuple[str, State], frozenset[type[Frame]]] = {
     ("server", State.AWAIT_HELLO): frozenset({Hello}),
@@ -87,7 +93,7 @@ _ACCEPTS: dict[tuple[str, State], frozenset[type[Frame]]] = {
     ("client", State.OPEN): _SERVER_SENDS,
     ("worker", State.AWAIT_CHALLENGE): frozenset({Challenge, Error}),
     ("worker", State.AWAIT_WELCOME): frozenset({Welcome, Error}),
-    ("worker", State.OPEN): _SERVER_SENDS | {Assign},
+    ("worker", State.OPEN): _SERVER_SENDS | {Assign, Abort},
 }
 
 

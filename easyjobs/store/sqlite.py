@@ -7,7 +7,8 @@ loop. Reads travel the same FIFO, so a read sees every write issued before it, a
 loop never waits on SQLite.
 
 If an op raises, the batch is rolled back and rerun without it, so a bad op fails alone (with
-``StoreError``) and its neighbours still commit. Values are encoded on the caller's
+``StoreError``) and its neighbours still commit. An op that writes several rows (``finish`` with
+children, ``fire_schedule``) is thus all or nothing. Values are encoded on the caller's
 side, so a value msgpack cannot carry raises ``SerializationError`` before anything is queued.
 """
 
@@ -24,8 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
-from easyjobs.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
-from easyjobs.store.base import Store, TaskSpec, pack, unpack
+from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
+from easyjobs.store.base import MAX_PAGE, Store, TaskSpec, pack, unpack
 
 logger = logging.getLogger("easyjobs.store")
 
@@ -41,18 +42,26 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY, queue TEXT NOT NULL, task TEXT NOT NULL, payload BLOB NOT NULL,
         status TEXT NOT NULL, attempts INTEGER NOT NULL, worker TEXT, parent TEXT,
-        result BLOB, error BLOB, created_at REAL NOT NULL, started_at REAL, finished_at REAL)""",
+        result BLOB, error BLOB, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+        dependencies BLOB NOT NULL, on_failure_job TEXT, handler_for TEXT,
+        next_attempt_at REAL)""",
     # Leads with status for unfinished_jobs(); the rest of the key serves its ORDER BY.
     "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at, id)",
+    # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id)",
     """CREATE TABLE IF NOT EXISTS tasks (
         queue TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL, updated_at REAL NOT NULL,
         PRIMARY KEY (queue, name))""",
+    """CREATE TABLE IF NOT EXISTS schedules (
+        queue TEXT NOT NULL, task TEXT NOT NULL, last_fire REAL NOT NULL,
+        PRIMARY KEY (queue, task))""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 COLUMNS = (
     "id, queue, task, payload, status, attempts, worker, parent, result, error,"
-    " created_at, started_at, finished_at"
+    " created_at, started_at, finished_at,"
+    " dependencies, on_failure_job, handler_for, next_attempt_at"
 )
 
 
@@ -66,25 +75,49 @@ def _when(new: JobStatus) -> str:
     return f"status IN ({', '.join('?' * len(_allowed_from(new)))})"
 
 
+UNFINISHED_VALUES = tuple(sorted(status.value for status in UNFINISHED))
+
 INSERT_JOB = (
-    f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * 13)}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
+    " ON CONFLICT (id) DO NOTHING"
 )
 MARK_RUNNING = (
     "UPDATE jobs SET status = ?, attempts = ?, worker = ?, started_at = ?"
     f" WHERE id = ? AND {_when(JobStatus.RUNNING)}"
 )
-REQUEUE = f"UPDATE jobs SET status = ?, worker = NULL WHERE id = ? AND {_when(JobStatus.QUEUED)}"
+REQUEUE = (
+    "UPDATE jobs SET status = ?, worker = NULL, next_attempt_at = NULL"
+    f" WHERE id = ? AND {_when(JobStatus.QUEUED)}"
+)
+RETRY = (
+    "UPDATE jobs SET status = ?, error = ?, next_attempt_at = ?, worker = NULL"
+    f" WHERE id = ? AND {_when(JobStatus.RETRYING)}"
+)
 FINISH = {
-    status: "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?"
+    status: "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?,"
+    " on_failure_job = COALESCE(?, on_failure_job), next_attempt_at = NULL"
     f" WHERE id = ? AND {_when(status)}"
     for status in TERMINAL
 }
 SELECT_JOB = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
-SELECT_UNFINISHED = f"SELECT {COLUMNS} FROM jobs WHERE status IN (?, ?) ORDER BY created_at, id"
+SELECT_UNFINISHED = (
+    f"SELECT {COLUMNS} FROM jobs WHERE status IN ({', '.join('?' * len(UNFINISHED_VALUES))})"
+    " ORDER BY created_at, id"
+)
+SELECT_CURSOR = "SELECT created_at, id FROM jobs WHERE id = ?"
+# Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); ties on
+# created_at are broken by id, so a page boundary inside a tie neither skips nor repeats a job.
+OLDER_THAN_CURSOR = "(created_at < ? OR (created_at = ? AND id < ?))"
 UPSERT_TASK = (
     "INSERT INTO tasks (queue, name, spec, updated_at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (queue, name)"
     " DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
+)
+# Changes one row exactly when the schedule is new or ``tick`` is later than its last fire.
+FIRE_SCHEDULE = (
+    "INSERT INTO schedules (queue, task, last_fire) VALUES (?, ?, ?)"
+    " ON CONFLICT (queue, task) DO UPDATE SET last_fire = excluded.last_fire"
+    " WHERE schedules.last_fire < excluded.last_fire"
 )
 
 
@@ -163,6 +196,16 @@ class SQLiteStore(Store):
         rows = [(JobStatus.QUEUED.value, job_id, *tail) for job_id in job_ids]
         await self._call("requeue", lambda conn: conn.executemany(REQUEUE, rows).rowcount)
 
+    async def retry(self, job_id: str, error: dict[str, str], next_attempt_at: float) -> bool:
+        params = (
+            JobStatus.RETRYING.value,
+            pack(error, f"job {job_id} error"),
+            next_attempt_at,
+            job_id,
+            *_allowed_from(JobStatus.RETRYING),
+        )
+        return await self._call("retry", lambda conn: conn.execute(RETRY, params).rowcount == 1)
+
     async def finish(
         self,
         job_id: str,
@@ -170,6 +213,9 @@ class SQLiteStore(Store):
         result: Any,
         error: dict[str, str] | None,
         at: float,
+        *,
+        children: Sequence[JobRecord] = (),
+        on_failure_job: str | None = None,
     ) -> bool:
         if status not in TERMINAL:
             raise ValueError(f"finish() needs a terminal status, not {status.value!r}")
@@ -178,11 +224,22 @@ class SQLiteStore(Store):
             None if result is None else pack(result, f"job {job_id} result"),
             None if error is None else pack(error, f"job {job_id} error"),
             at,
+            on_failure_job,
             job_id,
             *_allowed_from(status),
         )
         sql = FINISH[status]
-        return await self._call("finish", lambda conn: conn.execute(sql, params).rowcount == 1)
+        child_rows = [_job_row(child) for child in children]
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            if conn.execute(sql, params).rowcount != 1:
+                return False
+            # Same transaction: if a child cannot be inserted, the op raises and the outcome
+            # above is rolled back with it.
+            conn.executemany(INSERT_JOB, child_rows)
+            return True
+
+        return await self._call("finish", apply)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         def read(conn: sqlite3.Connection) -> JobRecord | None:
@@ -192,11 +249,46 @@ class SQLiteStore(Store):
         return await self._call("get_job", read)
 
     async def unfinished_jobs(self) -> list[JobRecord]:
-        params = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
         return await self._call(
             "unfinished_jobs",
-            lambda conn: [_job_record(row) for row in conn.execute(SELECT_UNFINISHED, params)],
+            lambda conn: [
+                _job_record(row) for row in conn.execute(SELECT_UNFINISHED, UNFINISHED_VALUES)
+            ],
         )
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[JobRecord]:
+        # Only fixed clauses are joined into the SQL; every value is a parameter.
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("queue = ?", queue), ("task = ?", task), ("status = ?", status)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value.value if isinstance(value, JobStatus) else value)
+        page = max(1, min(limit, MAX_PAGE))
+
+        def read(conn: sqlite3.Connection) -> list[JobRecord]:
+            where, args = list(clauses), list(params)
+            if before is not None:
+                cursor = conn.execute(SELECT_CURSOR, (before,)).fetchone()
+                if cursor is None:
+                    return []
+                where.append(OLDER_THAN_CURSOR)
+                args += [cursor[0], cursor[0], cursor[1]]
+            sql = f"SELECT {COLUMNS} FROM jobs"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+            return [_job_record(row) for row in conn.execute(sql, (*args, page))]
+
+        return await self._call("list_jobs", read)
 
     async def save_tasks(self, tasks: Sequence[TaskSpec]) -> None:
         now = time.time()
@@ -208,6 +300,23 @@ class SQLiteStore(Store):
         return await self._call(
             "load_tasks", lambda conn: [(q, n, unpack(spec)) for q, n, spec in conn.execute(sql)]
         )
+
+    async def load_schedules(self) -> dict[tuple[str, str], float]:
+        sql = "SELECT queue, task, last_fire FROM schedules"
+        return await self._call(
+            "load_schedules", lambda conn: {(q, t): last for q, t, last in conn.execute(sql)}
+        )
+
+    async def fire_schedule(self, queue: str, task: str, tick: float, job: JobRecord) -> bool:
+        row = _job_row(job)
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            if conn.execute(FIRE_SCHEDULE, (queue, task, tick)).rowcount != 1:
+                return False
+            conn.execute(INSERT_JOB, row)  # a failure here rolls the fire time back too
+            return True
+
+        return await self._call("fire_schedule", apply)
 
     async def _call(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Queue ``fn`` for the writer and wait for its batch to commit.
@@ -353,6 +462,7 @@ def _settle(outcomes: list[Outcome]) -> None:
 
 
 def _job_row(job: JobRecord) -> tuple[Any, ...]:
+    """The record as INSERT_JOB's parameters, in ``COLUMNS`` order."""
     return (
         job.id,
         job.queue,
@@ -367,11 +477,20 @@ def _job_row(job: JobRecord) -> tuple[Any, ...]:
         job.created_at,
         job.started_at,
         job.finished_at,
+        pack(job.dependencies, f"job {job.id} dependencies"),
+        job.on_failure_job,
+        job.handler_for,
+        job.next_attempt_at,
     )
 
 
 def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    job_id, q, task, payload, status, attempts, worker, parent, result, error, *times = row
+    """A row selected as ``COLUMNS`` back as a record."""
+    (
+        job_id, q, task, payload, status, attempts, worker, parent, result, error,
+        created_at, started_at, finished_at,
+        dependencies, on_failure_job, handler_for, next_attempt_at,
+    ) = row  # fmt: skip
     args, kwargs = unpack(payload)
     return JobRecord(
         id=job_id,
@@ -385,7 +504,11 @@ def _job_record(row: tuple[Any, ...]) -> JobRecord:
         parent=parent,
         result=None if result is None else unpack(result),
         error=None if error is None else unpack(error),
-        created_at=times[0],
-        started_at=times[1],
-        finished_at=times[2],
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        dependencies=unpack(dependencies),
+        on_failure_job=on_failure_job,
+        handler_for=handler_for,
+        next_attempt_at=next_attempt_at,
     )

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SerializationError
+from ..errors import SerializationError, TaskTimeout
 from ..jobs import JobStatus
 from ..protocol.frames import MAX_DEPTH, Assign, Done, is_plain
 from ..remote import current_job, current_slot
@@ -96,8 +96,14 @@ class Runner:
 
     # ---------------------------------------------------------------- running
 
-    def start(self, assign: Assign, fn: Callable[..., Any] | None) -> None:
-        """Run one assigned attempt; ``fn`` is None when this worker does not have the task."""
+    def start(
+        self, assign: Assign, fn: Callable[..., Any] | None, timeout: float | None = None
+    ) -> None:
+        """Run one assigned attempt; ``fn`` is None when this worker does not have the task.
+
+        An attempt running longer than ``timeout`` seconds is cancelled and fails with
+        ``TaskTimeout``.
+        """
         if self._granted > 0:
             self._granted -= 1
         else:
@@ -110,17 +116,35 @@ class Runner:
         if previous is not None and previous.task is not None:
             previous.task.cancel()
         running.task = asyncio.get_running_loop().create_task(
-            self._run(running, fn), name=f"easyjobs job {assign.job}"
+            self._run(running, fn, timeout), name=f"easyjobs job {assign.job}"
         )
 
-    async def _run(self, running: _Running, fn: Callable[..., Any] | None) -> None:
+    def abort(self, job_id: str) -> bool:
+        """Cancel a running job (the manager cancelled it); nothing is reported for it."""
+        running = self._running.get(job_id)
+        if running is None or running.task is None:
+            return False
+        running.task.cancel()
+        return True
+
+    async def _run(
+        self, running: _Running, fn: Callable[..., Any] | None, timeout: float | None
+    ) -> None:
         assign = running.assign
         current_job.set(assign.job)
         current_slot.set(lambda: self._lend(running))
         try:
             if fn is None:
                 raise LookupError(f"this worker has no task {assign.task!r}")
-            value = await fn(*assign.args, **assign.kwargs)
+            if timeout is None:
+                value = await fn(*assign.args, **assign.kwargs)
+            else:
+                try:
+                    value = await asyncio.wait_for(fn(*assign.args, **assign.kwargs), timeout)
+                except asyncio.TimeoutError:
+                    raise TaskTimeout(
+                        f"{assign.task} ran longer than its {timeout:g}s timeout"
+                    ) from None
             if not is_plain(value, MAX_DEPTH - 2):
                 raise SerializationError(
                     f"the result of {assign.task} ({type(value).__name__}) is not "

@@ -12,9 +12,20 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import ConfigurationError
-from ..protocol.frames import Assign, Credit, Done, Frame, Pause, Register, Resume
+from ..protocol.frames import (
+    Abort,
+    Assign,
+    Credit,
+    Done,
+    Error,
+    Frame,
+    Pause,
+    Register,
+    Resume,
+    encode_frame,
+)
 from ..remote import Calls, RemoteTask
-from ..tasks import TaskSpec, check_name, describe, make_options
+from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
 from .link import DEFAULT_BACKOFF, Link
 from .runner import Runner
 
@@ -81,6 +92,7 @@ class EasyJobsWorker:
         link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
         self._link: LinkLike = link
         self._runner: Runner | None = None
+        self._unsent: list[Done] = []
         self._hooked = False
 
     @classmethod
@@ -111,20 +123,31 @@ class EasyJobsWorker:
         subprocess: bool | None = False,
         schedule: str | None = None,
         default_args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        timezone: str | None = None,
     ) -> Callable[[Callable[..., Any]], RemoteTask]:
         """Register an async function as a task of this worker's queue (or ``namespace``).
 
-        Returns a ``RemoteTask``: awaiting it runs the task on some worker via the manager.
+        The options are those of easyjobs 0.x plus ``timeout`` (seconds per attempt; an attempt
+        over it is cancelled and fails) and ``timezone`` (for ``schedule``; default UTC). They
+        are validated here, so a bad one fails at import. Returns a ``RemoteTask``: awaiting it
+        runs the task on some worker via the manager.
         """
         options = make_options(
             on_failure=on_failure, retry_policy=retry_policy, run_before=run_before,
             run_after=run_after, subprocess=subprocess, schedule=schedule,
-            default_args=default_args,
+            default_args=default_args, timeout=timeout, timezone=timezone,
         )
         queue = check_name(namespace, "namespace") if namespace else self.queue
 
         def register(fn: Callable[..., Any]) -> RemoteTask:
-            spec = _spec_for(fn, queue, options)
+            spec = spec_for(fn, queue, options)
+            specs = {key: known for key, (known, _) in self._tasks.items()}
+            specs[(queue, spec.name)] = spec
+            cycle = find_cycle(specs)
+            if cycle:
+                raise ConfigurationError(f"run_before cycle: {' -> '.join(cycle)}")
             self._tasks[(queue, spec.name)] = (spec, fn)
             if self._link.is_open:
                 self._link.send(Register([spec.to_wire()]))
@@ -182,6 +205,9 @@ class EasyJobsWorker:
         assert self._runner is not None
         if self._tasks:
             self._link.send(Register([spec.to_wire() for spec, _ in self._tasks.values()]))
+        unsent, self._unsent = self._unsent, []
+        for done in unsent:  # finished while the link was down: the first result still wins
+            self._link.send(done)
         if self._runner.running_jobs:
             self._link.send(Resume(self._runner.running_jobs))
         if self._paused:
@@ -193,9 +219,19 @@ class EasyJobsWorker:
             self._runner.link_lost()
 
     def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Assign) and self._runner is not None:
+        if self._runner is None:
+            return
+        if isinstance(frame, Assign):
             entry = self._tasks.get((frame.queue, frame.task))
-            self._runner.start(frame, entry[1] if entry else None)
+            if entry is None:
+                self._runner.start(frame, None)
+            else:
+                spec, fn = entry
+                self._runner.start(frame, fn, spec.options.timeout)
+        elif isinstance(frame, Abort):
+            self._runner.abort(frame.job)
+        elif isinstance(frame, Error):
+            log.error("the manager reported %s: %s", frame.code, frame.message)
         else:
             log.warning("ignoring unexpected %s frame from the manager", frame.type)
 
@@ -204,24 +240,9 @@ class EasyJobsWorker:
             self._link.send(Credit(n))
 
     def _report(self, done: Done) -> None:
-        # A result produced while the link is down is lost here; the manager requeues the job
-        # when the link drops, so it runs again (at-least-once delivery).
+        """Send an attempt's outcome, or keep it for the next connection if the link is down."""
         if self._link.is_open:
             self._link.send(done)
-
-
-def _spec_for(fn: Callable[..., Any], queue: str, options: Any) -> TaskSpec:
-    import inspect
-
-    if not inspect.iscoroutinefunction(fn):
-        raise ConfigurationError(f"task {getattr(fn, '__name__', fn)!r} must be an async function")
-    spec = TaskSpec(check_name(fn.__name__, "task name"), queue, describe(fn), options)
-    default_args = options.default_args
-    if default_args is not None and options.schedule is not None:
-        try:
-            spec.check(default_args["args"], default_args["kwargs"])
-        except Exception as exc:
-            raise ConfigurationError(
-                f"default_args of scheduled task {spec.name} do not bind: {exc}"
-            ) from None
-    return spec
+        else:
+            encode_frame(done)  # a result that can never be sent fails now, as when connected
+            self._unsent.append(done)

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
-from easyjobs.jobs import JobRecord, JobStatus, new_job_id
+from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, is_job_id, new_job_id
 from easyjobs.store import SQLiteStore, Store, open_store
 
 StoreFactory = Callable[[], Awaitable[Store]]
+RejectInserts = Callable[[str], None]
 
 BACKENDS = ["sqlite"]
+ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "tb"}
 
 
 def make_backend(backend: str, tmp_path: Path) -> Store:
@@ -25,15 +27,34 @@ def make_backend(backend: str, tmp_path: Path) -> Store:
     raise AssertionError(f"no fixture for backend {backend}")
 
 
+def reject_inserts_of(backend: str, tmp_path: Path, job_id: str) -> None:
+    """Make the database itself refuse to insert ``job_id``, as a failing constraint would."""
+    assert is_job_id(job_id)  # it is spliced into DDL, which takes no parameters
+    if backend == "sqlite":
+        # A second connection, as another process would: the store's own sees the new schema.
+        other = sqlite3.connect(tmp_path / "jobs.db")
+        with other:
+            other.execute(
+                f"CREATE TRIGGER reject_{job_id} BEFORE INSERT ON jobs WHEN NEW.id = '{job_id}'"
+                " BEGIN SELECT RAISE(ABORT, 'rejected by trigger'); END"
+            )
+        other.close()
+        return
+    raise AssertionError(f"no insert rejecter for backend {backend}")
+
+
 @pytest.fixture(params=BACKENDS)
-async def store_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[StoreFactory]:
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def store_factory(backend: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Opens stores of one backend on one shared location; closes them all afterwards."""
     made: list[Store] = []
 
     async def factory() -> Store:
-        store = make_backend(request.param, tmp_path)
+        store = make_backend(backend, tmp_path)
         made.append(store)
         await store.open()
         return store
@@ -48,10 +69,32 @@ async def store(store_factory: StoreFactory) -> Store:
     return await store_factory()
 
 
+@pytest.fixture
+def reject_inserts(backend: str, tmp_path: Path) -> RejectInserts:
+    """Call with a job id to make the open store's database refuse to insert that job."""
+    return lambda job_id: reject_inserts_of(backend, tmp_path, job_id)
+
+
 def job(n: int = 0, **fields: Any) -> JobRecord:
     """A queued job; ``n`` orders it by created_at, ``fields`` override anything."""
     defaults: dict[str, Any] = {"id": new_job_id(), "queue": "default", "task": "add"}
     return JobRecord(**(defaults | {"created_at": 1000.0 + n} | fields))
+
+
+StatusOp = Callable[[Store, str], Awaitable[Any]]
+
+
+def finish_as(status: JobStatus) -> StatusOp:
+    return lambda store, job_id: store.finish(job_id, status, None, None, at=50.0)
+
+
+STATUS_OPS: dict[str, tuple[JobStatus, StatusOp]] = {
+    "mark_running": (JobStatus.RUNNING, lambda s, i: s.mark_running(i, "w9", 2, at=50.0)),
+    "requeue": (JobStatus.QUEUED, lambda s, i: s.requeue([i])),
+    "retry": (JobStatus.RETRYING, lambda s, i: s.retry(i, ERROR, next_attempt_at=60.0)),
+    **{f"finish_{status.value}": (status, finish_as(status)) for status in sorted(TERMINAL)},
+}
+"""Every status-changing operation, with the status it moves a job to."""
 
 
 class TestStoreContract:
@@ -72,16 +115,21 @@ class TestStoreContract:
             created_at=1700000000.125,
             started_at=1700000001.5,
             finished_at=1700000002.75,
+            dependencies=[new_job_id(), new_job_id()],
+            on_failure_job=new_job_id(),
+            handler_for=new_job_id(),
+            next_attempt_at=1700000003.0625,
         )
         assert await store.add_jobs([record]) == [True]
         assert await store.get_job(record.id) == record
 
     async def test_none_result_and_defaults_round_trip(self, store: Store) -> None:
-        """A job with no result, error, worker, parent or timestamps reads back with None."""
+        """A job with no result, error, worker, parent, links or timestamps reads back so."""
         record = job()
         await store.add_jobs([record])
         stored = await store.get_job(record.id)
         assert stored == record and stored.result is None and stored.started_at is None
+        assert stored.dependencies == [] and stored.next_attempt_at is None
 
     async def test_get_unknown_job_returns_none(self, store: Store) -> None:
         """Asking for an id never added gives None."""
@@ -144,7 +192,7 @@ class TestStoreContract:
         assert await store.finish(record.id, JobStatus.FAILED, None, error, at=5.0)
 
     async def test_illegal_transitions_change_nothing(self, store: Store) -> None:
-        """Moves the lifecycle table forbids (requeue of queued, running a finished job) are no-ops."""
+        """Moves the lifecycle table forbids (requeue queued, run a finished job) are no-ops."""
         record = job()
         await store.add_jobs([record])
         await store.requeue([record.id])
@@ -186,37 +234,60 @@ class TestStoreContract:
         assert done is not None
         assert (done.status, done.worker, done.attempts) == (JobStatus.SUCCEEDED, "w1", 1)
 
-    async def test_requeue_moves_only_running_jobs(self, store: Store) -> None:
-        """requeue puts running jobs back (worker cleared) and ignores queued, done and unknown."""
+    async def test_requeue_moves_running_waiting_and_retrying_jobs(self, store: Store) -> None:
+        """requeue queues running, waiting and retrying jobs (worker and due time cleared) only."""
         running, queued, done = job(1), job(2), job(3)
-        await store.add_jobs([running, queued, done])
+        waiting = job(4, status=JobStatus.WAITING, dependencies=[running.id])
+        retrying = job(5)
+        await store.add_jobs([running, queued, done, waiting, retrying])
         await store.mark_running(running.id, "w1", 1, at=10.0)
         await store.mark_running(done.id, "w1", 1, at=10.0)
         await store.finish(done.id, JobStatus.SUCCEEDED, None, None, at=11.0)
-        await store.requeue([running.id, queued.id, done.id, new_job_id()])
+        await store.mark_running(retrying.id, "w1", 1, at=10.0)
+        await store.retry(retrying.id, ERROR, next_attempt_at=20.0)
+        await store.requeue([running.id, queued.id, done.id, waiting.id, retrying.id, new_job_id()])
         back = await store.get_job(running.id)
         assert back is not None
         assert (back.status, back.worker, back.attempts) == (JobStatus.QUEUED, None, 1)
         assert await store.get_job(queued.id) == queued
         finished = await store.get_job(done.id)
         assert finished is not None and finished.status is JobStatus.SUCCEEDED
+        assert await store.get_job(waiting.id) == job(
+            id=waiting.id, created_at=waiting.created_at, dependencies=[running.id]
+        )
+        due = await store.get_job(retrying.id)
+        assert due is not None
+        assert (due.status, due.worker, due.next_attempt_at, due.attempts, due.error) == (
+            JobStatus.QUEUED,
+            None,
+            None,
+            1,
+            ERROR,
+        )
         await store.mark_running(running.id, "w2", 2, at=12.0)
         again = await store.get_job(running.id)
         assert again is not None
         assert (again.status, again.worker, again.attempts) == (JobStatus.RUNNING, "w2", 2)
 
     async def test_unfinished_jobs_oldest_first(self, store: Store) -> None:
-        """unfinished_jobs lists queued and running jobs by created_at then id, and no others."""
+        """unfinished_jobs lists waiting, queued, running and retrying jobs by created_at, id."""
         a, b = job(created_at=5.0, id="b" * 32), job(created_at=5.0, id="a" * 32)
         late, early, done = job(created_at=9.0), job(created_at=1.0), job(created_at=0.5)
-        await store.add_jobs([late, a, done, b, early])
+        waiting = job(created_at=7.0, status=JobStatus.WAITING)
+        retrying, cancelled = job(created_at=8.0), job(created_at=3.0)
+        await store.add_jobs([late, a, done, b, early, waiting, retrying, cancelled])
         await store.mark_running(late.id, "w1", 1, at=10.0)
         await store.mark_running(done.id, "w1", 1, at=10.0)
         await store.finish(done.id, JobStatus.FAILED, None, None, at=11.0)
+        await store.mark_running(retrying.id, "w1", 1, at=10.0)
+        await store.retry(retrying.id, ERROR, next_attempt_at=12.0)
+        await store.finish(cancelled.id, JobStatus.CANCELLED, None, None, at=11.0)
         unfinished = await store.unfinished_jobs()
-        assert [j.id for j in unfinished] == [early.id, b.id, a.id, late.id]
-        assert unfinished[0] == early
-        assert unfinished[3].status is JobStatus.RUNNING
+        expected = [early, b, a, waiting, retrying, late]
+        assert [j.id for j in unfinished] == [j.id for j in expected]
+        assert unfinished[0] == early and unfinished[3] == waiting
+        assert [j.status for j in unfinished[4:]] == [JobStatus.RETRYING, JobStatus.RUNNING]
+        assert unfinished[4].next_attempt_at == 12.0
 
     async def test_operations_apply_in_issue_order(self, store: Store) -> None:
         """Calls issued together without awaiting in between are applied in the order issued."""
@@ -239,13 +310,28 @@ class TestStoreContract:
         await first.mark_running(finished.id, "w1", 1, at=10.0)
         await first.finish(finished.id, JobStatus.SUCCEEDED, {"r": 1}, None, at=11.0)
         await first.save_tasks([("default", "add", {"timeout": 5})])
-        expected = [await first.get_job(j.id) for j in (running, finished, queued)]
+        waiting = job(4, status=JobStatus.WAITING, dependencies=[queued.id])
+        handler = job(5, task="alert", handler_for=running.id)
+        await first.add_jobs([waiting])
+        await first.finish(
+            running.id,
+            JobStatus.FAILED,
+            None,
+            ERROR,
+            at=12.0,
+            children=[handler],
+            on_failure_job=handler.id,
+        )
+        await first.fire_schedule("default", "tick", 60.0, ticked := job(6, task="tick"))
+        ids = (running.id, finished.id, queued.id, waiting.id, handler.id, ticked.id)
+        expected = [await first.get_job(job_id) for job_id in ids]
         await first.close()
 
         second = await store_factory()
-        assert [await second.get_job(j.id) for j in (running, finished, queued)] == expected
-        assert [j.id for j in await second.unfinished_jobs()] == [running.id, queued.id]
+        assert [await second.get_job(job_id) for job_id in ids] == expected
+        assert [j.id for j in await second.unfinished_jobs()] == list(ids[2:])
         assert await second.load_tasks() == [("default", "add", {"timeout": 5})]
+        assert await second.load_schedules() == {("default", "tick"): 60.0}
 
     async def test_concurrent_adds_commit_in_few_transactions(self, store: Store) -> None:
         """2,000 concurrent add_jobs calls all commit, sharing far fewer than 2,000 transactions."""
@@ -310,6 +396,335 @@ class TestStoreContract:
         with pytest.raises(asyncio.CancelledError):
             await pending
         assert await store.get_job(record.id) == record
+
+    async def test_add_jobs_keeps_the_status_given(self, store: Store) -> None:
+        """add_jobs inserts each record with its own status, e.g. waiting with its dependencies."""
+        first, second = job(1), job(2)
+        dependent = job(3, status=JobStatus.WAITING, dependencies=[first.id, second.id])
+        assert await store.add_jobs([first, second, dependent]) == [True, True, True]
+        assert await store.get_job(dependent.id) == dependent
+        await store.mark_running(dependent.id, "w1", 1, at=4.0)
+        assert await store.get_job(dependent.id) == dependent
+
+    async def test_add_jobs_is_all_or_nothing(
+        self, store: Store, reject_inserts: RejectInserts
+    ) -> None:
+        """When the database refuses one record of a call, none of that call's records land."""
+        dependency, dependent = job(1), job(2, status=JobStatus.WAITING)
+        dependent.dependencies = [dependency.id]
+        reject_inserts(dependent.id)
+        with pytest.raises(StoreError):
+            await store.add_jobs([dependency, dependent])
+        assert await store.get_job(dependency.id) is None
+        assert await store.add_jobs([dependency]) == [True]
+
+    async def test_retry_records_the_attempt_and_the_due_time(self, store: Store) -> None:
+        """retry moves a running job to retrying with the error and due time, worker cleared."""
+        record = job()
+        await store.add_jobs([record])
+        await store.mark_running(record.id, "w1", 1, at=2.0)
+        assert await store.retry(record.id, ERROR, next_attempt_at=9.5)
+        retrying = await store.get_job(record.id)
+        assert retrying is not None
+        assert (retrying.status, retrying.error, retrying.next_attempt_at) == (
+            JobStatus.RETRYING,
+            ERROR,
+            9.5,
+        )
+        assert (retrying.worker, retrying.attempts, retrying.started_at) == (None, 1, 2.0)
+        assert not await store.retry(record.id, ERROR, next_attempt_at=20.0)
+        assert await store.get_job(record.id) == retrying
+        assert not await store.retry(new_job_id(), ERROR, next_attempt_at=20.0)
+
+    async def test_retrying_job_runs_again_after_requeue(self, store: Store) -> None:
+        """retrying -> queued -> running (attempt 2) -> succeeded, the due time cleared."""
+        record = job()
+        await store.add_jobs([record])
+        await store.mark_running(record.id, "w1", 1, at=2.0)
+        await store.retry(record.id, ERROR, next_attempt_at=9.5)
+        assert not await store.finish(record.id, JobStatus.SUCCEEDED, 1, None, at=3.0)
+        await store.requeue([record.id])
+        await store.mark_running(record.id, "w2", 2, at=10.0)
+        assert await store.finish(record.id, JobStatus.SUCCEEDED, "ok", None, at=11.0)
+        done = await store.get_job(record.id)
+        assert done is not None
+        assert (done.status, done.attempts, done.worker, done.result, done.next_attempt_at) == (
+            JobStatus.SUCCEEDED,
+            2,
+            "w2",
+            "ok",
+            None,
+        )
+
+    @pytest.mark.parametrize("start", list(JobStatus))
+    @pytest.mark.parametrize("op", list(STATUS_OPS))
+    async def test_status_changes_follow_the_lifecycle_table(
+        self, store: Store, start: JobStatus, op: str
+    ) -> None:
+        """Each operation moves a job exactly when TRANSITIONS allows it, else changes nothing."""
+        record = job(status=start)
+        await store.add_jobs([record])
+        target, call = STATUS_OPS[op]
+        outcome = await call(store, record.id)
+        allowed = can_transition(start, target)
+        after = await store.get_job(record.id)
+        assert after is not None and after.status is (target if allowed else start)
+        if not allowed:
+            assert after == record
+        if outcome is not None:
+            assert outcome is allowed
+
+    async def test_cancel_clears_the_due_time(self, store: Store) -> None:
+        """Cancelling a retrying job finishes it as cancelled with no next attempt pending."""
+        record = job()
+        await store.add_jobs([record])
+        await store.mark_running(record.id, "w1", 1, at=2.0)
+        await store.retry(record.id, ERROR, next_attempt_at=9.5)
+        assert await store.finish(record.id, JobStatus.CANCELLED, None, None, at=3.0)
+        cancelled = await store.get_job(record.id)
+        assert cancelled is not None
+        assert (cancelled.status, cancelled.finished_at, cancelled.next_attempt_at) == (
+            JobStatus.CANCELLED,
+            3.0,
+            None,
+        )
+        await store.requeue([record.id])
+        assert await store.get_job(record.id) == cancelled
+
+    async def test_finish_creates_children_with_the_outcome(self, store: Store) -> None:
+        """A succeeded finish inserts its run_after children in the same call, as given."""
+        parent = job(1)
+        await store.add_jobs([parent])
+        await store.mark_running(parent.id, "w1", 1, at=2.0)
+        children = [
+            job(2, task="transform", kwargs={"data": [1, 2]}, parent=parent.id),
+            job(3, task="load", args=[[1, 2]], parent=parent.id),
+        ]
+        assert await store.finish(
+            parent.id, JobStatus.SUCCEEDED, {"data": [1, 2]}, None, at=3.0, children=children
+        )
+        assert [await store.get_job(child.id) for child in children] == children
+        done = await store.get_job(parent.id)
+        assert done is not None and done.on_failure_job is None
+        assert [j.id for j in await store.unfinished_jobs()] == [c.id for c in children]
+
+    async def test_finish_failed_links_the_failure_handler(self, store: Store) -> None:
+        """A failed finish inserts the on_failure job and stores its id on the failed job."""
+        failed = job(1)
+        handler = job(2, task="alert", kwargs={"job_failed": {"id": failed.id}})
+        handler.handler_for = failed.id
+        await store.add_jobs([failed])
+        await store.mark_running(failed.id, "w1", 2, at=2.0)
+        assert await store.finish(
+            failed.id,
+            JobStatus.FAILED,
+            None,
+            ERROR,
+            at=3.0,
+            children=[handler],
+            on_failure_job=handler.id,
+        )
+        stored = await store.get_job(failed.id)
+        assert stored is not None
+        assert (stored.status, stored.error, stored.on_failure_job) == (
+            JobStatus.FAILED,
+            ERROR,
+            handler.id,
+        )
+        assert await store.get_job(handler.id) == handler
+
+    async def test_waiting_job_fails_when_a_dependency_fails(self, store: Store) -> None:
+        """waiting -> failed is legal and may create the dependent's failure handler."""
+        dependent = job(1, status=JobStatus.WAITING, dependencies=[new_job_id()])
+        handler = job(2, task="alert", handler_for=dependent.id)
+        await store.add_jobs([dependent])
+        assert await store.finish(
+            dependent.id,
+            JobStatus.FAILED,
+            None,
+            ERROR,
+            at=3.0,
+            children=[handler],
+            on_failure_job=handler.id,
+        )
+        assert await store.get_job(handler.id) == handler
+
+    async def test_refused_finish_creates_no_child(self, store: Store) -> None:
+        """A finish the table refuses (already terminal, unknown job) inserts no child."""
+        record = job(1)
+        await store.add_jobs([record])
+        assert await store.finish(record.id, JobStatus.CANCELLED, None, None, at=2.0)
+        before = await store.get_job(record.id)
+        child, handler = job(2), job(3)
+        assert not await store.finish(
+            record.id,
+            JobStatus.FAILED,
+            None,
+            ERROR,
+            at=3.0,
+            children=[child, handler],
+            on_failure_job=handler.id,
+        )
+        assert not await store.finish(
+            new_job_id(), JobStatus.SUCCEEDED, 1, None, at=3.0, children=[child]
+        )
+        assert await store.get_job(record.id) == before
+        assert await store.get_job(child.id) is None and await store.get_job(handler.id) is None
+
+    async def test_finish_leaves_an_existing_child_id_alone(self, store: Store) -> None:
+        """A child whose id already exists is skipped, keeping the original; the finish stands."""
+        parent, existing = job(1), job(2, args=["original"])
+        await store.add_jobs([parent, existing])
+        await store.mark_running(parent.id, "w1", 1, at=2.0)
+        again, fresh = job(3, id=existing.id, args=["again"]), job(4)
+        assert await store.finish(
+            parent.id, JobStatus.SUCCEEDED, 1, None, at=3.0, children=[again, fresh]
+        )
+        assert await store.get_job(existing.id) == existing
+        assert await store.get_job(fresh.id) == fresh
+
+    async def test_finish_is_atomic_with_its_children(
+        self, store: Store, reject_inserts: RejectInserts
+    ) -> None:
+        """If a child cannot be inserted, the outcome is not recorded either: all or nothing."""
+        parent = job(1)
+        await store.add_jobs([parent])
+        await store.mark_running(parent.id, "w1", 1, at=2.0)
+        running = await store.get_job(parent.id)
+        first, rejected, handler = job(2), job(3), job(4)
+        reject_inserts(rejected.id)
+        with pytest.raises(StoreError):
+            await store.finish(
+                parent.id,
+                JobStatus.FAILED,
+                None,
+                ERROR,
+                at=3.0,
+                children=[first, rejected, handler],
+                on_failure_job=handler.id,
+            )
+        assert await store.get_job(parent.id) == running
+        for child in (first, rejected, handler):
+            assert await store.get_job(child.id) is None
+        # The store serves on, and the outcome can still be recorded without the bad child.
+        assert await store.finish(
+            parent.id,
+            JobStatus.FAILED,
+            None,
+            ERROR,
+            at=4.0,
+            children=[first, handler],
+            on_failure_job=handler.id,
+        )
+        assert [j.id for j in await store.unfinished_jobs()] == [first.id, handler.id]
+
+    async def test_finish_children_must_be_encodable(self, store: Store) -> None:
+        """A child msgpack cannot carry fails the call before anything is written."""
+        parent = job(1)
+        await store.add_jobs([parent])
+        await store.mark_running(parent.id, "w1", 1, at=2.0)
+        running = await store.get_job(parent.id)
+        with pytest.raises(SerializationError):
+            await store.finish(
+                parent.id,
+                JobStatus.SUCCEEDED,
+                1,
+                None,
+                at=3.0,
+                children=[job(2, kwargs={"bad": object()})],
+            )
+        assert await store.get_job(parent.id) == running
+
+    async def test_list_jobs_pages_newest_first_with_filters(self, store: Store) -> None:
+        """Walking 25 matching jobs in pages of 10 yields each once, newest first, ties by id."""
+        # Three jobs share each created_at, so pages break inside ties.
+        matching = [job(n // 3, queue="emails", task="send") for n in range(25)]
+        others = [
+            *(job(n, queue="other", task="send") for n in range(10)),
+            *(job(n, queue="emails", task="other") for n in range(10)),
+            *(job(n, queue="emails", task="send", status=JobStatus.WAITING) for n in range(10)),
+        ]
+        await store.add_jobs([*others[:15], *matching, *others[15:]])
+        expected = sorted(matching, key=lambda j: (j.created_at, j.id), reverse=True)
+        filters: dict[str, Any] = {"queue": "emails", "task": "send", "status": JobStatus.QUEUED}
+        pages: list[list[JobRecord]] = []
+        before: str | None = None
+        while not pages or len(pages[-1]) == 10:
+            pages.append(await store.list_jobs(**filters, limit=10, before=before))
+            before = pages[-1][-1].id if pages[-1] else None
+        assert [len(page) for page in pages] == [10, 10, 5]
+        assert [j for page in pages for j in page] == expected
+
+        everything = await store.list_jobs(limit=1000)
+        assert len(everything) == 55
+        assert everything == sorted(everything, key=lambda j: (j.created_at, j.id), reverse=True)
+        assert len(await store.list_jobs(status=JobStatus.WAITING)) == 10
+        assert len(await store.list_jobs(queue="other")) == 10
+        assert len(await store.list_jobs(task="other", queue="emails")) == 10
+        assert await store.list_jobs(queue="nowhere") == []
+
+    async def test_list_jobs_cursor_is_a_position(self, store: Store) -> None:
+        """The cursor need not match the filters; an unknown cursor id gives an empty page."""
+        jobs = [job(n, queue="a" if n % 2 else "b") for n in range(6)]
+        await store.add_jobs(jobs)
+        after_b4 = await store.list_jobs(queue="a", before=jobs[4].id)
+        assert [j.id for j in after_b4] == [jobs[3].id, jobs[1].id]
+        assert await store.list_jobs(before=jobs[0].id) == []
+        assert await store.list_jobs(before=new_job_id()) == []
+
+    async def test_list_jobs_clamps_the_limit(self, store: Store) -> None:
+        """limit is clamped to 1..1000."""
+        await store.add_jobs([job(n) for n in range(1005)])
+        assert len(await store.list_jobs(limit=0)) == 1
+        assert len(await store.list_jobs(limit=-3)) == 1
+        assert len(await store.list_jobs(limit=5000)) == 1000
+        assert len(await store.list_jobs()) == 50
+
+    async def test_fire_schedule_once_per_tick(self, store: Store) -> None:
+        """A tick fires once; the same or an older tick is refused, a newer one fires."""
+        assert await store.load_schedules() == {}
+        first, same, older, newer = job(1), job(2), job(3), job(4)
+        assert await store.fire_schedule("q", "report", 120.0, first)
+        assert not await store.fire_schedule("q", "report", 120.0, same)
+        assert not await store.fire_schedule("q", "report", 60.0, older)
+        assert await store.load_schedules() == {("q", "report"): 120.0}
+        assert await store.fire_schedule("q", "report", 180.0, newer)
+        assert await store.fire_schedule("q", "other", 60.0, job(5))
+        assert await store.load_schedules() == {("q", "report"): 180.0, ("q", "other"): 60.0}
+        assert await store.get_job(first.id) == first and await store.get_job(newer.id) == newer
+        assert await store.get_job(same.id) is None and await store.get_job(older.id) is None
+
+    async def test_concurrent_fires_of_one_tick_make_one_job(self, store: Store) -> None:
+        """Many fires of the same tick issued at once create exactly one job."""
+        jobs = [job(n) for n in range(20)]
+        fired = await asyncio.gather(*(store.fire_schedule("q", "t", 60.0, j) for j in jobs))
+        assert fired == [True] + [False] * 19
+        assert [j.id for j in await store.unfinished_jobs()] == [jobs[0].id]
+
+    async def test_fire_schedule_survives_reopen(self, store_factory: StoreFactory) -> None:
+        """After a restart the last fire time is loaded and the same tick is not fired again."""
+        first = await store_factory()
+        fired = job(1, task="report")
+        assert await first.fire_schedule("q", "report", 120.0, fired)
+        await first.close()
+        second = await store_factory()
+        assert await second.load_schedules() == {("q", "report"): 120.0}
+        assert not await second.fire_schedule("q", "report", 120.0, job(2))
+        assert await second.fire_schedule("q", "report", 180.0, job(3))
+        assert [j.id for j in await second.unfinished_jobs()][0] == fired.id
+
+    async def test_fire_schedule_is_atomic_with_its_job(
+        self, store: Store, reject_inserts: RejectInserts
+    ) -> None:
+        """If the job cannot be inserted, the tick is not recorded as fired either."""
+        rejected = job(1)
+        reject_inserts(rejected.id)
+        with pytest.raises(StoreError):
+            await store.fire_schedule("q", "report", 120.0, rejected)
+        assert await store.load_schedules() == {}
+        retried = job(2)
+        assert await store.fire_schedule("q", "report", 120.0, retried)
+        assert await store.get_job(retried.id) == retried
 
 
 class TestSQLiteStore:

@@ -1,0 +1,1 @@
+"""Modules that tests run in real child processes (``PYTHONPATH`` includes ``tests/``)."""

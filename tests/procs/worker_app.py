@@ -1,0 +1,68 @@
+"""A worker for tests that run it as a real process: ``easyjobs worker procs.worker_app:worker``.
+
+It reads where to connect from the environment, as a deployed worker would: ``EASYJOBS_HOST``,
+``EASYJOBS_PORT`` and ``EASYJOBS_SECRET``; ``WORKER_NAME`` names it and ``WORKER_SLOTS`` sets
+``max_tasks_per_worker``. Tasks that block announce themselves by writing a marker file (holding
+the worker's pid), so a test can wait for the file instead of sleeping; ``hold`` ends on
+SIGUSR1, so a test decides when a running job finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from easyjobs import EasyJobsWorker
+from easyjobs.workers.link import Backoff
+
+QUEUE = "PROCS"
+
+worker = EasyJobsWorker(
+    None,
+    None,
+    os.environ.get("EASYJOBS_HOST", "127.0.0.1"),
+    int(os.environ["EASYJOBS_PORT"]),
+    os.environ["EASYJOBS_SECRET"],
+    QUEUE,
+    max_tasks_per_worker=int(os.environ.get("WORKER_SLOTS", "4")),
+    name=os.environ.get("WORKER_NAME") or None,
+    backoff=Backoff(initial=0.02, maximum=0.2),
+)
+
+
+def _announce(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+
+
+@worker.task()
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+@worker.task()
+async def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@worker.task()
+async def hang(marker: str) -> str:
+    """Write ``marker``, then never finish: only a kill or a stop ends this job."""
+    _announce(marker)
+    await asyncio.Event().wait()
+    return "unreachable"
+
+
+@worker.task()
+async def hold(marker: str) -> str:
+    """Write ``marker``, then finish when the process receives SIGUSR1."""
+    loop = asyncio.get_running_loop()
+    released = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, released.set)
+    try:
+        _announce(marker)
+        await released.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+    return "released"

@@ -1,0 +1,258 @@
+"""The ``easyjobs`` command, run as real processes: help, manager, worker and call.
+
+Every child gets the secret through its environment or a file; each test also checks that the
+secret shows up in no argv and no output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from easyjobs import AuthenticationError, EasyJobsClient, EasyJobsWorker, UnknownJob
+from easyjobs.workers.link import WS_PATH
+
+from .conftest import FAST_BACKOFF, Process, RunningManager
+from .processes import (
+    QUEUE,
+    Ran,
+    assert_secret_hidden,
+    finished,
+    handshake,
+    run_cli,
+    serving,
+    spawn_manager,
+    spawn_worker,
+    wait_listening,
+)
+from .utils import SECRET, TIMEOUT, free_port, wait_until
+
+
+def assert_no_secret(ran: Ran, secret: str = SECRET) -> None:
+    assert not any(secret in arg for arg in ran.args)
+    assert secret not in ran.out and secret not in ran.err
+
+
+@pytest.fixture
+async def etl_worker(worker_factory: Callable[..., EasyJobsWorker]) -> EasyJobsWorker:
+    """An in-process worker for queue ETL with tasks that succeed, fail and return bytes."""
+    worker = worker_factory("ETL")
+
+    @worker.task()
+    async def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    @worker.task()
+    async def describe(name: str, tags: list[str]) -> dict[str, Any]:
+        return {"name": name, "tags": tags, "raw": name.encode()}
+
+    @worker.task()
+    async def explode(message: str) -> None:
+        raise ValueError(message)
+
+    await worker.start()
+    return worker
+
+
+def call_args(manager: RunningManager, *args: str) -> list[str]:
+    return ["call", "--host", manager.host, "--port", str(manager.port), *args]
+
+
+# ------------------------------------------------------------------------------ help
+
+async def test_help_lists_the_commands_and_their_connection_options() -> None:
+    """``python -m easyjobs --help`` works, and ``call --help`` documents host, port and secret."""
+    ran = await run_cli("--help")
+    assert ran.code == 0, ran.err
+    assert all(word in ran.out for word in ("manager", "worker", "call"))
+    ran = await run_cli("call", "--help")
+    assert ran.code == 0, ran.err
+    assert all(word in ran.out for word in ("--host", "--port", "--secret-file", "--no-wait"))
+
+
+# ------------------------------------------------------------------------------ manager
+
+@pytest.mark.parametrize("secret_file", [None, ""], ids=["no-secret", "empty-secret-file"])
+async def test_manager_refuses_to_start_without_a_secret(
+    tmp_path: Path, secret_file: str | None,
+) -> None:
+    """No EASYJOBS_SECRET and no (non-empty) --secret-file: a clear message, non-zero exit."""
+    extra: list[str] = []
+    if secret_file is not None:
+        (tmp_path / "secret").write_text(secret_file)
+        extra = ["--secret-file", str(tmp_path / "secret")]
+    ran = await run_cli("manager", "--port", str(free_port()), "--db", str(tmp_path / "j.db"),
+                        *extra, env={"EASYJOBS_SECRET": "", "EASYJOBS_SECRET_FILE": ""},
+                        cwd=tmp_path)
+    assert ran.code != 0
+    expected = "secret file is empty" if extra else "set EASYJOBS_SECRET or pass --secret-file"
+    assert expected in ran.err
+    assert "Traceback" not in ran.err
+    assert not (tmp_path / "j.db").exists()
+
+
+async def test_manager_takes_its_secret_from_a_file_and_keeps_it_out_of_argv_and_logs(
+    process_factory: Callable[..., Process], tmp_path: Path,
+) -> None:
+    """--secret-file: peers proving that secret get in, others are refused; SIGTERM closes all."""
+    file_secret = "from-a-file-0c1d"
+    (tmp_path / "secret").write_text(file_secret + "\n")
+    port = free_port()
+    proc = spawn_manager(process_factory, port, tmp_path / "j.db",
+                         "--secret-file", str(tmp_path / "secret"),
+                         env={"EASYJOBS_SECRET": ""})
+    await wait_listening(proc, port)
+    async with EasyJobsClient("127.0.0.1", port, file_secret, backoff=FAST_BACKOFF) as client:
+        with pytest.raises(UnknownJob):
+            await client.job("0" * 32)
+    with pytest.raises(AuthenticationError):
+        await EasyJobsClient("127.0.0.1", port, SECRET, backoff=FAST_BACKOFF).connect()
+    assert_secret_hidden(proc, file_secret)
+
+    async with connect(f"ws://127.0.0.1:{port}{WS_PATH}") as ws:
+        await handshake(ws, "worker", file_secret)
+        proc.popen.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    # uvicorn closes its connections (1012) before the manager's shutdown would send 1001.
+    assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012)
+    # uvicorn re-raises the signal once it has shut down, so the exit looks like SIGTERM's.
+    assert await finished(proc) in (0, -signal.SIGTERM)
+    assert_secret_hidden(proc, file_secret)
+
+
+# ------------------------------------------------------------------------------ call
+
+async def test_call_prints_the_result_as_json(
+    manager: RunningManager, etl_worker: EasyJobsWorker,
+) -> None:
+    """``call QUEUE TASK --kwargs/--args`` prints the result as JSON and exits 0."""
+    ran = await run_cli(*call_args(manager, "ETL", "add", "--kwargs", '{"a": 2, "b": 40}'))
+    assert (ran.code, ran.out) == (0, "42\n"), ran.err
+    assert_no_secret(ran)
+
+    ran = await run_cli(*call_args(manager, "ETL", "describe", "--args", '["x"]',
+                                   "--kwargs", '{"tags": ["a", "b"]}'))
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out) == {"name": "x", "tags": ["a", "b"], "raw": {"$base64": "eA=="}}
+
+
+async def test_call_reads_host_port_and_secret_file_from_env_and_options(
+    manager: RunningManager, etl_worker: EasyJobsWorker, tmp_path: Path,
+) -> None:
+    """EASYJOBS_HOST/EASYJOBS_PORT replace --host/--port; --secret-file replaces the env secret."""
+    (tmp_path / "secret").write_text(SECRET)
+    ran = await run_cli("call", "--secret-file", str(tmp_path / "secret"), "ETL", "add",
+                        "--args", "[5]",
+                        env={"EASYJOBS_SECRET": "", "EASYJOBS_HOST": manager.host,
+                             "EASYJOBS_PORT": str(manager.port)})
+    assert (ran.code, ran.out) == (0, "5\n"), ran.err
+    assert_no_secret(ran)
+
+
+async def test_call_no_wait_prints_the_job_id(
+    manager: RunningManager, etl_worker: EasyJobsWorker, client: EasyJobsClient,
+) -> None:
+    """With --no-wait it prints {"job_id": ...} at once; the job still runs."""
+    ran = await run_cli(*call_args(manager, "ETL", "add", "--args", "[1, 2]", "--no-wait"))
+    assert ran.code == 0, ran.err
+    printed = json.loads(ran.out)
+    assert list(printed) == ["job_id"]
+    assert await client.result(printed["job_id"], timeout=TIMEOUT) == 3
+
+
+async def test_call_of_a_failing_task_exits_1_with_the_remote_error(
+    manager: RunningManager, etl_worker: EasyJobsWorker,
+) -> None:
+    """The remote exception's type, message and traceback go to stderr; exit code 1."""
+    ran = await run_cli(*call_args(manager, "ETL", "explode", "--kwargs",
+                                   '{"message": "disk on fire"}'))
+    assert ran.code == 1
+    assert ran.out == ""
+    assert ran.err.startswith("ValueError: disk on fire\n")
+    assert "Traceback" in ran.err and "raise ValueError(message)" in ran.err
+    assert_no_secret(ran)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("ETL", "nope"), "UnknownTask: no worker has registered task 'nope' in queue 'ETL'"),
+        (("ETL", "add", "--kwargs", '{"c": 1}'), "InvalidArguments"),
+    ],
+    ids=["unknown-task", "bad-arguments"],
+)
+async def test_call_that_the_manager_refuses_exits_1_with_a_clear_message(
+    manager: RunningManager, etl_worker: EasyJobsWorker, args: tuple[str, ...], expected: str,
+) -> None:
+    """An unknown task or arguments that do not bind: exit 1, one clear line on stderr."""
+    ran = await run_cli(*call_args(manager, *args))
+    assert ran.code == 1
+    assert ran.err.startswith("easyjobs: ") and expected in ran.err, ran.err
+    assert "Traceback" not in ran.err
+
+
+async def test_call_with_malformed_json_is_a_usage_error(manager: RunningManager) -> None:
+    """--kwargs that is not a JSON object: a usage message, nothing is sent."""
+    ran = await run_cli(*call_args(manager, "ETL", "add", "--kwargs", "{a: 1}"))
+    assert ran.code == 2
+    assert "--args/--kwargs must be JSON" in ran.err
+
+
+# ------------------------------------------------------------------------------ worker
+
+async def test_worker_drains_its_running_job_on_sigterm(
+    manager: RunningManager, process_factory: Callable[..., Process], client: EasyJobsClient,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM: the worker takes no new job, lets the running one finish, reports it, exits 0."""
+    proc = spawn_worker(process_factory, manager.port, "drainer", "--grace", str(TIMEOUT))
+    await wait_until(lambda: serving(manager, "hold", "drainer"), what="the worker to register")
+    assert_secret_hidden(proc)
+    marker = tmp_path / "holding"
+    job = await client.submit(QUEUE, "hold", marker=str(marker))
+    await wait_until(marker.exists, what="the job to start")
+
+    proc.popen.send_signal(signal.SIGTERM)
+    await wait_until(lambda: "draining" in proc.output(), what="the worker to start draining")
+    later = await client.submit(QUEUE, "add", 1, 2)  # paused: must not go to the drainer
+    assert proc.popen.poll() is None, "the worker left before its job finished"
+
+    proc.popen.send_signal(signal.SIGUSR1)  # the job may finish now
+    assert await job.result(timeout=TIMEOUT) == "released"
+    assert await finished(proc) == 0
+    info = await job.info()
+    assert (info["status"], info["attempts"], info["worker"]) == ("succeeded", 1, "drainer")
+    assert (await later.info())["status"] == "queued"
+    assert_secret_hidden(proc)
+
+
+async def test_worker_stopped_past_its_grace_period_leaves_the_job_to_be_requeued(
+    manager: RunningManager, process_factory: Callable[..., Process], client: EasyJobsClient,
+    tmp_path: Path,
+) -> None:
+    """A job still running when the grace period ends is cancelled and goes back to the queue."""
+    proc = spawn_worker(process_factory, manager.port, "impatient", "--grace", "0.2")
+    await wait_until(lambda: serving(manager, "hang", "impatient"), what="the worker to register")
+    marker = tmp_path / "hanging"
+    job = await client.submit(QUEUE, "hang", marker=str(marker))
+    await wait_until(marker.exists, what="the job to start")
+
+    proc.popen.send_signal(signal.SIGTERM)
+    assert await finished(proc) == 0
+    assert "stopped with 1 job(s) unfinished" in proc.output()
+
+    async def requeued() -> bool:
+        info = await job.info()
+        return (info["status"], info["attempts"]) == ("queued", 1)
+
+    await wait_until(requeued, what="the job to be requeued")
+    assert_secret_hidden(proc)
