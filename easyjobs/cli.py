@@ -3,6 +3,8 @@
     easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F]
     easyjobs worker MODULE:ATTR
     easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
+    easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
+    easyjobs job JOB_ID | easyjobs cancel JOB_ID | easyjobs schedules
 
 Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line.
 """
@@ -19,9 +21,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, EasyJobsError, TaskFailed
+from .jobs import JobStatus
+
+if TYPE_CHECKING:
+    from .client import EasyJobsClient
 
 log = logging.getLogger("easyjobs.cli")
 
@@ -39,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="easyjobs", description="Distributed asyncio jobs: manager, workers and calls.")
     parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL"),
-                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO, "
-                        "WARNING for call, whose stderr carries the remote error)")
+                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
+                        "and worker, WARNING for the client commands)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
@@ -63,12 +69,31 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
     call.add_argument("--no-wait", action="store_true", help="print the job id and return")
     call.add_argument("--timeout", type=float, default=None, help="seconds to wait for a result")
+
+    jobs = commands.add_parser("jobs", help="list recent jobs, newest first, with their links")
+    _connection_args(jobs)
+    jobs.add_argument("--queue")
+    jobs.add_argument("--task")
+    jobs.add_argument("--status", choices=[s.value for s in JobStatus])
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--json", action="store_true", help="print the records as JSON lines")
+
+    job = commands.add_parser("job", help="print one job's record as JSON")
+    _connection_args(job)
+    job.add_argument("job_id")
+
+    cancel = commands.add_parser("cancel", help="cancel a job that has not finished")
+    _connection_args(cancel)
+    cancel.add_argument("job_id")
+
+    schedules = commands.add_parser("schedules", help="list cron schedules and next fire times")
+    _connection_args(schedules)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or ("WARNING" if args.command == "call" else "INFO")
+    level = args.log_level or ("INFO" if args.command in ("manager", "worker") else "WARNING")
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -76,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _manager(args)
         if args.command == "worker":
             return asyncio.run(_worker(args))
-        return asyncio.run(_call(args))
+        return asyncio.run(_client_command(args))
     except ConfigurationError as exc:
         print(f"easyjobs: {exc}", file=sys.stderr)  # noqa: T201
         return 2
@@ -124,10 +149,26 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call(args: argparse.Namespace) -> int:
+async def _client_command(args: argparse.Namespace) -> int:
+    """Run one of the commands that talk to a manager as a client."""
     from .client import EasyJobsClient
     from .manager.app import read_secret
 
+    command = {"call": _call, "jobs": _jobs, "job": _job, "cancel": _cancel,
+               "schedules": _schedules}[args.command]
+    secret = read_secret(secret_file=args.secret_file)
+    try:
+        async with EasyJobsClient(args.host, args.port, secret) as client:
+            return await command(client, args)
+    except TaskFailed as exc:
+        print(f"{exc.type}: {exc.message}\n{exc.traceback}".rstrip(), file=sys.stderr)  # noqa: T201
+        return 1
+    except EasyJobsError as exc:
+        print(f"easyjobs: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+
+
+async def _call(client: EasyJobsClient, args: argparse.Namespace) -> int:
     try:
         call_args = json.loads(args.args)
         call_kwargs = json.loads(args.kwargs)
@@ -135,21 +176,48 @@ async def _call(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--args/--kwargs must be JSON: {exc}") from None
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise ConfigurationError("--args must be a JSON list and --kwargs a JSON object")
-    secret = read_secret(secret_file=args.secret_file)
-    try:
-        async with EasyJobsClient(args.host, args.port, secret) as client:
-            job = await client.submit(args.queue, args.task, *call_args, **call_kwargs)
-            if args.no_wait:
-                _print_json({"job_id": job.id})
-                return 0
-            _print_json(await job.result(args.timeout))
-            return 0
-    except TaskFailed as exc:
-        print(f"{exc.type}: {exc.message}\n{exc.traceback}".rstrip(), file=sys.stderr)  # noqa: T201
-        return 1
-    except EasyJobsError as exc:
-        print(f"easyjobs: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
+    job = await client.submit(args.queue, args.task, *call_args, **call_kwargs)
+    if args.no_wait:
+        _print_json({"job_id": job.id})
+        return 0
+    _print_json(await job.result(args.timeout))
+    return 0
+
+
+async def _jobs(client: EasyJobsClient, args: argparse.Namespace) -> int:
+    records, _ = await client.jobs(queue=args.queue, task=args.task, status=args.status,
+                                  limit=args.limit)
+    if args.json:
+        for record in records:
+            _print_json(record)
+        return 0
+    print(f"{'id':32}  {'queue':10} {'task':24} {'status':9} {'att':>3}  links")  # noqa: T201
+    for r in records:
+        links = [f"{name}={r[key]}" for name, key in
+                 (("parent", "parent"), ("on_failure", "on_failure_job"),
+                  ("handles", "handler_for")) if r.get(key)]
+        if r.get("dependencies"):
+            links.append(f"deps={','.join(r['dependencies'])}")
+        print(f"{r['id']:32}  {r['queue']:10} {r['task']:24} {r['status']:9} "  # noqa: T201
+              f"{r['attempts']:>3}  {' '.join(links)}")
+    return 0
+
+
+async def _job(client: EasyJobsClient, args: argparse.Namespace) -> int:
+    _print_json(await client.job(args.job_id))
+    return 0
+
+
+async def _cancel(client: EasyJobsClient, args: argparse.Namespace) -> int:
+    record = await client.cancel(args.job_id)
+    _print_json({"job_id": record["id"], "status": record["status"]})
+    return 0
+
+
+async def _schedules(client: EasyJobsClient, args: argparse.Namespace) -> int:
+    for entry in await client.schedules():
+        _print_json(entry)
+    return 0
 
 
 def to_json(value: Any) -> Any:

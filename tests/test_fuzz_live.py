@@ -18,7 +18,7 @@ from pathlib import Path
 import msgpack  # type: ignore[import-untyped]
 import pytest
 import uvicorn
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,7 +26,16 @@ from websockets.exceptions import ConnectionClosed
 
 from easyjobs import EasyJobsClient, EasyJobsManager, EasyJobsWorker
 from easyjobs.protocol.auth import hello_proof, new_nonce
-from easyjobs.protocol.frames import FRAME_TYPES, Lookup, Register, decode_message, encode_frame
+from easyjobs.protocol.frames import (
+    FRAME_TYPES,
+    Frame,
+    Lookup,
+    Register,
+    Result,
+    Submit,
+    decode_message,
+    encode_frame,
+)
 from easyjobs.protocol.session import ClientSession, State
 from easyjobs.workers.link import WS_PATH
 
@@ -83,6 +92,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     client = EasyJobsClient("127.0.0.1", port, SECRET, backoff=FAST_BACKOFF)
     await worker.start()
     await client.connect()
+    await submit_known_jobs(f"ws://127.0.0.1:{port}{WS_PATH}")
     try:
         yield Live(port, manager, worker, client)
     finally:
@@ -91,6 +101,25 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         await manager.close()
         server.should_exit = True
         await asyncio.wait_for(serving, TIMEOUT)
+
+
+KNOWN_JOBS = [f"{i:032x}" for i in range(1, 4)]
+"""Finished jobs with these ids exist, so hostile frames can name real jobs."""
+
+
+async def submit_known_jobs(uri: str) -> None:
+    """Run ``echo`` under each id of ``KNOWN_JOBS`` and wait for the results."""
+    async with connect(uri) as ws:
+        session = await handshake(ws, "client")
+        for ref, job in enumerate(KNOWN_JOBS):
+            session.send(Submit(ref, job, QUEUE, "echo", [ref], {}, None, True))
+        for message in session.data_to_send():
+            await ws.send(message)
+        results: set[str] = set()
+        while len(results) < len(KNOWN_JOBS):
+            data = await asyncio.wait_for(ws.recv(), TIMEOUT)
+            assert isinstance(data, bytes)
+            results |= {f.job for f in session.receive(data, 0.0) if isinstance(f, Result)}
 
 
 # ------------------------------------------------------------------------------ speaking
@@ -191,7 +220,55 @@ messages = st.lists(
     min_size=1, max_size=3,
 )
 
-FUZZ = settings(max_examples=120, deadline=None, database=None,
+SERVER_FRAMES = {"challenge", "hello", "welcome", "accepted", "job_info", "result", "assign",
+                 "job_list", "schedule_info", "abort"}
+"""Frames only the manager sends (or the handshake's): not what an open peer would send."""
+
+job_ids = st.sampled_from(KNOWN_JOBS) | st.text("0123456789abcdef", min_size=32, max_size=32)
+words = st.sampled_from([QUEUE, "echo", "nope", "DEFAULT"]) | st.text(min_size=1, max_size=8)
+dicts = st.dictionaries(st.text(max_size=6), values, max_size=4)
+BY_KIND: dict[str, st.SearchStrategy[object]] = {
+    "int": st.integers(0, 2**31),
+    "float": st.floats(allow_nan=False),
+    "str": words,
+    "bytes": st.binary(max_size=40),
+    "bool": st.booleans(),
+    "Any": values,
+    "list[Any]": st.lists(values, max_size=3),
+    "list[str]": st.lists(job_ids | words, max_size=3),
+    "list[dict[str, Any]]": st.lists(dicts, max_size=2),
+    "dict[str, Any]": dicts,
+    "dict[str, str]": st.fixed_dictionaries(
+        {"type": words, "message": st.text(max_size=20), "traceback": st.text(max_size=20)}),
+}
+BY_NAME: dict[str, st.SearchStrategy[object]] = {
+    "job": job_ids,
+    "parent": st.none() | job_ids,
+    "status": st.sampled_from(["succeeded", "failed", "queued", "running", "nonsense"]),
+}
+
+
+def field_strategy(field: dataclasses.Field[object]) -> st.SearchStrategy[object]:
+    if field.name in BY_NAME:
+        return BY_NAME[field.name]
+    base, _, none = str(field.type).partition(" | ")
+    strategy = BY_KIND.get(base, values)
+    return st.none() | strategy if none else strategy
+
+
+def well_formed(cls: type[Frame]) -> st.SearchStrategy[bytes]:
+    """Frames of ``cls`` with fields of the right types (and names of real jobs and tasks)."""
+    fields = {f.name: field_strategy(f) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return st.fixed_dictionaries(fields).map(
+        lambda values: msgpack.packb({"type": cls.type, **values}, use_bin_type=True))
+
+
+peer_frames = st.one_of(*(well_formed(cls) for name, cls in sorted(FRAME_TYPES.items())
+                          if name not in SERVER_FRAMES))
+frame_messages = st.lists(st.lists(peer_frames, min_size=1, max_size=4).map(b"".join),
+                          min_size=1, max_size=3)
+
+FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -219,9 +296,28 @@ async def test_garbage_after_a_valid_handshake_never_harms_the_manager(
         await handshake(ws, role)
         await send_all(ws, garbage)
         code = await outcome(ws, probe=True)
+        event(f"{role}: {'still open' if code is None else f'closed {code}'}")
         assert code is None or code in CLOSED_AFTER_HANDSHAKE
     await assert_still_serving(live, len(garbage))
     assert_healthy_log(caplog)
+
+
+@FUZZ
+@given(role=st.sampled_from(["client", "worker"]), frames=frame_messages)
+async def test_well_formed_hostile_frames_never_harm_the_manager(
+    live: Live, caplog: pytest.LogCaptureFixture, role: str, frames: list[bytes],
+) -> None:
+    """Valid frames with hostile contents (other jobs' ids, odd credit, stray done/resume)."""
+    async with connect(live.uri, max_size=None, compression=None) as ws:
+        await handshake(ws, role)
+        await send_all(ws, list(frames))
+        code = await outcome(ws, probe=True)
+        event(f"{role}: {'still open' if code is None else f'closed {code}'}")
+        assert code is None or code in CLOSED_AFTER_HANDSHAKE
+    await assert_still_serving(live, len(frames))
+    assert_healthy_log(caplog)
+    results = await asyncio.gather(*(live.client.result(job, TIMEOUT) for job in KNOWN_JOBS))
+    assert results == list(range(len(KNOWN_JOBS)))
 
 
 # ------------------------------------------------------------------------------ explicit cases
