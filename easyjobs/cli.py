@@ -160,6 +160,8 @@ async def _client_command(args: argparse.Namespace) -> int:
     try:
         async with EasyJobsClient(args.host, args.port, secret) as client:
             return await command(client, args)
+    except ConfigurationError:
+        raise  # a usage error: exit code 2
     except TaskFailed as exc:
         print(f"{exc.type}: {exc.message}\n{exc.traceback}".rstrip(), file=sys.stderr)  # noqa: T201
         return 1
