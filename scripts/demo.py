@@ -17,11 +17,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from easyjobs import EasyJobsClient, TaskFailed, UnknownTask  # noqa: E402
+from easyjobs import EasyJobsClient, TaskFailed  # noqa: E402
 
 SECRET = "abcd1234"  # the secret the docs' example uses
 
@@ -36,36 +37,51 @@ def say(text: str) -> None:
     print(f"demo | {text}", flush=True)
 
 
-async def wait_for_task(client: EasyJobsClient, queue: str, task: str) -> None:
+async def wait_for_worker(client: EasyJobsClient) -> None:
+    """Until the worker has registered its tasks (its scheduled ``extract`` shows up)."""
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            await client.submit(queue, task, url="warm-up")
-            return
-        except UnknownTask:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    while not any(s["task"] == "extract" for s in await client.schedules()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the ETL worker did not register within 30 s")
+        await asyncio.sleep(0.1)
+
+
+async def child_of(client: EasyJobsClient, parent: str, task: str) -> dict[str, Any]:
+    """The job ``task`` that ``parent`` created (run_after children are created with the
+    parent's result, so it exists once the parent's result has arrived)."""
+    jobs, _ = await client.jobs(task=task, limit=50)
+    return next(job for job in jobs if job["parent"] == parent)
 
 
 async def calls(port: int) -> None:
     async with EasyJobsClient("127.0.0.1", port, SECRET) as client:
-        await wait_for_task(client, "ETL", "extract")
-        say("worker connected; calling ETL tasks")
-        result = await client.call("ETL", "extract", url="http://stats")
-        say(f"extract(url='http://stats') -> {result}")
-        result = await client.call("ETL", "transform", data=result["data"])
-        say(f"transform(...) -> {result}")
-        result = await client.call("ETL", "load", data=result["data"])
-        say(f"load(...) -> {result}")
-        job = await client.submit("ETL", "failure_notify", job_failed="demo failure")
-        say(f"submitted failure_notify as job {job.id}; status {await job.status()}")
-        say(f"its result: {await job.result(timeout=10)}")
+        await wait_for_worker(client)
+        schedule = (await client.schedules())[0]
+        say(f"schedule: {schedule['task']} '{schedule['schedule']}' next fires at "
+            f"{time.strftime('%H:%M:%S', time.gmtime(schedule['next_fire']))} UTC")
+        say("worker connected; running the ETL chain: extract -> transform -> load -> compute")
+        job = await client.submit("ETL", "extract", url="http://stats")
+        say(f"extract(url='http://stats') is job {job.id}")
+        say(f"extract -> {await job.result(timeout=30)}")
+        parent = job.id
+        for task in ("transform", "load", "compute"):
+            child = await child_of(client, parent, task)
+            if child["dependencies"]:
+                say(f"{task} ({child['id']}) waits for run_before jobs {child['dependencies']}")
+            result = await client.result(child["id"], timeout=60)
+            say(f"{task} ({child['id']}, parent {parent}) -> {result}")
+            parent = child["id"]
+        say("calling pipeline(), which awaits compute(data={'test': 'data'}) itself")
+        say(f"pipeline -> {await client.call('ETL', 'pipeline')}")
         try:
             await client.call("ETL", "transform", data={"a": "not a number"})
         except TaskFailed as exc:
             say(f"transform with bad data failed remotely: {exc.type}: {exc.message}")
-        say(f"job record: {await client.job(job.id)}")
+        jobs, _ = await client.jobs(limit=30)
+        say("the jobs, oldest first (easyjobs jobs shows the same):")
+        for record in reversed(jobs):
+            say(f"  {record['task']:22} {record['status']:9} attempts={record['attempts']}"
+                f" parent={record['parent'] or '-'}")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from easyjobs import EasyJobsClient, EasyJobsWorker, JobStatus
 from easyjobs.protocol.frames import Assign, Credit, Done, JobInfo, Lookup
 
 from .conftest import RunningManager
-from .mesh import Gauge, raw_worker, registered, stored_job
+from .mesh import Gauge, raw_worker, registered, stored_job, work
 from .utils import TIMEOUT, wait_until
 
 WorkerFactory = Callable[..., EasyJobsWorker]
@@ -105,3 +105,30 @@ async def test_manager_restart_loses_no_job(
         assert await fresh.result(job.id, timeout=TIMEOUT) == value
         row = stored_job(restarted.db, job.id)
         assert row is not None and row["status"] == "succeeded"
+
+
+async def test_connections_end_at_once_when_either_side_leaves(
+    manager: RunningManager,
+    manager_factory: Callable[..., Any],
+    worker_factory: WorkerFactory,
+    client_factory: Callable[..., Any],
+) -> None:
+    """A closed socket ends its session at once on both ends, not at the next heartbeat."""
+    loop = asyncio.get_running_loop()
+    heartbeat = 1.0  # the fixture manager's interval: everything below must be well under it
+    worker = worker_factory()
+    worker.task()(work)
+    await worker.start()
+    leaving: EasyJobsClient = await client_factory()
+    await leaving.close()  # the manager must let go of this connection at once...
+    started = loop.time()
+    await manager.stop()  # ...or stopping waits for its writer
+    assert loop.time() - started < 0.8 * heartbeat
+
+    started = loop.time()
+    restarted = await manager_factory(db=manager.db, port=manager.port)
+    # The worker saw its socket close when the manager stopped and is already retrying.
+    await wait_until(lambda: len(restarted.manager.core.dispatcher.workers) == 2,
+                     what="the worker to reconnect")
+    assert loop.time() - started < 0.8 * heartbeat
+    assert await worker.calls.call("ETL", "work", [4], {}) == 8

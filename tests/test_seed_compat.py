@@ -24,6 +24,18 @@ SEED_TASKS = (
     "configure_environment", "compute", "pipeline",
 )
 
+COMPUTE_SCRIPT = """\
+from easyjobs.workers.task import subprocess
+
+@subprocess
+def work(data):
+    return {'computed': data}
+
+if __name__ == '__main__':
+    work()
+"""
+"""``$WORKER_TASK_DIR/compute.py``, following the seed's "Subprocess Template"."""
+
 ON_EVENT_DEPRECATED = r"ignore:\s*on_event is deprecated:DeprecationWarning"
 
 
@@ -42,7 +54,9 @@ class ScaledAsyncio:
 def seed_server(
     manager: RunningManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
-    """The seed's FastAPI app pointed at ``manager``, its sleeps scaled, its env change undone."""
+    """The seed's FastAPI app pointed at ``manager``, its sleeps scaled, its env change undone;
+    ``compute``'s script written from the seed's subprocess template."""
+    (tmp_path / "compute.py").write_text(COMPUTE_SCRIPT)
     monkeypatch.setattr(seed_app, "asyncio", ScaledAsyncio())
     monkeypatch.setenv("WORKER_TASK_DIR", "restored-after-the-test")
     return seed_app.build_server(manager.host, manager.port, SECRET, str(tmp_path))
@@ -110,3 +124,14 @@ async def test_seed_worker_advertises_its_options_and_stops_with_the_app(
         assert specs[("ETL", "compute")].options.run_before == ("configure_environment",)
         assert specs[("ETL", "failure_notify")].options.retry_policy == "retry_once"
     await wait_until(lambda: seed_workers() == 0, what="the seed worker to leave")
+
+
+@pytest.mark.filterwarnings(ON_EVENT_DEPRECATED)
+async def test_seed_pipeline_awaits_compute(
+    manager: RunningManager, client: EasyJobsClient, seed_server: Any
+) -> None:
+    """The seed's pipeline awaits its subprocess task compute and returns compute's result."""
+    async with seed_server.router.lifespan_context(seed_server):
+        await registered(manager, "ETL", *SEED_TASKS)
+        result = await asyncio.wait_for(client.call("ETL", "pipeline"), TIMEOUT)
+    assert result == {"computed": {"test": "data"}}

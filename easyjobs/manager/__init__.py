@@ -66,8 +66,8 @@ class EasyJobsManager:
         self.core = Core(self.store, retry_base=retry_base, retry_cap=retry_cap)
         self.endpoint = Endpoint(self.core, secret, heartbeat, max_message, handshake_timeout)
         self._loopback = LoopbackLink(self.core)
-        self._local = EasyJobsWorker(link=self._loopback, jobs_queue="DEFAULT",
-                                     max_tasks_per_worker=max_local_tasks)
+        self._local = EasyJobsWorker(link=self._loopback, manager_secret=secret,
+                                     jobs_queue="DEFAULT", max_tasks_per_worker=max_local_tasks)
         self._started = False
         self._mounted = False
 
@@ -130,12 +130,17 @@ class EasyJobsManager:
         *,
         timeout: float | None = None,
         timezone: str | None = None,
+        task_dir: str | None = None,
     ) -> Callable[[Callable[..., Any]], RemoteTask]:
-        """Register a task that runs in the manager process, in queue ``namespace``."""
+        """Register a task that runs in the manager process, in queue ``namespace``.
+
+        The options are those of ``EasyJobsWorker.task``.
+        """
         return self._local.task(
             namespace=namespace, on_failure=on_failure, retry_policy=retry_policy,
             run_before=run_before, run_after=run_after, subprocess=subprocess,
             schedule=schedule, default_args=default_args, timeout=timeout, timezone=timezone,
+            task_dir=task_dir,
         )
 
     def toggle_workers(self, pause: bool = True) -> None:

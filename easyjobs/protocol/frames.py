@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from ..errors import ProtocolError, SerializationError
 

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from easyjobs.errors import SerializationError
 from easyjobs.jobs import JobRecord, JobStatus

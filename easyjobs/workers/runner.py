@@ -25,6 +25,7 @@ from ..errors import SerializationError, TaskTimeout
 from ..jobs import JobStatus
 from ..protocol.frames import MAX_DEPTH, Assign, Done, is_plain
 from ..remote import current_job, current_slot
+from .child import ChildFailed
 
 log = logging.getLogger("easyjobs.runner")
 
@@ -38,7 +39,9 @@ class _Running:
 
 
 def failure(exc: BaseException) -> dict[str, str]:
-    """An exception as the ``error`` map of a ``done`` frame."""
+    """An exception as the ``error`` map of a ``done`` frame (a child's as the child told)."""
+    if isinstance(exc, ChildFailed):
+        return exc.error
     return {
         "type": type(exc).__name__,
         "message": str(exc),

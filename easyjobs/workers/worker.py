@@ -26,6 +26,7 @@ from ..protocol.frames import (
 )
 from ..remote import Calls, RemoteTask
 from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
+from .child import child_runner, script_for
 from .link import DEFAULT_BACKOFF, Link
 from .runner import Runner
 
@@ -84,8 +85,9 @@ class EasyJobsWorker:
         self._connect_timeout = connect_timeout
         self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any]]] = {}
         self._paused = False
+        secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
+        self._secret = secret
         if link is None:
-            secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
             assert secret is not None
             link = Link(manager_host, manager_port, secret, role="worker", name=name,
                         backoff=backoff)
@@ -126,13 +128,15 @@ class EasyJobsWorker:
         *,
         timeout: float | None = None,
         timezone: str | None = None,
+        task_dir: str | None = None,
     ) -> Callable[[Callable[..., Any]], RemoteTask]:
         """Register an async function as a task of this worker's queue (or ``namespace``).
 
         The options are those of easyjobs 0.x plus ``timeout`` (seconds per attempt; an attempt
-        over it is cancelled and fails) and ``timezone`` (for ``schedule``; default UTC). They
-        are validated here, so a bad one fails at import. Returns a ``RemoteTask``: awaiting it
-        runs the task on some worker via the manager.
+        over it is cancelled and fails), ``timezone`` (for ``schedule``; default UTC) and
+        ``task_dir`` (for ``subprocess=True``; default ``$WORKER_TASK_DIR``, where
+        ``<task>.py`` must exist). They are validated here, so a bad one fails at import.
+        Returns a ``RemoteTask``: awaiting it runs the task on some worker via the manager.
         """
         options = make_options(
             on_failure=on_failure, retry_policy=retry_policy, run_before=run_before,
@@ -143,12 +147,15 @@ class EasyJobsWorker:
 
         def register(fn: Callable[..., Any]) -> RemoteTask:
             spec = spec_for(fn, queue, options)
+            run = fn
+            if options.subprocess:
+                run = child_runner(script_for(spec.name, task_dir), self._secret)
             specs = {key: known for key, (known, _) in self._tasks.items()}
             specs[(queue, spec.name)] = spec
             cycle = find_cycle(specs)
             if cycle:
                 raise ConfigurationError(f"run_before cycle: {' -> '.join(cycle)}")
-            self._tasks[(queue, spec.name)] = (spec, fn)
+            self._tasks[(queue, spec.name)] = (spec, run)
             if self._link.is_open:
                 self._link.send(Register([spec.to_wire()]))
             return RemoteTask(lambda: self._link.calls, queue, spec.name, fn)
