@@ -20,8 +20,9 @@ _HOMES = {
         name: "easyjobs.errors"
         for name in (
             "AuthenticationError", "ConfigurationError", "ConnectionLost", "EasyJobsError",
-            "InvalidArguments", "ProtocolError", "ResultTimeout", "SerializationError",
-            "StoreError", "TaskFailed", "UnknownJob", "UnknownTask", "UnsupportedVersion",
+            "InvalidArguments", "JobCancelled", "ProtocolError", "ResultTimeout",
+            "SerializationError", "StoreError", "TaskFailed", "TaskTimeout", "UnknownJob",
+            "UnknownTask", "UnsupportedVersion",
         )
     },
 }
@@ -36,6 +37,7 @@ __all__ = [
     "EasyJobsWorker",
     "InvalidArguments",
     "Job",
+    "JobCancelled",
     "JobStatus",
     "ProtocolError",
     "RemoteTask",
@@ -43,6 +45,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "TaskFailed",
+    "TaskTimeout",
     "UnknownJob",
     "UnknownTask",
     "UnsupportedVersion",
@@ -70,11 +73,13 @@ if TYPE_CHECKING:
         ConnectionLost,
         EasyJobsError,
         InvalidArguments,
+        JobCancelled,
         ProtocolError,
         ResultTimeout,
         SerializationError,
         StoreError,
         TaskFailed,
+        TaskTimeout,
         UnknownJob,
         UnknownTask,
         UnsupportedVersion,

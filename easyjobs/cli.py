@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import importlib
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, EasyJobsError, TaskFailed
 from .jobs import JobStatus
+from .jsonvalues import to_json
 
 if TYPE_CHECKING:
     from .client import EasyJobsClient
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="SQLite file or store URL (env DB_PATH, default easyjobs.db)")
     manager.add_argument("--heartbeat", type=float, default=None,
                          help="heartbeat interval in seconds (default 1.0)")
+    manager.add_argument("--api-token-file", default=None,
+                         help="extra bearer tokens for the HTTP API, one per line")
+    manager.add_argument("--metrics-public", action="store_true",
+                         help="serve /metrics without a token")
 
     worker = commands.add_parser("worker", help="run the EasyJobsWorker object MODULE:ATTR")
     worker.add_argument("target", metavar="MODULE:ATTR")
@@ -114,7 +118,9 @@ def _manager(args: argparse.Namespace) -> int:
 
     from .manager.app import create_app
 
-    app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat)
+    app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
+                     api_token_file=args.api_token_file,
+                     metrics_public=True if args.metrics_public else None)
     log.info("manager listening on %s:%s", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
     return 0
@@ -220,17 +226,6 @@ async def _schedules(client: EasyJobsClient, args: argparse.Namespace) -> int:
     for entry in await client.schedules():
         _print_json(entry)
     return 0
-
-
-def to_json(value: Any) -> Any:
-    """A result as JSON: bytes become ``{"$base64": "..."}``, map keys become strings."""
-    if isinstance(value, bytes):
-        return {"$base64": base64.b64encode(value).decode()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    return value
 
 
 def _print_json(value: Any) -> None:

@@ -221,8 +221,9 @@ def spec_for(fn: Callable[..., Any], queue: str, options: TaskOptions) -> TaskSp
     if not inspect.iscoroutinefunction(fn):
         raise ConfigurationError(f"task {getattr(fn, '__name__', fn)!r} must be an async function")
     spec = TaskSpec(check_name(fn.__name__, "task name"), queue, describe(fn), options)
-    default_args = options.default_args
-    if default_args is not None and options.schedule is not None:
+    if options.schedule is not None:
+        # A schedule fires with default_args, or with no arguments when there are none.
+        default_args = options.default_args or {"args": [], "kwargs": {}}
         try:
             spec.check(default_args["args"], default_args["kwargs"])
         except InvalidArguments as exc:

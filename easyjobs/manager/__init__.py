@@ -23,6 +23,7 @@ from ..workers.link import WS_PATH
 from ..workers.worker import EasyJobsWorker
 from .core import Core
 from .endpoint import Endpoint
+from .http import HttpApi
 from .loopback import LoopbackLink
 
 log = logging.getLogger("easyjobs.manager")
@@ -40,6 +41,9 @@ class EasyJobsManager:
     shutdown: call ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked
     automatically). A failed attempt is retried (per the task's retry_policy) after
     ``min(retry_cap, retry_base * 2**(attempts-1))`` seconds, less up to half at random.
+    ``http_api`` adds the HTTP API, metrics and dashboard routes (the standalone manager has
+    them); bearer tokens are the secret and ``api_tokens``. ``/metrics`` needs a token unless
+    ``metrics_public``.
     """
 
     def __init__(
@@ -55,6 +59,9 @@ class EasyJobsManager:
         handshake_timeout: float = 10.0,
         retry_base: float = 1.0,
         retry_cap: float = 60.0,
+        http_api: bool = False,
+        api_tokens: list[str] | None = None,
+        metrics_public: bool = False,
     ) -> None:
         if not server_secret:
             raise ConfigurationError("server_secret is required: workers authenticate with it")
@@ -68,6 +75,10 @@ class EasyJobsManager:
         self._loopback = LoopbackLink(self.core)
         self._local = EasyJobsWorker(link=self._loopback, manager_secret=secret,
                                      jobs_queue="DEFAULT", max_tasks_per_worker=max_local_tasks)
+        self.http: HttpApi | None = None
+        if http_api:
+            tokens = [secret, *(t.encode() for t in api_tokens or [] if t)]
+            self.http = HttpApi(self, tokens, metrics_public)
         self._started = False
         self._mounted = False
 
@@ -84,8 +95,13 @@ class EasyJobsManager:
         return self._loopback.calls
 
     def mount(self, app: Any) -> None:
-        """Add the ``/ws/jobs`` route to a Starlette/FastAPI app (``start`` mounts ``server``)."""
+        """Add the ``/ws/jobs`` route (and the HTTP API, if enabled) to a Starlette/FastAPI app.
+
+        ``start`` mounts ``server`` itself.
+        """
         app.router.routes.append(WebSocketRoute(WS_PATH, self.endpoint.serve))
+        if self.http is not None:
+            app.router.routes.extend(self.http.routes())
 
     async def start(self) -> None:
         """Open the store, recover unfinished jobs, mount the endpoint and start local tasks."""
@@ -107,6 +123,8 @@ class EasyJobsManager:
             return
         self._started = False
         self.endpoint.close_all()
+        if self.http is not None:
+            self.http.events.close()
         await self._local.stop(grace=0)
         await self.core.stop()
 

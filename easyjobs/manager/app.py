@@ -2,7 +2,8 @@
 
 Configuration comes from arguments or the environment: ``EASYJOBS_SECRET`` or
 ``EASYJOBS_SECRET_FILE`` (required), ``DB_PATH`` (default ``easyjobs.db``) and
-``EASYJOBS_HEARTBEAT`` and ``EASYJOBS_RETRY_BASE`` (seconds).
+``EASYJOBS_HEARTBEAT`` and ``EASYJOBS_RETRY_BASE`` (seconds), ``EASYJOBS_API_TOKEN_FILE``
+(extra bearer tokens for the HTTP API, one per line) and ``EASYJOBS_METRICS_PUBLIC``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def read_secret(secret: str | bytes | None = None, secret_file: str | None = Non
     raise ConfigurationError("no secret: set EASYJOBS_SECRET or pass --secret-file")
 
 
+def read_tokens(path: str | None) -> list[str]:
+    """API tokens, one per line (blank lines and ``#`` comments ignored)."""
+    if not path:
+        return []
+    try:
+        with open(path) as fh:
+            lines = [line.strip() for line in fh]
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the API token file: {exc.strerror}") from None
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def create_app(
     secret: str | bytes | None = None,
     db: str | None = None,
@@ -44,16 +57,22 @@ def create_app(
     secret_file: str | None = None,
     heartbeat: float | None = None,
     retry_base: float | None = None,
+    api_token_file: str | None = None,
+    metrics_public: bool | None = None,
 ) -> Starlette:
-    """A Starlette app running one manager for its lifespan."""
+    """A Starlette app running one manager (with its HTTP API) for its lifespan."""
     key = read_secret(secret, secret_file)
+    tokens = read_tokens(api_token_file or os.environ.get("EASYJOBS_API_TOKEN_FILE"))
+    public = metrics_public if metrics_public is not None else (
+        os.environ.get("EASYJOBS_METRICS_PUBLIC", "") in ("1", "true", "yes"))
     beat = heartbeat or float(os.environ.get("EASYJOBS_HEARTBEAT", "1.0"))
     base = retry_base or float(os.environ.get("EASYJOBS_RETRY_BASE", "1.0"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        manager = await EasyJobsManager.create(app, server_secret=key, db_path=db, heartbeat=beat,
-                                               retry_base=base)
+        manager = await EasyJobsManager.create(
+            app, server_secret=key, db_path=db, heartbeat=beat, retry_base=base,
+            http_api=True, api_tokens=tokens, metrics_public=public)
         app.state.manager = manager
         try:
             yield

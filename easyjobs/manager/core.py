@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import EasyJobsError, ProtocolError, StoreError, UnknownTask
 from ..jobs import TERMINAL, JobRecord, JobStatus, new_job_id
@@ -67,6 +67,18 @@ class Peer:
         raise NotImplementedError
 
 
+class Observer(Protocol):
+    """Told of every job and worker change (metrics, the dashboard's live feed).
+
+    ``change`` is ``created``, ``started``, ``retrying``, ``requeued`` or ``finished`` for jobs
+    (the record holds the new status) and ``connected``, ``disconnected`` or ``paused`` for
+    workers. Called synchronously on the manager's loop: observers must be quick.
+    """
+
+    def job_changed(self, change: str, record: JobRecord) -> None: ...
+    def worker_changed(self, change: str, peer: Peer) -> None: ...
+
+
 @dataclass(slots=True)
 class Active:
     """An unfinished job, as the manager tracks it in memory."""
@@ -96,6 +108,8 @@ class Core:
         self.retry_cap = retry_cap
         self._blocked: dict[str, set[str]] = {}
         """dependency id -> ids of the waiting jobs it blocks"""
+        self.observers: list[Observer] = []
+        self.connected_at: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -119,7 +133,7 @@ class Core:
         for job in jobs:
             if job.status is JobStatus.RUNNING:
                 job.status, job.worker = JobStatus.QUEUED, None
-        self._activate(jobs)
+        self._activate(jobs, recovered=True)
         for job in jobs:
             if job.status is JobStatus.WAITING:
                 for dep_id in job.dependencies:
@@ -158,12 +172,17 @@ class Core:
 
     def connect(self, peer: Peer) -> None:
         self.peers[peer.id] = peer
+        self.connected_at[peer.id] = time.time()
         if peer.role == "worker":
             self.dispatcher.add_worker(peer.id, peer.name)
+            self._worker_changed("connected", peer)
 
     def disconnect(self, peer: Peer) -> None:
         """The peer is gone: drop its watches and requeue what it was running."""
         self.peers.pop(peer.id, None)
+        self.connected_at.pop(peer.id, None)
+        if peer.role == "worker":
+            self._worker_changed("disconnected", peer)
         for job_id in peer.watching:
             active = self.active.get(job_id)
             if active is not None:
@@ -186,6 +205,7 @@ class Core:
         self._spawn(self._write(self.store.requeue(requeued)))
         for job_id in requeued:
             record = self.active[job_id].record
+            self._job_changed("requeued", record)
             self.dispatcher.enqueue(job_id, (record.queue, record.task))
 
     def handle(self, peer: Peer, frames: list[Frame]) -> None:
@@ -209,7 +229,7 @@ class Core:
             elif isinstance(frame, Register):
                 self._register(peer, frame)
             elif isinstance(frame, Pause):
-                self.dispatcher.pause(peer.id, frame.paused)
+                self.toggle_workers(frame.paused, peer.id)
             elif isinstance(frame, Resume):
                 self._resume(peer, frame.jobs)
             elif isinstance(frame, Cancel):
@@ -290,11 +310,14 @@ class Core:
             if frame.watch and not (optimistic and new):
                 self._watch(peer, frame.job, None)
 
-    def _activate(self, records: list[JobRecord]) -> None:
+    def _activate(self, records: list[JobRecord], recovered: bool = False) -> None:
         """Track new unfinished jobs: dispatch the queued, tie the waiting to their deps."""
         for record in records:
             if record.status not in TERMINAL:
                 self.active[record.id] = Active(record)
+            if not recovered:
+                self._job_changed("created" if record.status not in TERMINAL else "finished",
+                                  record)
         for record in records:
             active = self.active.get(record.id)
             if active is None:
@@ -320,6 +343,14 @@ class Core:
 
     # ------------------------------------------------------------------ running
 
+    def _job_changed(self, change: str, record: JobRecord) -> None:
+        for observer in self.observers:
+            observer.job_changed(change, record)
+
+    def _worker_changed(self, change: str, peer: Peer) -> None:
+        for observer in self.observers:
+            observer.worker_changed(change, peer)
+
     def _assign(self, worker: WorkerState, job_id: str) -> None:
         active = self.active[job_id]
         record = active.record
@@ -327,6 +358,7 @@ class Core:
         record.status, record.worker = JobStatus.RUNNING, worker.name
         record.started_at = time.time()
         active.worker_id = worker.id
+        self._job_changed("started", record)
         self.peers[worker.id].send(
             Assign(job_id, record.queue, record.task, record.args, record.kwargs, record.attempts)
         )
@@ -387,6 +419,7 @@ class Core:
             next_at = time.time()
         record.status, record.worker, active.worker_id = JobStatus.RETRYING, None, None
         record.error, record.next_attempt_at = error, next_at
+        self._job_changed("retrying", record)
         active.finishing = False
         self._plan_retry(active)
 
@@ -407,6 +440,7 @@ class Core:
         record = active.record
         self._spawn(self._write(self.store.requeue([record.id])))
         record.status, record.next_attempt_at = JobStatus.QUEUED, None
+        self._job_changed("requeued", record)
         self.dispatcher.enqueue(record.id, (record.queue, record.task))
 
     async def _fail(self, active: Active, error: dict[str, str]) -> None:
@@ -442,6 +476,8 @@ class Core:
             return
         self.active.pop(record.id, None)
         record.status, record.result, record.error = status, value, error
+        record.finished_at = time.time()
+        self._job_changed("finished", record)
         result = Result(record.id, status.value, value, error)
         for peer in active.watchers:
             peer.watching.discard(record.id)
@@ -567,6 +603,8 @@ class Core:
         for spec in specs:
             self.tasks[(spec.queue, spec.name)] = spec
             self.scheduler.update(spec)
+        if frame.capacity is not None:
+            self.dispatcher.workers[peer.id].capacity = frame.capacity
         self._spawn(self._write(
             self.store.save_tasks([(s.queue, s.name, s.to_wire()) for s in specs])
         ))
@@ -608,3 +646,7 @@ class Core:
     def toggle_workers(self, pause: bool, worker_id: str | None = None) -> None:
         """Pause (no new assignments) or resume all workers, or one."""
         self.dispatcher.pause(worker_id, pause)
+        for peer_id in [worker_id] if worker_id else list(self.dispatcher.workers):
+            peer = self.peers.get(peer_id)
+            if peer is not None:
+                self._worker_changed("paused" if pause else "resumed", peer)

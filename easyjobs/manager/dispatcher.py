@@ -27,6 +27,8 @@ class WorkerState:
     credit: int = 0
     paused: bool = False
     in_flight: set[str] = field(default_factory=set)
+    capacity: int | None = None
+    """The worker's max_tasks_per_worker, as it advertised it (for display)."""
 
     @property
     def available(self) -> bool:

@@ -158,10 +158,11 @@ class Schedules(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Register(Frame):
-    """Advertise tasks (name, queue, parameters, options); may be sent again with more."""
+    """Advertise tasks (name, queue, parameters, options) and how many jobs it runs at once."""
 
     type: ClassVar[str] = "register"
     tasks: list[dict[str, Any]]
+    capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,11 @@ class _Session:
         self._last_sent = now
         self._handshake_deadline = now + handshake_timeout
 
+    @property
+    def last_received(self) -> float:
+        """When the peer was last heard from (the clock passed to ``receive``)."""
+        return self._last_received
+
     # ----------------------------------------------------------------- outgoing
 
     def send(self, frame: Frame) -> None:

@@ -152,6 +152,10 @@ class Store(ABC):
         """Every saved task, ordered by queue then name."""
 
     @abstractmethod
+    async def count_jobs(self) -> dict[tuple[str, str], int]:
+        """How many jobs each (queue, status) pair has, finished ones included."""
+
+    @abstractmethod
     async def load_schedules(self) -> dict[tuple[str, str], float]:
         """The last fire time of every cron schedule that has fired, keyed by ``(queue, task)``.
 

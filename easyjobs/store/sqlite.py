@@ -301,6 +301,12 @@ class SQLiteStore(Store):
             "load_tasks", lambda conn: [(q, n, unpack(spec)) for q, n, spec in conn.execute(sql)]
         )
 
+    async def count_jobs(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"
+        return await self._call(
+            "count_jobs", lambda conn: {(q, s): n for q, s, n in conn.execute(sql)}
+        )
+
     async def load_schedules(self) -> dict[tuple[str, str], float]:
         sql = "SELECT queue, task, last_fire FROM schedules"
         return await self._call(

@@ -11,6 +11,7 @@ process group, so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import signal
@@ -37,6 +38,8 @@ if __name__ == '__main__':
     work()'''
 
 STDERR_TAIL = 20
+STDERR_LINE = 2000
+ERROR_KEYS = ("type", "message", "traceback")
 SECRET_VARIABLES = ("EASYJOBS_SECRET", "EASYJOBS_SECRET_FILE")
 
 
@@ -89,22 +92,27 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
                     secret: bytes | None = None) -> Any:
     """Run the script once with these arguments and return its result (or raise)."""
     read_fd, write_fd = os.pipe()
+    # stderr gets a pipe of our own, not asyncio's PIPE: asyncio's ``wait()`` also waits for
+    # its pipes to close, and a grandchild holding stderr would keep it waiting for ever.
+    err_read, err_write = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(script), stdin=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
+            stderr=err_write, pass_fds=(write_fd,), start_new_session=True,
             env=_environment(secret, write_fd), cwd=str(script.parent),
         )
     except BaseException:
         os.close(read_fd)
+        os.close(err_read)
         raise
     finally:
         os.close(write_fd)
-    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        os.close(err_write)
+    stderr = _Stderr()
     try:
         outcome, _, code = await asyncio.gather(
             asyncio.to_thread(_read_all, read_fd),
-            _forward_stderr(proc, tail),
+            _forward_stderr(err_read, stderr),
             _feed_and_wait(proc, msgpack.packb([args, kwargs], use_bin_type=True)),
         )
     except BaseException:
@@ -112,14 +120,16 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
         with contextlib.suppress(ProcessLookupError):
             await proc.wait()
         raise
-    return _result(outcome, code, tail, script.stem)
+    return _result(outcome, code, stderr.tail(), script.stem)
 
 
 async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> int:
     assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        proc.stdin.write(data)
-        await proc.stdin.drain()
+    try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+    finally:
         proc.stdin.close()
     code = await proc.wait()
     _kill_group(proc.pid)  # grandchildren the script left behind go with it
@@ -132,12 +142,45 @@ def _read_all(fd: int) -> bytes:
         return pipe.read()
 
 
-async def _forward_stderr(proc: asyncio.subprocess.Process, tail: deque[str]) -> None:
-    assert proc.stderr is not None
-    while line := await proc.stderr.readline():
-        text = line.decode(errors="replace")
-        tail.append(text)
+class _Stderr:
+    """The child's stderr: forwarded to ours as it comes, its last lines kept for the report.
+
+    Lines may be of any length (a kept line is cut to its last ``STDERR_LINE`` characters).
+    """
+
+    def __init__(self) -> None:
+        self._lines: deque[str] = deque(maxlen=STDERR_TAIL)
+        self._partial = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, chunk: bytes) -> None:
+        text = self._decoder.decode(chunk, final=not chunk)
         sys.stderr.write(text)
+        *lines, partial = (self._partial + text).split("\n")
+        self._lines.extend(line[-STDERR_LINE:] + "\n" for line in lines)
+        self._partial = partial[-STDERR_LINE:]
+
+    def tail(self) -> str:
+        lines = [*self._lines, self._partial] if self._partial else list(self._lines)
+        return "".join(lines[-STDERR_TAIL:])
+
+
+async def _forward_stderr(fd: int, stderr: _Stderr) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        while chunk := await reader.read(65536):
+            stderr.feed(chunk)
+        stderr.feed(b"")
+    finally:
+        transport.close()
 
 
 def _kill_group(pid: int) -> None:
@@ -145,17 +188,20 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _result(outcome: bytes, code: int, tail: deque[str], name: str) -> Any:
-    stderr = "".join(tail)
+def _result(outcome: bytes, code: int, stderr: str, name: str) -> Any:
     if outcome:
         try:
             decoded = msgpack.unpackb(outcome, raw=False, strict_map_key=False)
             if decoded.get("ok"):
                 return decoded.get("value")
-            raise ChildFailed(decoded["error"])
+            error = decoded["error"]
+            # what goes into the done frame must be {type, message, traceback} strings
+            if not all(isinstance(error.get(key), str) for key in ERROR_KEYS):
+                raise TypeError("malformed error")
         except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
             raise ChildFailed({"type": "ChildProcessError", "traceback": stderr,
                                "message": f"{name}.py wrote an unreadable result"}) from None
+        raise ChildFailed({key: error[key] for key in ERROR_KEYS})
     if code < 0:
         how = f"was killed by {signal.Signals(-code).name}"
     else:

@@ -157,7 +157,7 @@ class EasyJobsWorker:
                 raise ConfigurationError(f"run_before cycle: {' -> '.join(cycle)}")
             self._tasks[(queue, spec.name)] = (spec, run)
             if self._link.is_open:
-                self._link.send(Register([spec.to_wire()]))
+                self._link.send(Register([spec.to_wire()], self.max_tasks))
             return RemoteTask(lambda: self._link.calls, queue, spec.name, fn)
 
         return register
@@ -211,7 +211,8 @@ class EasyJobsWorker:
     def _on_open(self) -> None:
         assert self._runner is not None
         if self._tasks:
-            self._link.send(Register([spec.to_wire() for spec, _ in self._tasks.values()]))
+            self._link.send(Register([spec.to_wire() for spec, _ in self._tasks.values()],
+                                     self.max_tasks))
         unsent, self._unsent = self._unsent, []
         for done in unsent:  # finished while the link was down: the first result still wins
             self._link.send(done)

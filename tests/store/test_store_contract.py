@@ -368,6 +368,16 @@ class TestStoreContract:
             ("q2", "b", {"v": 2, "nested": {"x": [1]}}),
         ]
 
+    async def test_count_jobs_groups_by_queue_and_status(self, store: Store) -> None:
+        """count_jobs counts every job, finished ones included, per (queue, status)."""
+        assert await store.count_jobs() == {}
+        a, b, c = job(1, queue="q1"), job(2, queue="q1"), job(3, queue="q2")
+        await store.add_jobs([a, b, c])
+        await store.mark_running(a.id, "w1", 1, at=1.0)
+        assert await store.finish(a.id, JobStatus.SUCCEEDED, None, None, at=2.0)
+        assert await store.count_jobs() == {
+            ("q1", "succeeded"): 1, ("q1", "queued"): 1, ("q2", "queued"): 1}
+
     async def test_calls_after_close_raise_store_error(self, store: Store) -> None:
         """Once closed, every call raises StoreError and close() may be repeated."""
         await store.close()

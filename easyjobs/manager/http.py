@@ -1,0 +1,319 @@
+"""The HTTP API: create jobs and read results over HTTP, see and steer the mesh.
+
+Thin handlers over the core and the manager's own calls (the same submit path as any peer:
+argument checks, commit before the answer, results pushed — ``?wait`` and ``/result`` wait on
+the pushed result, never poll). Every route but ``/healthz`` needs ``Authorization: Bearer
+<token>`` (the manager secret or an API token), compared in constant time; a token in a query
+string is never looked at. Every answer is JSON; bytes travel as ``{"$base64": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from ..errors import (
+    EasyJobsError,
+    InvalidArguments,
+    JobCancelled,
+    ResultTimeout,
+    SerializationError,
+    TaskFailed,
+    UnknownJob,
+    UnknownTask,
+)
+from ..jobs import JobStatus
+from ..jsonvalues import from_json, to_json
+from . import openapi
+from .events import EventHub
+from .metrics import CONTENT_TYPE, Metrics
+
+if TYPE_CHECKING:
+    from . import EasyJobsManager
+
+MAX_BODY = 1 << 20
+MAX_WAIT = 300.0
+Handler = Callable[[Request], Awaitable[Response]]
+
+_STATUS_FOR_ERROR: dict[type[EasyJobsError], int] = {
+    UnknownTask: 404, UnknownJob: 404, InvalidArguments: 422, SerializationError: 422,
+}
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+
+
+class HttpApi:
+    """The routes of one manager's HTTP API."""
+
+    def __init__(self, manager: EasyJobsManager, tokens: list[bytes],
+                 metrics_public: bool = False) -> None:
+        self._manager = manager
+        self._core = manager.core
+        self._tokens = tokens
+        self._metrics_public = metrics_public
+        self.metrics = Metrics(manager.core)
+        self.events = EventHub(manager.core)
+
+    def routes(self) -> list[BaseRoute]:
+        guarded = self._guarded
+        return [
+            Route("/healthz", self.healthz),
+            Route("/openapi.json", guarded(self.openapi)),
+            Route("/metrics", self.metrics_route),
+            Route("/events", guarded(self.event_stream)),
+            Route("/jobs", guarded(self.list_jobs)),
+            Route("/jobs/{job_id}", guarded(self.get_job)),
+            Route("/jobs/{job_id}/result", guarded(self.get_result)),
+            Route("/jobs/{job_id}/cancel", guarded(self.cancel), methods=["POST"]),
+            Route("/workers", guarded(self.workers)),
+            Route("/workers/pause", guarded(self.pause), methods=["POST"]),
+            Route("/workers/resume", guarded(self.resume), methods=["POST"]),
+            Route("/queues", guarded(self.queues)),
+            Route("/{queue}/task/{task}", guarded(self.run_task), methods=["POST"]),
+        ]
+
+    # ------------------------------------------------------------------ plumbing
+
+    def authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        given = token.strip().encode()
+        matched = False
+        for known in self._tokens:  # every token is compared: timing says nothing
+            matched |= hmac.compare_digest(given, known)
+        return matched
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            if not self.authorized(request):
+                return error(401, "missing or wrong bearer token", "unauthorized")
+            try:
+                return await handler(request)
+            except HTTPError as exc:
+                return error(exc.status, exc.message, exc.kind)
+            except EasyJobsError as exc:
+                status = _STATUS_FOR_ERROR.get(type(exc), 503)
+                return error(status, str(exc), exc.code)
+
+        return guarded
+
+    @staticmethod
+    def _number(request: Request, name: str, default: float | None) -> float | None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise HTTPError(400, f"{name} must be a number of seconds") from None
+        if not 0 <= value <= MAX_WAIT:
+            raise HTTPError(400, f"{name} must be between 0 and {MAX_WAIT:g}")
+        return value
+
+    @staticmethod
+    async def _body(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+            raise HTTPError(413, f"body over {MAX_BODY} bytes", "too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise HTTPError(413, f"body over {MAX_BODY} bytes", "too_large")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise HTTPError(400, "the body is not valid JSON", "invalid_json") from None
+
+    # ------------------------------------------------------------------ routes
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi.document(self._core.tasks.values()))
+
+    async def metrics_route(self, request: Request) -> Response:
+        if not self._metrics_public and not self.authorized(request):
+            return error(401, "missing or wrong bearer token", "unauthorized")
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def run_task(self, request: Request) -> Response:
+        queue, task = request.path_params["queue"], request.path_params["task"]
+        wait = self._number(request, "wait", None)
+        spec = self._core.tasks.get((queue, task))
+        if spec is None:
+            raise HTTPError(404, f"no worker has registered task {task!r} in queue {queue!r}",
+                            "unknown_task")
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise HTTPError(422, "the body must be a JSON object of keyword arguments, or "
+                                 '{"args": [...], "kwargs": {...}}', "invalid_arguments")
+        names = {p.name for p in spec.params}
+        explicit = body and set(body) <= {"args", "kwargs"} and not names & {"args", "kwargs"}
+        args = body.get("args", []) if explicit else []
+        kwargs = body.get("kwargs", {}) if explicit else body
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise HTTPError(422, "args must be a list and kwargs an object", "invalid_arguments")
+        self._check_types(spec.params, args, kwargs)
+        try:
+            args, kwargs = from_json(args), from_json(kwargs)
+        except ValueError as exc:
+            raise HTTPError(422, str(exc), "invalid_arguments") from None
+        job = await self._manager.calls.submit(queue, task, args, kwargs)
+        if wait is None:
+            return JSONResponse({"job_id": job.id, "status": "queued"}, status_code=202)
+        outcome = await self._outcome(job.id, wait)
+        return JSONResponse(outcome, status_code=202 if outcome["status"] in _PENDING else 200)
+
+    def _check_types(self, params: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+        by_name = {p.name: p for p in params}
+        positional = [p for p in params if p.kind in ("positional_only", "positional_or_keyword")]
+        for param, value in [*zip(positional, args, strict=False),
+                             *((by_name[k], v) for k, v in kwargs.items() if k in by_name)]:
+            problem = openapi.check_value(openapi.schema_for(param.annotation), value,
+                                          f"argument {param.name!r}")
+            if problem:
+                raise HTTPError(422, problem, "invalid_arguments")
+
+    async def _outcome(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """The job's result if it finishes within ``timeout`` (pushed), else its status."""
+        try:
+            value = await self._manager.calls.result(job_id, timeout)
+        except ResultTimeout:
+            info = await self._manager.calls.lookup(job_id)
+            outcome = {"job_id": job_id, "status": info["status"]}
+            if info["status"] == JobStatus.SUCCEEDED.value:
+                outcome["result"] = to_json(info["result"])
+            elif info["status"] not in _PENDING:
+                outcome["error"] = info["error"]
+            return outcome
+        except JobCancelled:
+            return {"job_id": job_id, "status": JobStatus.CANCELLED.value}
+        except TaskFailed as exc:
+            return {"job_id": job_id, "status": JobStatus.FAILED.value,
+                    "error": {"type": exc.type, "message": exc.message,
+                              "traceback": exc.traceback}}
+        return {"job_id": job_id, "status": JobStatus.SUCCEEDED.value, "result": to_json(value)}
+
+    async def get_job(self, request: Request) -> Response:
+        info = await self._manager.calls.lookup(request.path_params["job_id"])
+        return JSONResponse(to_json(info))
+
+    async def get_result(self, request: Request) -> Response:
+        timeout = self._number(request, "timeout", 0.0)
+        assert timeout is not None
+        job_id = request.path_params["job_id"]
+        await self._manager.calls.lookup(job_id)  # UnknownJob -> 404 before any wait
+        outcome = await self._outcome(job_id, timeout)
+        status = {JobStatus.SUCCEEDED.value: 200, JobStatus.FAILED.value: 424,
+                  JobStatus.CANCELLED.value: 409}.get(outcome["status"], 202)
+        return JSONResponse(outcome, status_code=status)
+
+    async def cancel(self, request: Request) -> Response:
+        record = await self._manager.calls.cancel(request.path_params["job_id"])
+        return JSONResponse(to_json(record))
+
+    async def list_jobs(self, request: Request) -> Response:
+        params = request.query_params
+        status = params.get("status")
+        if status is not None and status not in {s.value for s in JobStatus}:
+            raise HTTPError(400, f"unknown status {status!r}")
+        try:
+            limit = int(params.get("limit", "50"))
+        except ValueError:
+            raise HTTPError(400, "limit must be an integer") from None
+        if not 1 <= limit <= 1000:
+            raise HTTPError(400, "limit must be between 1 and 1000")
+        jobs, cursor = await self._manager.calls.list_jobs(
+            queue=params.get("queue"), task=params.get("task"), status=status, limit=limit,
+            before=params.get("cursor"))
+        return JSONResponse({"jobs": to_json(jobs), "next": cursor})
+
+    async def workers(self, request: Request) -> Response:
+        return JSONResponse({"workers": self.worker_list()})
+
+    def worker_list(self) -> list[dict[str, Any]]:
+        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
+        out = []
+        for worker in self._core.dispatcher.workers.values():
+            peer = self._core.peers.get(worker.id)
+            session = getattr(peer, "session", None)
+            out.append({
+                "id": worker.id,
+                "name": worker.name,
+                "queues": sorted({queue for queue, _ in worker.keys}),
+                "tasks": sorted(f"{queue}.{task}" for queue, task in worker.keys),
+                "in_flight": len(worker.in_flight),
+                "capacity": worker.capacity,
+                "connected_at": self._core.connected_at.get(worker.id),
+                "last_heartbeat": (wall_now - (loop_now - session.last_received)
+                                   if session is not None else None),
+                "paused": worker.paused or self._core.dispatcher.paused,
+            })
+        return out
+
+    async def _toggle(self, request: Request, pause: bool) -> Response:
+        body = await self._body(request)
+        worker = body.get("worker") if isinstance(body, dict) else None
+        if worker is not None and worker not in self._core.dispatcher.workers:
+            raise HTTPError(404, f"no connected worker {worker!r}", "unknown_worker")
+        self._core.toggle_workers(pause, worker)
+        return JSONResponse({"paused": pause, "worker": worker})
+
+    async def pause(self, request: Request) -> Response:
+        return await self._toggle(request, True)
+
+    async def resume(self, request: Request) -> Response:
+        return await self._toggle(request, False)
+
+    async def queues(self, request: Request) -> Response:
+        counts = await self._core.store.count_jobs()
+        schedules = {(s["queue"], s["task"]): s for s in self._core.scheduler.info()}
+        queues: dict[str, dict[str, Any]] = {}
+        for (queue, status), count in counts.items():
+            queues.setdefault(queue, {"counts": {}, "tasks": []})["counts"][status] = count
+        for (queue, name), spec in sorted(self._core.tasks.items()):
+            entry = queues.setdefault(queue, {"counts": {}, "tasks": []})
+            schedule = schedules.get((queue, name))
+            entry["tasks"].append({
+                "name": name,
+                "params": [p.to_wire() for p in spec.params],
+                "schema": openapi.parameters_schema(spec.params),
+                "options": spec.options.to_wire(),
+                "next_fire": schedule["next_fire"] if schedule else None,
+            })
+        return JSONResponse({"queues": to_json(queues)})
+
+    async def event_stream(self, request: Request) -> Response:
+        async def lines() -> AsyncIterator[bytes]:
+            yield b": connected\n\n"
+            async for event in self.events.stream():
+                yield b"data: " + json.dumps(to_json(event)).encode() + b"\n\n"
+
+        return StreamingResponse(lines(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+
+_PENDING = {"waiting", "queued", "running", "retrying"}

@@ -1,0 +1,89 @@
+"""Prometheus metrics for one manager, in a registry of its own (``GET /metrics``).
+
+Counters and histograms follow the core's job changes; queue depth, jobs in flight and
+connected workers are read from the core when scraped, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ..jobs import JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from .core import Core, Peer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LABELS = ("queue", "task")
+
+
+class Metrics(Collector):
+    """Observes a ``Core`` and renders the Prometheus text format."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.submitted = Counter("easyjobs_jobs_submitted", "Jobs created", _LABELS,
+                                 registry=self.registry)
+        self.succeeded = Counter("easyjobs_jobs_succeeded", "Jobs that succeeded", _LABELS,
+                                 registry=self.registry)
+        self.failed = Counter("easyjobs_jobs_failed", "Jobs that failed for good", _LABELS,
+                              registry=self.registry)
+        self.cancelled = Counter("easyjobs_jobs_cancelled", "Jobs cancelled", _LABELS,
+                                 registry=self.registry)
+        self.retried = Counter("easyjobs_jobs_retried", "Failed attempts that will be retried",
+                               _LABELS, registry=self.registry)
+        self.duration = Histogram("easyjobs_job_duration_seconds",
+                                  "From the last attempt's start to the outcome", _LABELS,
+                                  registry=self.registry)
+        self.queue_wait = Histogram("easyjobs_job_queue_wait_seconds",
+                                    "From creation to the first attempt's start", _LABELS,
+                                    registry=self.registry)
+        self.registry.register(self)
+        core.observers.append(self)
+
+    def job_changed(self, change: str, record: JobRecord) -> None:
+        labels = (record.queue, record.task)
+        if change == "created":
+            self.submitted.labels(*labels).inc()
+        elif change == "started" and record.attempts == 1:
+            self.queue_wait.labels(*labels).observe(
+                max(0.0, (record.started_at or 0.0) - record.created_at))
+        elif change == "retrying":
+            self.retried.labels(*labels).inc()
+        elif change == "finished":
+            if record.status is JobStatus.SUCCEEDED:
+                self.succeeded.labels(*labels).inc()
+            elif record.status is JobStatus.FAILED:
+                self.failed.labels(*labels).inc()
+            else:
+                self.cancelled.labels(*labels).inc()
+            if record.started_at is not None and record.finished_at is not None:
+                self.duration.labels(*labels).observe(
+                    max(0.0, record.finished_at - record.started_at))
+
+    def worker_changed(self, change: str, peer: Peer) -> None:
+        """Worker gauges are read at scrape time."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges, computed from the core's state at scrape time."""
+        depth = GaugeMetricFamily("easyjobs_jobs", "Unfinished jobs by queue and status",
+                                  labels=["queue", "status"])
+        tally = Tally((a.record.queue, a.record.status.value) for a in self._core.active.values())
+        for (queue, status), count in sorted(tally.items()):
+            depth.add_metric([queue, status], count)
+        yield depth
+        workers = self._core.dispatcher.workers.values()
+        yield GaugeMetricFamily("easyjobs_jobs_in_flight", "Jobs running on workers",
+                                value=sum(len(w.in_flight) for w in workers))
+        yield GaugeMetricFamily("easyjobs_workers_connected", "Connected workers",
+                                value=len(self._core.dispatcher.workers))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,251 @@
+"""JSON schemas from advertised task signatures, the live OpenAPI document, and value checks.
+
+Workers advertise each parameter's annotation as text (``"int"``, ``"list[str]"``,
+``"Optional[dict]"``...). ``schema_for`` turns the common ones into JSON Schema; anything else
+(or no annotation) accepts any JSON value. The same schemas drive the OpenAPI document and the
+HTTP API's 422 answers, so what the document promises is what the API checks. Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ..tasks import Param, TaskSpec
+
+_SCALARS: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "bytes": {"type": "object", "required": ["$base64"],
+              "properties": {"$base64": {"type": "string"}}},
+    "None": {"type": "null"},
+    "NoneType": {"type": "null"},
+    "Any": {},
+    "typing.Any": {},
+}
+_GENERIC = re.compile(r"^(?:typing\.)?(\w+)\[(.*)\]$")
+
+
+def _split(args: str) -> list[str]:
+    """Split ``"str, list[int]"`` at top-level commas."""
+    parts, depth, current = [], 0, ""
+    for char in args:
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+            continue
+        depth += char == "["
+        depth -= char == "]"
+        current += char
+    parts.append(current.strip())
+    return [p for p in parts if p]
+
+
+def schema_for(annotation: str | None) -> dict[str, Any]:
+    """JSON Schema for an annotation's text; ``{}`` (anything) when it is not understood."""
+    if not annotation:
+        return {}
+    text = annotation.strip().strip("'\"")
+    if "|" in text and "[" not in text.split("|")[0]:
+        options = [schema_for(part) for part in _split(text.replace("|", ","))]
+        return {} if {} in options else {"anyOf": options}
+    if text in _SCALARS:
+        return dict(_SCALARS[text])
+    if text in ("list", "List", "typing.List", "tuple", "Tuple"):
+        return {"type": "array"}
+    if text in ("dict", "Dict", "typing.Dict"):
+        return {"type": "object"}
+    match = _GENERIC.match(text)
+    if match is None:
+        return {}
+    name, args = match.group(1), _split(match.group(2))
+    if name == "Optional" and len(args) == 1:
+        inner = schema_for(args[0])
+        return {} if inner == {} else {"anyOf": [inner, {"type": "null"}]}
+    if name == "Union":
+        options = [schema_for(arg) for arg in args]
+        return {} if {} in options else {"anyOf": options}
+    if name in ("list", "List", "Sequence", "set", "Set", "frozenset") and len(args) == 1:
+        return {"type": "array", "items": schema_for(args[0])}
+    if name in ("tuple", "Tuple"):
+        return {"type": "array"}
+    if name in ("dict", "Dict", "Mapping") and len(args) == 2:
+        return {"type": "object", "additionalProperties": schema_for(args[1])}
+    return {}
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "null": (type(None),), "array": (list,), "object": (dict,),
+}
+
+
+def check_value(schema: dict[str, Any], value: Any, where: str) -> str | None:
+    """Why ``value`` does not match ``schema`` (the subset ``schema_for`` makes), or None."""
+    if "anyOf" in schema:
+        if any(check_value(option, value, where) is None for option in schema["anyOf"]):
+            return None
+        return f"{where} does not match any of the allowed types"
+    expected = schema.get("type")
+    if expected is not None:
+        kinds = _JSON_TYPES[expected]
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, kinds) or (is_bool and expected in ("integer", "number")):
+            return f"{where} must be {'an' if expected[0] in 'aeiou' else 'a'} {expected}"
+    if expected == "object" and "required" in schema:
+        missing = [key for key in schema["required"] if key not in value]
+        if missing:
+            return f"{where} must have the key {missing[0]!r}"
+    if expected == "array" and "items" in schema:
+        for i, item in enumerate(value):
+            problem = check_value(schema["items"], item, f"{where}[{i}]")
+            if problem:
+                return problem
+    if expected == "object" and "additionalProperties" in schema:
+        for key, item in value.items():
+            problem = check_value(schema["additionalProperties"], item, f"{where}[{key!r}]")
+            if problem:
+                return problem
+    return None
+
+
+def parameters_schema(params: Iterable[Param]) -> dict[str, Any]:
+    """The JSON body schema of a task call: its keyword-bindable parameters as properties."""
+    properties: dict[str, Any] = {}
+    required = []
+    extra = False
+    for p in params:
+        if p.kind == "var_keyword":
+            extra = True
+            continue
+        if p.kind in ("var_positional", "positional_only"):
+            continue
+        schema = schema_for(p.annotation)
+        if p.has_default:
+            schema = {**schema, "default": p.default} if _jsonable(p.default) else schema
+        else:
+            required.append(p.name)
+        properties[p.name] = schema
+    body: dict[str, Any] = {"type": "object", "properties": properties,
+                            "additionalProperties": extra}
+    if required:
+        body["required"] = required
+    return body
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
+
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JOB = {"$ref": "#/components/schemas/Job"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "invalid JSON", 401: "missing or wrong token", 404: "not found",
+            413: "body over the size limit", 422: "arguments do not bind"}
+    return {str(code): _json(_ERROR, text[code]) for code in codes}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict[str, Any]:
+    """The OpenAPI 3.1 document: one operation per advertised task, plus the fixed routes."""
+    paths: dict[str, Any] = {}
+    for spec in sorted(specs, key=lambda s: (s.queue, s.name)):
+        accepted = {"type": "object", "required": ["job_id", "status"],
+                    "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
+                                   "result": {}, "error": {"type": "object"}}}
+        paths[f"/{spec.queue}/task/{spec.name}"] = {"post": {
+            "operationId": f"run_{spec.queue}_{spec.name}",
+            "summary": f"Create a {spec.name} job in queue {spec.queue}",
+            "tags": [spec.queue],
+            "parameters": [_query("wait", {"type": "number", "minimum": 0, "maximum": 300},
+                                  "seconds to wait for the result")],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": parameters_schema(spec.params)}}},
+            "responses": {
+                "200": _json(accepted, "finished within ?wait (failed jobs too)"),
+                "202": _json(accepted, "queued (or still running after ?wait)"),
+                **_errors(400, 401, 404, 413, 422),
+            },
+        }}
+    job_path = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths.update({
+        "/healthz": {"get": {"operationId": "healthz", "security": [],
+                             "responses": {"200": _json({"type": "object"}, "serving")}}},
+        "/jobs": {"get": {
+            "operationId": "list_jobs",
+            "parameters": [
+                _query("queue", {"type": "string"}, "only this queue"),
+                _query("task", {"type": "string"}, "only this task"),
+                _query("status", {"type": "string", "enum": [
+                    "waiting", "queued", "running", "retrying", "succeeded", "failed",
+                    "cancelled"]}, "only this status"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+                _query("cursor", {"type": "string"}, "the next cursor of the previous page"),
+            ],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "jobs": {"type": "array", "items": _JOB},
+                "next": {"type": ["string", "null"]}}}, "newest first"),
+                **_errors(400, 401)},
+        }},
+        "/jobs/{job_id}": {"get": {"operationId": "get_job", "parameters": [job_path],
+                                   "responses": {"200": _json(_JOB, "the job"),
+                                                 **_errors(401, 404)}}},
+        "/jobs/{job_id}/result": {"get": {
+            "operationId": "get_result",
+            "parameters": [job_path, _query("timeout", {"type": "number", "minimum": 0,
+                                                        "maximum": 300}, "seconds to wait")],
+            "responses": {"200": _json({"type": "object"}, "succeeded"),
+                          "202": _json({"type": "object"}, "not finished in time"),
+                          "409": _json({"type": "object"}, "cancelled"),
+                          "424": _json({"type": "object"}, "failed"),
+                          **_errors(400, 401, 404)},
+        }},
+        "/jobs/{job_id}/cancel": {"post": {
+            "operationId": "cancel_job", "parameters": [job_path],
+            "responses": {"200": _json(_JOB, "the job afterwards"), **_errors(401, 404)}}},
+        "/workers": {"get": {"operationId": "list_workers",
+                             "responses": {"200": _json({"type": "object"}, "workers"),
+                                           **_errors(401)}}},
+        "/workers/pause": {"post": {"operationId": "pause_workers",
+                                    "responses": {"200": _json({"type": "object"}, "paused"),
+                                                  **_errors(400, 401, 404)}}},
+        "/workers/resume": {"post": {"operationId": "resume_workers",
+                                     "responses": {"200": _json({"type": "object"}, "resumed"),
+                                                   **_errors(400, 401, 404)}}},
+        "/queues": {"get": {"operationId": "list_queues",
+                            "responses": {"200": _json({"type": "object"}, "queues"),
+                                          **_errors(401)}}},
+    })
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "object"}}},
+                "Job": {"type": "object", "required": ["id", "status"]},
+            },
+        },
+    }
