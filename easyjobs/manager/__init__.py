@@ -161,6 +161,10 @@ class EasyJobsManager:
             task_dir=task_dir,
         )
 
+    def remote(self, queue: str, name: str) -> RemoteTask:
+        """An awaitable remote function for a task some worker registered."""
+        return self._local.remote(queue, name)
+
     def toggle_workers(self, pause: bool = True) -> None:
         """Pause (no new assignments anywhere; running jobs finish) or resume all workers."""
         self.core.toggle_workers(pause)

@@ -162,6 +162,11 @@ class EasyJobsWorker:
 
         return register
 
+    def remote(self, queue: str, name: str) -> RemoteTask:
+        """An awaitable remote function for a task registered elsewhere (another worker or
+        the manager): ``await worker.remote('general', 'general_work')(data)``."""
+        return RemoteTask(lambda: self._link.calls, queue, name)
+
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
