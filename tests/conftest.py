@@ -43,8 +43,10 @@ class RunningManager:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
-async def start_manager(db: Path, port: int = 0, heartbeat: float = 1.0) -> RunningManager:
-    app = create_app(SECRET, str(db), heartbeat=heartbeat)
+async def start_manager(db: Path, port: int = 0, heartbeat: float = 1.0,
+                        retry_base: float | None = None, secret: str = SECRET
+                        ) -> RunningManager:
+    app = create_app(secret, str(db), heartbeat=heartbeat, retry_base=retry_base)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)
@@ -63,9 +65,10 @@ async def manager_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start managers on demand (``await manager_factory()``); all are stopped afterwards."""
     started: list[RunningManager] = []
 
-    async def make(db: Path | None = None, port: int = 0, heartbeat: float = 1.0
-                   ) -> RunningManager:
-        running = await start_manager(db or tmp_path / "jobs.db", port, heartbeat)
+    async def make(db: Path | None = None, port: int = 0, heartbeat: float = 1.0,
+                   retry_base: float | None = None, secret: str = SECRET) -> RunningManager:
+        running = await start_manager(db or tmp_path / "jobs.db", port, heartbeat, retry_base,
+                                      secret)
         started.append(running)
         return running
 

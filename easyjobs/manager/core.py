@@ -219,7 +219,7 @@ class Core:
                 self._submit(peer, submits)
                 submits = []
             if isinstance(frame, Done):
-                self._done(frame)
+                self._done(peer, frame)
             elif isinstance(frame, Credit):
                 self.dispatcher.grant(peer.id, frame.n)
             elif isinstance(frame, Watch):
@@ -376,19 +376,30 @@ class Core:
             self.dispatcher.claim(peer.id, job_id)
             record = active.record
             record.status, record.worker, active.worker_id = JobStatus.RUNNING, peer.name, peer.id
+            # It runs an attempt even if a crash lost the record of its start.
+            record.attempts = max(record.attempts, 1)
             self._spawn(self._write(
                 self.store.mark_running(job_id, peer.name, record.attempts, time.time())
             ))
 
-    def _done(self, frame: Done) -> None:
+    def _done(self, peer: Peer, frame: Done) -> None:
         active = self.active.get(frame.job)
         if active is None or active.finishing or active.record.status not in (
             JobStatus.RUNNING, JobStatus.QUEUED
         ):
             return  # a late or duplicate result: the first one won
         active.finishing = True
-        if active.record.status is JobStatus.QUEUED:
+        record = active.record
+        if frame.attempt == record.attempts + 1:
+            record.attempts = frame.attempt  # a crash lost the record of this attempt's start
+        if record.status is JobStatus.QUEUED:
+            # Finished while the link was down, or before a restarted manager saw it running:
+            # record the attempt first, so the outcome lands on a running job (writes apply in
+            # order) with the attempt counted, as for any other attempt.
             self.dispatcher.discard(frame.job)
+            record.status, record.worker = JobStatus.RUNNING, peer.name
+            self._spawn(self._write(self.store.mark_running(
+                frame.job, peer.name, record.attempts, record.started_at or time.time())))
         self.dispatcher.finished(frame.job, active.worker_id)
         if frame.status == JobStatus.SUCCEEDED.value:
             self._spawn(self._succeed(active, frame.value))
@@ -624,9 +635,7 @@ class Core:
             log.error("schedule of %s.%s cannot fire: %s", spec.queue, spec.name, exc)
             return
         try:
-            fired = await self.store.fire_schedule(spec.queue, spec.name, tick, record)
-            if fired and deps:
-                await self.store.add_jobs(deps)
+            fired = await self.store.fire_schedule(spec.queue, spec.name, tick, record, deps)
         except StoreError:
             log.exception("schedule of %s.%s could not fire", spec.queue, spec.name)
             return

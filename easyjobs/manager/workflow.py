@@ -154,4 +154,7 @@ def retry_delay(
     """
     if policy == "never" or (policy == "retry_once" and attempts >= 2):
         return None
-    return float(min(cap, base * 2 ** max(0, attempts - 1)) * (0.5 + jitter() / 2))
+    # A float power, its exponent bounded: an int 2**n over ~1024 bits cannot become a float,
+    # and a retry_always job reaches that many attempts in a day at the cap.
+    exponent = min(max(0, attempts - 1), 1023)
+    return float(min(cap, base * 2.0**exponent) * (0.5 + jitter() / 2))

@@ -164,13 +164,17 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def fire_schedule(self, queue: str, task: str, tick: float, job: JobRecord) -> bool:
+    async def fire_schedule(
+        self, queue: str, task: str, tick: float, job: JobRecord,
+        dependencies: Sequence[JobRecord] = (),
+    ) -> bool:
         """Fire the schedule of ``(queue, task)`` for ``tick``: at most one job per tick, ever.
 
         In one transaction: when the schedule has never fired or last fired before ``tick``,
-        record ``tick`` as its last fire and insert ``job`` (as ``add_jobs`` would), returning
-        True. Otherwise (the tick, or a later one, already fired, e.g. before a restart) change
-        nothing and return False; the caller then drops ``job``.
+        record ``tick`` as its last fire and insert ``job`` with its run_before
+        ``dependencies`` (as ``add_jobs`` would), returning True. Otherwise (the tick, or a
+        later one, already fired, e.g. before a restart) change nothing and return False; the
+        caller then drops ``job``.
         """
 
 

@@ -313,13 +313,16 @@ class SQLiteStore(Store):
             "load_schedules", lambda conn: {(q, t): last for q, t, last in conn.execute(sql)}
         )
 
-    async def fire_schedule(self, queue: str, task: str, tick: float, job: JobRecord) -> bool:
-        row = _job_row(job)
+    async def fire_schedule(
+        self, queue: str, task: str, tick: float, job: JobRecord,
+        dependencies: Sequence[JobRecord] = (),
+    ) -> bool:
+        rows = [_job_row(record) for record in (job, *dependencies)]
 
         def apply(conn: sqlite3.Connection) -> bool:
             if conn.execute(FIRE_SCHEDULE, (queue, task, tick)).rowcount != 1:
                 return False
-            conn.execute(INSERT_JOB, row)  # a failure here rolls the fire time back too
+            conn.executemany(INSERT_JOB, rows)  # a failure here rolls the fire time back too
             return True
 
         return await self._call("fire_schedule", apply)

@@ -711,6 +711,16 @@ class TestStoreContract:
         assert fired == [True] + [False] * 19
         assert [j.id for j in await store.unfinished_jobs()] == [jobs[0].id]
 
+    async def test_fire_schedule_inserts_dependencies_with_the_job(self, store: Store) -> None:
+        """A fired job's run_before dependencies are inserted in the same transaction."""
+        dependent = job(1, task="report", status=JobStatus.WAITING)
+        deps = [job(2, task="prepare", parent=dependent.id), job(3, task="fetch")]
+        dependent.dependencies = [d.id for d in deps]
+        assert await store.fire_schedule("q", "report", 60.0, dependent, deps)
+        assert not await store.fire_schedule("q", "report", 60.0, job(4), [job(5)])
+        unfinished = [j.id for j in await store.unfinished_jobs()]
+        assert unfinished == [dependent.id, *(d.id for d in deps)]
+
     async def test_fire_schedule_survives_reopen(self, store_factory: StoreFactory) -> None:
         """After a restart the last fire time is loaded and the same tick is not fired again."""
         first = await store_factory()
