@@ -47,11 +47,11 @@ class EasyJobsClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def call(self, queue: str, task: str, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, queue: str, task: str, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``task`` with these arguments on some worker and return its result."""
         return await self._link.calls.call(queue, task, args, kwargs)
 
-    async def submit(self, queue: str, task: str, *args: Any, **kwargs: Any) -> Job:
+    async def submit(self, queue: str, task: str, /, *args: Any, **kwargs: Any) -> Job:
         """Queue a job and return its handle once the manager has committed it."""
         return await self._link.calls.submit(queue, task, args, kwargs)
 

@@ -14,6 +14,7 @@ Pure data: no I/O here, so the manager, the stores and the tests share one defin
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -66,9 +67,15 @@ def new_job_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-def is_job_id(value: str) -> bool:
-    """True for the id shape ``new_job_id`` makes (32 lowercase hex digits)."""
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+def derived_job_id(parent: str, *role: str) -> str:
+    """The id of a job that ``parent`` creates in a given ``role`` (e.g. a dependency).
+
+    The same parent and role always give the same id, so creating it again — a submit re-sent
+    after a reconnect — finds the job already there instead of making a second one. It keeps
+    the parent's time prefix, so it sorts with its parent.
+    """
+    digest = hashlib.sha256("\x00".join((parent, *role)).encode()).hexdigest()
+    return parent[:12] + digest[:20]
 
 
 @dataclass(slots=True)

@@ -93,12 +93,13 @@ class Calls:
         """Create a job and return its handle once the manager has committed it."""
         job = job_id or new_job_id()
         parent = current_job.get()
-        if watch:
+        accepted = self._request(
+            lambda ref: Submit(ref, job, queue, task, list(args), kwargs, parent, watch)
+        )
+        if watch:  # registered after the submit, so a re-send after a reconnect keeps order
             self._watch(job, send=False)
         try:
-            await self._request(
-                lambda ref: Submit(ref, job, queue, task, list(args), kwargs, parent, watch)
-            )
+            await accepted
         except BaseException:
             if watch:
                 self._forget_watch(job)

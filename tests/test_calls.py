@@ -22,11 +22,10 @@ from easyjobs import (
     UnknownJob,
     UnknownTask,
 )
-from easyjobs.jobs import is_job_id
 
 from .conftest import RunningManager
 from .mesh import Gauge, count_jobs, registered
-from .utils import TIMEOUT, wait_until
+from .utils import TIMEOUT, is_job_id, wait_until
 
 WorkerFactory = Callable[..., EasyJobsWorker]
 

@@ -35,3 +35,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def is_job_id(value: str) -> bool:
+    """The id shape of proto/PROTOCOL.md: 32 lowercase hex digits."""
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)

@@ -21,7 +21,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import EasyJobsError, ProtocolError, StoreError, UnknownTask
+from ..errors import (
+    EasyJobsError,
+    ProtocolError,
+    SerializationError,
+    StoreError,
+    UnknownTask,
+)
 from ..jobs import TERMINAL, JobRecord, JobStatus, new_job_id
 from ..protocol.frames import (
     Abort,
@@ -92,6 +98,8 @@ class Active:
     """While waiting: the dependencies that have not succeeded yet."""
     timer: asyncio.TimerHandle | None = None
     """While retrying: the timer of the next attempt."""
+    cancel_waiters: list[tuple[Peer, int]] = field(default_factory=list)
+    """Cancel requests (peer, ref) to answer once the job's final record is committed."""
 
 
 class Core:
@@ -109,6 +117,7 @@ class Core:
         self._blocked: dict[str, set[str]] = {}
         """dependency id -> ids of the waiting jobs it blocks"""
         self.observers: list[Observer] = []
+        self._last_scheduled: dict[Key, str] = {}
         self.connected_at: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -237,7 +246,7 @@ class Core:
             elif isinstance(frame, ListJobs):
                 self._spawn(self._list_jobs(peer, frame))
             elif isinstance(frame, Schedules):
-                peer.send(ScheduleInfo(frame.ref, self.scheduler.info()))
+                self._reply(peer, ScheduleInfo(frame.ref, self.scheduler.info()))
             elif isinstance(frame, Error):
                 log.warning("peer %s reported %s: %s", peer.name, frame.code, frame.message)
         if submits:
@@ -262,11 +271,12 @@ class Core:
             )
             try:
                 self._check(frame)
-                deps = workflow.dependency_jobs(self._spec, record, now)
+                duplicate = frame.job in self.active
+                deps = [] if duplicate else workflow.dependency_jobs(self._spec, record, now)
             except EasyJobsError as exc:
-                peer.send(Error(exc.code, str(exc), frame.ref))
+                self._reply(peer, Error(exc.code, str(exc), frame.ref))
                 continue
-            optimistic = frame.job not in self.active and not deps
+            optimistic = not duplicate and not deps
             if optimistic:
                 self._activate([record])
             if frame.watch and frame.job in self.active:
@@ -291,12 +301,11 @@ class Core:
         records = [record for _, group, _ in items for record in group]
         try:
             created = await self.store.add_jobs(records)
-        except StoreError as exc:
+        except StoreError:
             for frame, group, optimistic in items:
                 if optimistic:
                     self._retract(group[0].id)
-                peer.send(Error(exc.code, "the job store failed; see the manager's log",
-                                frame.ref))
+                self._store_failed(peer, frame.ref)
             return
         position = 0
         for frame, group, optimistic in items:
@@ -306,7 +315,7 @@ class Core:
                 self._retract(frame.job)  # the id belongs to a job that had finished
             elif new and not optimistic:
                 self._activate(group)
-            peer.send(Accepted(frame.ref, frame.job, new))
+            self._reply(peer, Accepted(frame.ref, frame.job, new))
             if frame.watch and not (optimistic and new):
                 self._watch(peer, frame.job, None)
 
@@ -336,12 +345,34 @@ class Core:
         active = self.active.pop(job_id, None)
         if active is None:
             return
+        if active.record.status is JobStatus.RUNNING and active.worker_id in self.peers:
+            self.peers[active.worker_id].send(Abort(job_id))
         self.dispatcher.discard(job_id)
         self.dispatcher.finished(job_id, active.worker_id)
         for peer in active.watchers:
             peer.watching.discard(job_id)
 
     # ------------------------------------------------------------------ running
+
+    def _reply(self, peer: Peer, frame: Frame) -> None:
+        """Send ``frame``; one too big for a frame becomes a ``serialization_error`` instead.
+
+        (A job record can outgrow the limit: its arguments and its result are each within it.)
+        """
+        try:
+            peer.send(frame)
+        except SerializationError as exc:
+            log.warning("a %s frame for %s was too big to send: %s", frame.type, peer.name, exc)
+            if isinstance(frame, Result):
+                self._reply(peer, Result(frame.job, JobStatus.FAILED.value, None, {
+                    "type": "SerializationError", "traceback": "",
+                    "message": f"the outcome of job {frame.job} is too big to send: {exc}"}))
+            else:
+                self._reply(peer, Error(exc.code, str(exc), getattr(frame, "ref", None)))
+
+    def _store_failed(self, peer: Peer, ref: int | None) -> None:
+        """Tell a peer its request failed in the store (the cause is in this manager's log)."""
+        self._reply(peer, Error("store_error", "the job store failed; see the manager's log", ref))
 
     def _job_changed(self, change: str, record: JobRecord) -> None:
         for observer in self.observers:
@@ -354,14 +385,21 @@ class Core:
     def _assign(self, worker: WorkerState, job_id: str) -> None:
         active = self.active[job_id]
         record = active.record
+        frame = Assign(job_id, record.queue, record.task, record.args, record.kwargs,
+                       record.attempts + 1)
+        try:
+            self.peers[worker.id].send(frame)
+        except SerializationError as exc:  # e.g. a job_failed argument grown over the limit
+            worker.credit += 1
+            self.dispatcher.finished(job_id, worker.id)
+            active.finishing = True
+            self._spawn(self._fail(active, workflow.error_info(exc)))
+            return
         record.attempts += 1
         record.status, record.worker = JobStatus.RUNNING, worker.name
         record.started_at = time.time()
         active.worker_id = worker.id
         self._job_changed("started", record)
-        self.peers[worker.id].send(
-            Assign(job_id, record.queue, record.task, record.args, record.kwargs, record.attempts)
-        )
         self._spawn(self._write(
             self.store.mark_running(job_id, worker.name, record.attempts, record.started_at)
         ))
@@ -400,6 +438,8 @@ class Core:
             record.status, record.worker = JobStatus.RUNNING, peer.name
             self._spawn(self._write(self.store.mark_running(
                 frame.job, peer.name, record.attempts, record.started_at or time.time())))
+        if active.worker_id not in (None, peer.id) and active.worker_id in self.peers:
+            self.peers[active.worker_id].send(Abort(frame.job))  # an earlier attempt won
         self.dispatcher.finished(frame.job, active.worker_id)
         if frame.status == JobStatus.SUCCEEDED.value:
             self._spawn(self._succeed(active, frame.value))
@@ -424,7 +464,8 @@ class Core:
             return
         next_at = time.time() + delay
         try:
-            await self.store.retry(record.id, error, next_at)
+            if not await self.store.retry(record.id, error, next_at):
+                log.warning("job %s was not running in the store when it failed", record.id)
         except StoreError:
             log.error("could not record the retry of job %s; requeueing it now", record.id)
             next_at = time.time()
@@ -432,7 +473,10 @@ class Core:
         record.error, record.next_attempt_at = error, next_at
         self._job_changed("retrying", record)
         active.finishing = False
-        self._plan_retry(active)
+        if active.cancel_waiters:  # cancelled while the failed attempt was being recorded
+            self._cancel_now(active)
+        else:
+            self._plan_retry(active)
 
     def _plan_retry(self, active: Active) -> None:
         loop = asyncio.get_running_loop()
@@ -477,13 +521,22 @@ class Core:
                 children=children, on_failure_job=record.on_failure_job,
             )
         except StoreError:
-            log.error("could not record the outcome of job %s; requeueing it", record.id)
             active.finishing = False
             record.on_failure_job = None
-            record.status, record.worker, active.worker_id = JobStatus.QUEUED, None, None
-            self.dispatcher.enqueue(record.id, (record.queue, record.task))
+            for peer, ref in active.cancel_waiters:
+                self._store_failed(peer, ref)
+            active.cancel_waiters.clear()
+            if record.status in (JobStatus.RUNNING, JobStatus.QUEUED):
+                log.error("could not record the outcome of job %s; requeueing it", record.id)
+                record.status, record.worker, active.worker_id = JobStatus.QUEUED, None, None
+                self.dispatcher.enqueue(record.id, (record.queue, record.task))
+            else:
+                log.error("could not record the outcome of %s job %s; it stays %s",
+                          record.status.value, record.id, record.status.value)
             return
         if not stored:  # retracted meanwhile: the stored job and its result stand
+            for peer, ref in active.cancel_waiters:
+                self._lookup(peer, Lookup(ref, record.id))
             return
         self.active.pop(record.id, None)
         record.status, record.result, record.error = status, value, error
@@ -492,7 +545,9 @@ class Core:
         result = Result(record.id, status.value, value, error)
         for peer in active.watchers:
             peer.watching.discard(record.id)
-            peer.send(result)
+            self._reply(peer, result)
+        for peer, ref in active.cancel_waiters:
+            self._reply(peer, JobInfo(ref, record.to_wire()))
         self._activate(children)
         self._dependency_finished(record)
 
@@ -518,11 +573,22 @@ class Core:
             self._spawn(self._fail(waiting, error))
 
     def _cancel(self, peer: Peer, frame: Cancel) -> None:
+        """Cancel a job; the answer is its final record, once committed.
+
+        A job whose outcome is being committed is cancelled right after if that outcome was a
+        retry, and otherwise keeps it (the answer then shows the outcome).
+        """
         active = self.active.get(frame.job)
-        if active is None or active.finishing:
+        if active is None:
             self._lookup(peer, Lookup(frame.ref, frame.job))
             return
+        active.cancel_waiters.append((peer, frame.ref))
+        if not active.finishing:
+            self._cancel_now(active)
+
+    def _cancel_now(self, active: Active) -> None:
         record = active.record
+        active.finishing = True
         if record.status is JobStatus.RUNNING and active.worker_id in self.peers:
             self.peers[active.worker_id].send(Abort(record.id))
         self.dispatcher.discard(record.id)
@@ -530,12 +596,7 @@ class Core:
         for dep_id in active.pending:
             self._blocked.get(dep_id, set()).discard(record.id)
         error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
-        self._spawn(self._cancelled(peer, frame.ref, active, error))
-
-    async def _cancelled(self, peer: Peer, ref: int, active: Active, error: dict[str, str]
-                         ) -> None:
-        await self._conclude(active, JobStatus.CANCELLED, None, error, [])
-        peer.send(JobInfo(ref, active.record.to_wire()))
+        self._spawn(self._conclude(active, JobStatus.CANCELLED, None, error, []))
 
     # ------------------------------------------------------------------ reading
 
@@ -552,25 +613,25 @@ class Core:
         if record is None:
             return
         if record.status in TERMINAL:
-            peer.send(Result(record.id, record.status.value, record.result, record.error))
+            self._reply(peer, Result(record.id, record.status.value, record.result, record.error))
         elif job_id in self.active:
             self._watch(peer, job_id, ref)
         else:
             log.error("job %s is unfinished in the store but unknown in memory", job_id)
-            peer.send(Error("internal_error", "job state is inconsistent; see the manager's log",
-                            ref))
+            self._reply(peer, Error("internal_error",
+                                    "job state is inconsistent; see the manager's log", ref))
 
     def _lookup(self, peer: Peer, frame: Lookup) -> None:
         active = self.active.get(frame.job)
         if active is not None:
-            peer.send(JobInfo(frame.ref, active.record.to_wire()))
+            self._reply(peer, JobInfo(frame.ref, active.record.to_wire()))
         else:
             self._spawn(self._lookup_stored(peer, frame))
 
     async def _lookup_stored(self, peer: Peer, frame: Lookup) -> None:
         record = await self._stored(peer, frame.job, frame.ref)
         if record is not None:
-            peer.send(JobInfo(frame.ref, record.to_wire()))
+            self._reply(peer, JobInfo(frame.ref, record.to_wire()))
 
     async def _list_jobs(self, peer: Peer, frame: ListJobs) -> None:
         limit = max(1, min(frame.limit or 50, 1000))
@@ -581,21 +642,30 @@ class Core:
                 before=frame.before,
             )
         except StoreError:
-            peer.send(Error("store_error", "the job store failed; see the manager's log",
-                            frame.ref))
+            self._store_failed(peer, frame.ref)
             return
-        jobs = [(self.active[r.id].record if r.id in self.active else r) for r in records]
-        cursor = records[-1].id if len(records) == limit else None
-        peer.send(JobList(frame.ref, [job.to_wire() for job in jobs], cursor))
+        jobs = [(self.active[r.id].record if r.id in self.active else r).to_wire()
+                for r in records]
+        more = len(records) == limit
+        while True:  # a page too big for a frame is cut until it fits; ``next`` goes on from it
+            page = JobList(frame.ref, jobs, jobs[-1]["id"] if jobs and more else None)
+            try:
+                peer.send(page)
+                return
+            except SerializationError:
+                if len(jobs) <= 1:
+                    self._reply(peer, page)
+                    return
+                jobs, more = jobs[: len(jobs) // 2], True
 
     async def _stored(self, peer: Peer, job_id: str, ref: int | None) -> JobRecord | None:
         try:
             record = await self.store.get_job(job_id)
         except StoreError:
-            peer.send(Error("store_error", "the job store failed; see the manager's log", ref))
+            self._store_failed(peer, ref)
             return None
         if record is None:
-            peer.send(Error("unknown_job", f"no job {job_id!r}", ref))
+            self._reply(peer, Error("unknown_job", f"no job {job_id!r}", ref))
         return record
 
     # ------------------------------------------------------------------ registering
@@ -603,11 +673,16 @@ class Core:
     def _register(self, peer: Peer, frame: Register) -> None:
         if peer.role != "worker":
             raise ProtocolError("only workers register tasks")
-        specs = [spec_from_wire(data) for data in frame.tasks]
+        try:
+            specs = [spec_from_wire(data) for data in frame.tasks]
+        except ProtocolError as exc:  # e.g. a timezone this manager does not know
+            self._reply(peer, Error("configuration_error", f"{exc}; no task of this register "
+                                                          "frame was registered"))
+            return
         merged = {**self.tasks, **{(s.queue, s.name): s for s in specs}}
         cycle = find_cycle(merged)
         if cycle:
-            peer.send(Error("configuration_error",
+            self._reply(peer, Error("configuration_error",
                             f"run_before cycle: {' -> '.join(cycle)}; these tasks were refused: "
                             f"{', '.join(s.name for s in specs)}"))
             return
@@ -621,9 +696,26 @@ class Core:
         ))
         self.dispatcher.serve(peer.id, [(s.queue, s.name) for s in specs])
 
+    def _not_started(self, active: Active) -> bool:
+        """Queued, or waiting on a dependency that is itself still queued."""
+        if active.record.status is JobStatus.WAITING:
+            return any(self._not_started(self.active[dep]) for dep in active.pending
+                       if dep in self.active)
+        return active.record.status is JobStatus.QUEUED
+
     async def _fire_schedule(self, spec: TaskSpec, tick: float) -> None:
-        """One cron tick: create the task's job, unless this tick already fired."""
-        spec = self.tasks.get((spec.queue, spec.name), spec)
+        """One cron tick: create the task's job, unless this tick already fired.
+
+        A tick is skipped while the previous tick's job has not started yet, so a schedule
+        whose task no worker runs does not pile up jobs.
+        """
+        key = (spec.queue, spec.name)
+        previous = self.active.get(self._last_scheduled.get(key, ""))
+        if previous is not None and self._not_started(previous):
+            log.info("schedule of %s.%s skipped a tick: job %s has not started yet",
+                     spec.queue, spec.name, previous.record.id)
+            return
+        spec = self.tasks.get(key, spec)
         args, kwargs = workflow.default_arguments(spec)
         now = time.time()
         record = JobRecord(id=new_job_id(), queue=spec.queue, task=spec.name, args=args,
@@ -641,6 +733,7 @@ class Core:
             return
         if fired:
             log.info("schedule fired %s.%s (job %s)", spec.queue, spec.name, record.id)
+            self._last_scheduled[key] = record.id
             self._activate([record, *deps])
 
     async def _write(self, write: Coroutine[Any, Any, Any]) -> None:

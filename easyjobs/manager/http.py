@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
@@ -32,12 +33,15 @@ from ..errors import (
 )
 from ..jobs import JobStatus
 from ..jsonvalues import from_json, to_json
-from . import openapi
+from ..protocol.frames import MAX_DEPTH
+from . import dashboard, openapi
 from .events import EventHub
 from .metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
     from . import EasyJobsManager
+
+log = logging.getLogger("easyjobs.manager")
 
 MAX_BODY = 1 << 20
 MAX_WAIT = 300.0
@@ -86,6 +90,7 @@ class HttpApi:
             Route("/workers/resume", guarded(self.resume), methods=["POST"]),
             Route("/queues", guarded(self.queues)),
             Route("/{queue}/task/{task}", guarded(self.run_task), methods=["POST"]),
+            *dashboard.routes(),  # the page needs no token; its API calls do
         ]
 
     # ------------------------------------------------------------------ plumbing
@@ -111,6 +116,11 @@ class HttpApi:
             except EasyJobsError as exc:
                 status = _STATUS_FOR_ERROR.get(type(exc), 503)
                 return error(status, str(exc), exc.code)
+            except ClientDisconnect:  # gone while sending its body: nobody reads an answer
+                return error(400, "the client went away", "client_disconnected")
+            except Exception:  # still a JSON answer; the details stay in the log
+                log.exception("HTTP %s %s failed", request.method, request.url.path)
+                return error(500, "internal error; see the manager's log", "internal_error")
 
         return guarded
 
@@ -142,9 +152,13 @@ class HttpApi:
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            value = json.loads(raw)
         except (ValueError, RecursionError):
             raise HTTPError(400, "the body is not valid JSON", "invalid_json") from None
+        if _nests_deeper(value, MAX_DEPTH):  # before any recursive walk over it
+            raise HTTPError(422, f"the body nests deeper than {MAX_DEPTH} levels",
+                            "invalid_arguments")
+        return value
 
     # ------------------------------------------------------------------ routes
 
@@ -276,7 +290,12 @@ class HttpApi:
 
     async def _toggle(self, request: Request, pause: bool) -> Response:
         body = await self._body(request)
-        worker = body.get("worker") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise HTTPError(422, 'the body must be empty or {"worker": "<id>"}',
+                            "invalid_arguments")
+        worker = body.get("worker")
+        if worker is not None and not isinstance(worker, str):
+            raise HTTPError(422, "worker must be a worker id (a string)", "invalid_arguments")
         if worker is not None and worker not in self._core.dispatcher.workers:
             raise HTTPError(404, f"no connected worker {worker!r}", "unknown_worker")
         self._core.toggle_workers(pause, worker)
@@ -317,3 +336,18 @@ class HttpApi:
 
 
 _PENDING = {"waiting", "queued", "running", "retrying"}
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """True if lists and objects in ``value`` nest more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False

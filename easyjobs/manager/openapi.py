@@ -8,6 +8,7 @@ HTTP API's 422 answers, so what the document promises is what the API checks. Pu
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -29,11 +30,11 @@ _SCALARS: dict[str, dict[str, Any]] = {
 _GENERIC = re.compile(r"^(?:typing\.)?(\w+)\[(.*)\]$")
 
 
-def _split(args: str) -> list[str]:
-    """Split ``"str, list[int]"`` at top-level commas."""
+def _split(args: str, separator: str = ",") -> list[str]:
+    """Split ``"str, list[int]"`` at top-level commas (or ``separator``)."""
     parts, depth, current = [], 0, ""
     for char in args:
-        if char == "," and depth == 0:
+        if char == separator and depth == 0:
             parts.append(current.strip())
             current = ""
             continue
@@ -49,8 +50,9 @@ def schema_for(annotation: str | None) -> dict[str, Any]:
     if not annotation:
         return {}
     text = annotation.strip().strip("'\"")
-    if "|" in text and "[" not in text.split("|")[0]:
-        options = [schema_for(part) for part in _split(text.replace("|", ","))]
+    union = _split(text, "|")
+    if len(union) > 1:
+        options = [schema_for(part) for part in union]
         return {} if {} in options else {"anyOf": options}
     if text in _SCALARS:
         return dict(_SCALARS[text])
@@ -90,6 +92,8 @@ def check_value(schema: dict[str, Any], value: Any, where: str) -> str | None:
             return None
         return f"{where} does not match any of the allowed types"
     expected = schema.get("type")
+    if expected == "number" and isinstance(value, dict) and set(value) == {"$float"}:
+        return None  # NaN or an infinity, tagged (``jsonvalues``)
     if expected is not None:
         kinds = _JSON_TYPES[expected]
         is_bool = isinstance(value, bool)
@@ -137,8 +141,10 @@ def parameters_schema(params: Iterable[Param]) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, str)):
         return True
+    if isinstance(value, float):
+        return math.isfinite(value)
     if isinstance(value, list):
         return all(_jsonable(v) for v in value)
     if isinstance(value, dict):
@@ -173,7 +179,7 @@ def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict
                     "properties": {"job_id": {"type": "string"}, "status": {"type": "string"},
                                    "result": {}, "error": {"type": "object"}}}
         paths[f"/{spec.queue}/task/{spec.name}"] = {"post": {
-            "operationId": f"run_{spec.queue}_{spec.name}",
+            "operationId": f"run:{spec.queue}:{spec.name}",  # ":" is in no name
             "summary": f"Create a {spec.name} job in queue {spec.queue}",
             "tags": [spec.queue],
             "parameters": [_query("wait", {"type": "number", "minimum": 0, "maximum": 300},
@@ -186,6 +192,9 @@ def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict
                 **_errors(400, 401, 404, 413, 422),
             },
         }}
+    one_worker = {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"worker": {
+            "type": "string", "description": "one worker's id; without it, every worker"}}}}}}
     job_path = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     paths.update({
         "/healthz": {"get": {"operationId": "healthz", "security": [],
@@ -225,12 +234,12 @@ def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict
         "/workers": {"get": {"operationId": "list_workers",
                              "responses": {"200": _json({"type": "object"}, "workers"),
                                            **_errors(401)}}},
-        "/workers/pause": {"post": {"operationId": "pause_workers",
+        "/workers/pause": {"post": {"operationId": "pause_workers", "requestBody": one_worker,
                                     "responses": {"200": _json({"type": "object"}, "paused"),
-                                                  **_errors(400, 401, 404)}}},
-        "/workers/resume": {"post": {"operationId": "resume_workers",
+                                                  **_errors(400, 401, 404, 422)}}},
+        "/workers/resume": {"post": {"operationId": "resume_workers", "requestBody": one_worker,
                                      "responses": {"200": _json({"type": "object"}, "resumed"),
-                                                   **_errors(400, 401, 404)}}},
+                                                   **_errors(400, 401, 404, 422)}}},
         "/queues": {"get": {"operationId": "list_queues",
                             "responses": {"200": _json({"type": "object"}, "queues"),
                                           **_errors(401)}}},

@@ -16,15 +16,19 @@ directly.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import EasyJobsError, InvalidArguments, UnknownTask
-from ..jobs import JobRecord, JobStatus, new_job_id
+from ..errors import ConfigurationError, EasyJobsError, InvalidArguments, UnknownTask
+from ..jobs import JobRecord, JobStatus, derived_job_id, new_job_id
 from ..tasks import TaskSpec
 
 Lookup = Callable[[str, str], "TaskSpec | None"]
+MAX_TEXT = 16_000
+"""The most of a failure's message (first) and traceback (last) that job_failed carries."""
+log = logging.getLogger("easyjobs.manager")
 
 
 def dependency_jobs(
@@ -42,7 +46,7 @@ def dependency_jobs(
     created: list[JobRecord] = []
     for name in spec.options.run_before:
         if name in path:
-            raise InvalidArguments(f"run_before cycle: {' -> '.join((*path, name))}")
+            raise ConfigurationError(f"run_before cycle: {' -> '.join((*path, name))}")
         dep_spec = lookup(job.queue, name)
         if dep_spec is None:
             raise UnknownTask(f"{job.task} runs after {name!r}, which no worker has registered")
@@ -51,8 +55,8 @@ def dependency_jobs(
             dep_spec.check(args, kwargs)
         except InvalidArguments as exc:
             raise InvalidArguments(f"dependency {name} of {job.task}: {exc}") from None
-        dep = JobRecord(id=new_job_id(), queue=job.queue, task=name, args=args, kwargs=kwargs,
-                        parent=job.id, created_at=now)
+        dep = JobRecord(id=derived_job_id(job.id, "run_before", name), queue=job.queue,
+                        task=name, args=args, kwargs=kwargs, parent=job.id, created_at=now)
         job.dependencies.append(dep.id)
         created.append(dep)
         created.extend(dependency_jobs(lookup, dep, now, path))
@@ -112,10 +116,14 @@ def failure_jobs(lookup: Lookup, failed: JobRecord, now: float) -> list[JobRecor
     handler_spec = lookup(failed.queue, spec.options.on_failure)
     kwargs = {"job_failed": describe_failure(failed)}
     if handler_spec is None:
+        log.warning("on_failure task %r of %s is not registered; job %s has no handler",
+                    spec.options.on_failure, failed.task, failed.id)
         return []
     try:
         handler_spec.check([], kwargs)
-    except InvalidArguments:
+    except InvalidArguments as exc:
+        log.warning("on_failure task %s cannot take job_failed (%s); job %s has no handler",
+                    handler_spec.name, exc, failed.id)
         return []
     handler = JobRecord(id=new_job_id(), queue=failed.queue, task=handler_spec.name,
                         kwargs=kwargs, parent=failed.id, handler_for=failed.id, created_at=now)
@@ -133,8 +141,8 @@ def describe_failure(job: JobRecord) -> dict[str, Any]:
         "args": job.args,
         "kwargs": job.kwargs,
         "error_type": error.get("type", ""),
-        "message": error.get("message", ""),
-        "traceback": error.get("traceback", ""),
+        "message": error.get("message", "")[:MAX_TEXT],
+        "traceback": error.get("traceback", "")[-MAX_TEXT:],
         "attempts": job.attempts,
     }
 

@@ -79,10 +79,19 @@ def child_runner(script: Path, secret: bytes | None) -> Callable[..., Coroutine[
 
 
 def _environment(secret: bytes | None, fd: int) -> dict[str, str]:
-    text = secret.decode(errors="replace") if secret else None
+    """The worker's environment less anything holding the secret.
+
+    A variable goes when it is named like ours, equals the secret, or contains it (only for
+    secrets of 8 characters or more, so that a short one cannot take ``PATH`` with it).
+    """
+    text = secret.decode(errors="replace") if secret else ""
+
+    def holds_secret(value: str) -> bool:
+        return bool(text) and (value == text or (len(text) >= 8 and text in value))
+
     env = {
         key: value for key, value in os.environ.items()
-        if key not in SECRET_VARIABLES and not (text and text in value)
+        if key not in SECRET_VARIABLES and not holds_secret(value)
     }
     env[RESULT_FD] = str(fd)
     return env
@@ -109,10 +118,11 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
         os.close(write_fd)
         os.close(err_write)
     stderr = _Stderr()
+    outcome: list[bytes] = []
     try:
-        outcome, _, code = await asyncio.gather(
-            asyncio.to_thread(_read_all, read_fd),
-            _forward_stderr(err_read, stderr),
+        _, _, code = await asyncio.gather(
+            _read_pipe(read_fd, outcome.append),
+            _read_pipe(err_read, stderr.feed),
             _feed_and_wait(proc, msgpack.packb([args, kwargs], use_bin_type=True)),
         )
     except BaseException:
@@ -120,7 +130,8 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
         with contextlib.suppress(ProcessLookupError):
             await proc.wait()
         raise
-    return _result(outcome, code, stderr.tail(), script.stem)
+    stderr.feed(b"")
+    return _result(b"".join(outcome), code, stderr.tail(), script.stem)
 
 
 async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> int:
@@ -134,12 +145,6 @@ async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> int:
     code = await proc.wait()
     _kill_group(proc.pid)  # grandchildren the script left behind go with it
     return code
-
-
-def _read_all(fd: int) -> bytes:
-    """Read the outcome pipe to its end (in a thread: EOF comes when the child exits)."""
-    with os.fdopen(fd, "rb") as pipe:
-        return pipe.read()
 
 
 class _Stderr:
@@ -165,7 +170,8 @@ class _Stderr:
         return "".join(lines[-STDERR_TAIL:])
 
 
-async def _forward_stderr(fd: int, stderr: _Stderr) -> None:
+async def _read_pipe(fd: int, on_chunk: Callable[[bytes], None]) -> None:
+    """Hand each chunk read from ``fd`` to ``on_chunk`` until EOF (the writers all closed)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     pipe = os.fdopen(fd, "rb", buffering=0)
@@ -177,8 +183,7 @@ async def _forward_stderr(fd: int, stderr: _Stderr) -> None:
         raise
     try:
         while chunk := await reader.read(65536):
-            stderr.feed(chunk)
-        stderr.feed(b"")
+            on_chunk(chunk)
     finally:
         transport.close()
 

@@ -45,6 +45,8 @@ from ..ticker import Ticker
 log = logging.getLogger("easyjobs.link")
 
 WS_PATH = "/ws/jobs"
+MAX_RECEIVE = 16 << 20
+"""Largest WebSocket message read before the session's own (smaller) limit applies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class Backoff:
     maximum: float = 5.0
 
     def __call__(self, attempt: int) -> float:
-        return random.uniform(0, min(self.maximum, self.initial * self.factor**attempt))
+        return random.uniform(0, min(self.maximum, self.initial * self.factor ** min(attempt, 64)))
 
 
 DEFAULT_BACKOFF = Backoff()
@@ -158,10 +160,10 @@ class Link:
         while not self._closing:
             try:
                 async with connect(
-                    self._uri, max_size=None, compression=None, ping_interval=None,
+                    self._uri, max_size=MAX_RECEIVE, compression=None, ping_interval=None,
                     open_timeout=10, close_timeout=2,
                 ) as ws:
-                    attempt = 0 if await self._serve(ws) else attempt
+                    await self._serve(ws)
             except (AuthenticationError, UnsupportedVersion, ProtocolError) as exc:
                 self.error = exc
                 if isinstance(exc, AuthenticationError):
@@ -174,7 +176,11 @@ class Link:
                     ConnectionClosed) as exc:
                 if not self._closing:
                     log.info("manager unreachable (%s); retrying", exc.__class__.__name__)
+            except Exception:  # a bug of ours: keep the link alive rather than die unseen
+                log.exception("link to manager failed unexpectedly; reconnecting")
             finally:
+                if self._opened.is_set():
+                    attempt = 0  # got past the handshake: the backoff starts afresh
                 self._session = None
                 self._opened.clear()
             if self._closing:
@@ -183,8 +189,8 @@ class Link:
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _serve(self, ws: ClientConnection) -> bool:
-        """Run one connection; True if it got past the handshake (resets the backoff)."""
+    async def _serve(self, ws: ClientConnection) -> None:
+        """Run one connection, from the handshake until it closes."""
         loop = asyncio.get_running_loop()
         session = ClientSession(self._secret, loop.time(), role=self.role, name=self.name,
                                 nonce=new_nonce())
@@ -222,7 +228,6 @@ class Link:
             ticker.cancel()
             if opened and self.on_lost is not None:
                 self.on_lost()
-        return opened
 
     def _opened_now(self) -> None:
         self._opened.set()

@@ -207,7 +207,7 @@ def test_dependency_that_needs_arguments_is_refused() -> None:
 def test_dependency_cycle_is_refused_when_creating_jobs() -> None:
     """Should a cycle get past registration, creating the jobs names it instead of recursing."""
     table = Table(spec("a", run_before=["b"]), spec("b", run_before=["a"]))
-    with pytest.raises(InvalidArguments, match="cycle: a -> b -> a"):
+    with pytest.raises(ConfigurationError, match="cycle: a -> b -> a"):
         dependency_jobs(table, job("a"))
 
 

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
-from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, is_job_id, new_job_id
+from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, new_job_id
 from easyjobs.store import SQLiteStore, Store, open_store
+
+from ..utils import is_job_id
 
 StoreFactory = Callable[[], Awaitable[Store]]
 RejectInserts = Callable[[str], None]

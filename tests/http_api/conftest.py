@@ -1,0 +1,86 @@
+"""Fixtures for the HTTP API: the manager the worker fixtures point at also reads an API token
+file; ``api`` is an httpx client holding the manager secret as its bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from easyjobs.manager.app import create_app
+
+from ..conftest import RunningManager
+from ..utils import SECRET, TIMEOUT, wait_until
+
+API_TOKEN = "api-token-5c1e"
+"""The second line of the token file every manager here reads (the first is a comment)."""
+
+
+async def serve(db: Path, token_file: Path, metrics_public: bool = False) -> RunningManager:
+    """A standalone manager app (``create_app``) on an ephemeral loopback port; failed attempts
+    are retried after a few milliseconds."""
+    app = create_app(SECRET, str(db), api_token_file=str(token_file), retry_base=0.01,
+                     metrics_public=metrics_public)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    task = asyncio.get_running_loop().create_task(server.serve())
+    await wait_until(lambda: server.started or task.done(), what="uvicorn to start")
+    if task.done():
+        task.result()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return RunningManager("127.0.0.1", port, db, server, task)
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "api-tokens"
+    path.write_text(f"# one token per line\n\n{API_TOKEN}\n")
+    return path
+
+
+@pytest.fixture
+async def http_manager_factory(
+    tmp_path: Path, token_file: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start managers with the HTTP API (``await http_manager_factory(metrics_public=True)``)."""
+    started: list[RunningManager] = []
+
+    async def make(metrics_public: bool = False) -> RunningManager:
+        running = await serve(tmp_path / f"jobs{len(started)}.db", token_file, metrics_public)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        if not running.task.done():
+            await running.stop()
+
+
+@pytest.fixture
+async def manager(http_manager_factory: Callable[..., Any]) -> RunningManager:
+    """Overrides the suite's ``manager``: the workers and clients made here connect to it."""
+    return await http_manager_factory()  # type: ignore[no-any-return]
+
+
+def base_url(running: RunningManager) -> str:
+    return f"http://{running.host}:{running.port}"
+
+
+@pytest.fixture
+async def api(manager: RunningManager) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``manager``, authenticated with the manager secret."""
+    async with httpx.AsyncClient(base_url=base_url(manager), timeout=TIMEOUT,
+                                 headers={"Authorization": f"Bearer {SECRET}"}) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous(manager: RunningManager) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``manager`` with no credentials."""
+    async with httpx.AsyncClient(base_url=base_url(manager), timeout=TIMEOUT) as client:
+        yield client
