@@ -117,12 +117,15 @@ def _manager(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .manager.app import create_app
+    from .protocol.frames import DEFAULT_MAX_MESSAGE
 
     app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
                      api_token_file=args.api_token_file,
                      metrics_public=True if args.metrics_public else None)
     log.info("manager listening on %s:%s", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
+    # uvicorn reads whole WebSocket messages before the session's own limit applies.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
+                ws_max_size=2 * DEFAULT_MAX_MESSAGE)
     return 0
 
 

@@ -258,3 +258,39 @@ async def test_paused_worker_keeps_its_pause_across_manager_dispatch(
     assert await job.result(timeout=TIMEOUT) == "pong"
     await registered(manager, "ETL", "ping")
     assert await client.call("ETL", "ping") == "pong"
+
+
+async def test_resumed_parent_takes_its_slot_back(
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+) -> None:
+    """A task that lent its slot to a child revokes the credit when it resumes, so with one slot
+    a job submitted meanwhile waits for the parent instead of running beside it."""
+    worker = worker_factory(max_tasks=1)
+    resumed, release = asyncio.Event(), asyncio.Event()
+
+    @worker.task()
+    async def child() -> int:
+        return 1
+
+    @worker.task()
+    async def parent() -> int:
+        value = await child()
+        resumed.set()
+        await release.wait()
+        return int(value)
+
+    @worker.task()
+    async def other() -> str:
+        return "ran"
+
+    await worker.start()
+    job = await parent.submit()
+    await asyncio.wait_for(resumed.wait(), TIMEOUT)
+    state = next(w for w in manager.manager.core.dispatcher.workers.values()
+                 if w.name == worker.name)
+    await wait_until(lambda: state.credit == 0, what="the lent credit to be revoked")
+    queued = await client.submit("ETL", "other")
+    assert (await client.job(queued.id))["status"] == "queued"
+    release.set()
+    assert await job.result(timeout=TIMEOUT) == 1
+    assert await queued.result(timeout=TIMEOUT) == "ran"

@@ -46,6 +46,7 @@ from ..protocol.frames import (
     Register,
     Result,
     Resume,
+    Revoke,
     ScheduleInfo,
     Schedules,
     Submit,
@@ -231,6 +232,8 @@ class Core:
                 self._done(peer, frame)
             elif isinstance(frame, Credit):
                 self.dispatcher.grant(peer.id, frame.n)
+            elif isinstance(frame, Revoke):
+                self.dispatcher.revoke(peer.id, frame.n)
             elif isinstance(frame, Watch):
                 self._watch(peer, frame.job, frame.ref)
             elif isinstance(frame, Lookup):
@@ -248,7 +251,8 @@ class Core:
             elif isinstance(frame, Schedules):
                 self._reply(peer, ScheduleInfo(frame.ref, self.scheduler.info()))
             elif isinstance(frame, Error):
-                log.warning("peer %s reported %s: %s", peer.name, frame.code, frame.message)
+                log.warning("peer %r reported %s: %.200r", peer.name, frame.code[:40],
+                            frame.message)
         if submits:
             self._submit(peer, submits)
 

@@ -82,10 +82,6 @@ class Dispatcher:
                 return True
         return False
 
-    def queued(self, key: Key) -> int:
-        """How many jobs wait for ``key``."""
-        return len(self._ready.get(key, ()))
-
     # ------------------------------------------------------------------ workers
 
     def add_worker(self, worker_id: str, name: str) -> WorkerState:
@@ -114,6 +110,11 @@ class Dispatcher:
         worker = self.workers[worker_id]
         worker.credit += n
         self._fill(worker)
+
+    def revoke(self, worker_id: str, n: int) -> None:
+        """The worker takes back up to ``n`` credits it has not seen used."""
+        worker = self.workers[worker_id]
+        worker.credit = max(0, worker.credit - n)
 
     def claim(self, worker_id: str, job_id: str) -> None:
         """Count ``job_id`` as running on the worker (it kept running across a reconnect)."""

@@ -17,6 +17,7 @@ from ..protocol.auth import new_nonce
 from ..protocol.frames import Frame, Hello
 from ..protocol.session import (
     CLOSE_GOING_AWAY,
+    CLOSE_GRACE,
     CLOSE_PROTOCOL_ERROR,
     ServerSession,
     State,
@@ -100,7 +101,7 @@ class Endpoint:
                 if frames and isinstance(frames[0], Hello):
                     peer = WebSocketPeer(session, wake, session_id)
                     self._core.connect(peer)
-                    log.info("%s %s connected", peer.role, peer.name)
+                    log.info("%s %r connected", peer.role, peer.name)
                     frames = frames[1:]
                     ticker.reschedule()
                 if peer is not None and frames:
@@ -116,10 +117,14 @@ class Endpoint:
         finally:
             if peer is not None:
                 self._core.disconnect(peer)
-                log.info("%s %s disconnected", peer.role, peer.name)
+                log.info("%s %r disconnected", peer.role, peer.name)
             if session.state is not State.CLOSED:
                 writer.cancel()  # the socket is gone: nothing more can be sent on it
             wake.set()
+            # The writer sends what is left and closes; a peer that stopped reading gets
+            # CLOSE_GRACE seconds, not for ever.
+            await asyncio.wait({writer}, timeout=CLOSE_GRACE)
+            writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             ticker.cancel()
             self._open.pop(session, None)

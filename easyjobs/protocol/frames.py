@@ -174,6 +174,14 @@ class Credit(Frame):
 
 
 @dataclass(frozen=True, slots=True)
+class Revoke(Frame):
+    """Take back ``n`` unused credits (a task that lent its slot wants it back)."""
+
+    type: ClassVar[str] = "revoke"
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pause(Frame):
     """Stop (``paused=True``) or restart new assignments; running jobs continue."""
 
@@ -279,7 +287,7 @@ FRAME_TYPES: dict[str, type[Frame]] = {
     for cls in (
         Challenge, Hello, Welcome, Heartbeat, Error, Submit, Watch, Lookup, Register,
         Credit, Pause, Resume, Done, Accepted, JobInfo, Result, Assign, Cancel, ListJobs,
-        Schedules, JobList, ScheduleInfo, Abort,
+        Schedules, JobList, ScheduleInfo, Abort, Revoke,
     )
 }
 
@@ -382,6 +390,7 @@ _JOB_STATUSES = ("waiting", "queued", "running", "retrying", "succeeded", "faile
 _RULES: dict[type[Frame], tuple[Callable[[Any], bool], str]] = {
     Submit: (lambda f: _JOB_ID.fullmatch(f.job) is not None, "job must be 32 lowercase hex digits"),
     Credit: (lambda f: f.n >= 1, "n must be at least 1"),
+    Revoke: (lambda f: f.n >= 1, "n must be at least 1"),
     Done: (lambda f: f.status in _STATUSES, "status must be 'succeeded' or 'failed'"),
     Result: (lambda f: f.status in (*_STATUSES, "cancelled"),
              "status must be 'succeeded', 'failed' or 'cancelled'"),

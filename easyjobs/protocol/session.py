@@ -46,6 +46,7 @@ from .frames import (
     Register,
     Result,
     Resume,
+    Revoke,
     ScheduleInfo,
     Schedules,
     Submit,
@@ -62,9 +63,16 @@ CLOSE_PROTOCOL_ERROR = 4000
 CLOSE_AUTH_FAILED = 4001
 CLOSE_UNSUPPORTED_VERSION = 4002
 CLOSE_TIMEOUT = 4003
+CLOSE_BACKLOG = 4004
 
 FATAL_CLOSE_CODES = frozenset({CLOSE_PROTOCOL_ERROR, CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION})
 """Close codes after which reconnecting with the same settings cannot succeed."""
+
+CLOSE_GRACE = 2.0
+"""Seconds an I/O pump gives its writer to flush and close before abandoning the socket."""
+
+MAX_BACKLOG = 16 << 20
+"""Bytes queued for a peer that is not reading them before it is dropped (close 4004)."""
 
 MISSED_HEARTBEATS = 5
 """A peer silent for this many heartbeat intervals is dead."""
@@ -82,7 +90,7 @@ class State(Enum):
 
 
 _CLIENT_SENDS = frozenset({Heartbeat, Error, Submit, Watch, Lookup, Cancel, ListJobs, Schedules})
-_WORKER_SENDS = _CLIENT_SENDS | {Register, Credit, Pause, Resume, Done}
+_WORKER_SENDS = _CLIENT_SENDS | {Register, Credit, Revoke, Pause, Resume, Done}
 _SERVER_SENDS = frozenset({Heartbeat, Error, Accepted, JobInfo, Result, JobList, ScheduleInfo})
 
 _ACCEPTS: dict[tuple[str, State], frozenset[type[Frame]]] = {
@@ -111,6 +119,8 @@ class _Session:
         self.close_reason = ""
         self.error: EasyJobsError | None = None
         self._out: list[bytes] = []
+        self._backlog = 0
+        """Bytes in ``_out``; the writer empties it unless the peer stopped reading."""
         self._last_received = now
         self._last_sent = now
         self._handshake_deadline = now + handshake_timeout
@@ -126,7 +136,13 @@ class _Session:
         """Queue a frame; ``SerializationError`` if it cannot be encoded (nothing is queued)."""
         if self.state is State.CLOSED:
             raise ConnectionLost("the connection is closed")
-        self._out.append(encode_frame(frame, self.max_message))
+        data = encode_frame(frame, self.max_message)
+        if self._backlog + len(data) > MAX_BACKLOG:
+            self.error = ConnectionLost(f"peer not reading: over {MAX_BACKLOG} bytes queued")
+            self._closed(CLOSE_BACKLOG, "peer too slow")
+            return
+        self._out.append(data)
+        self._backlog += len(data)
 
     def data_to_send(self, now: float | None = None) -> list[bytes]:
         """The queued frames, coalesced into as few messages as the size limit allows."""
@@ -145,6 +161,7 @@ class _Session:
             size += len(data)
         messages.append(b"".join(batch))
         self._out.clear()
+        self._backlog = 0
         return messages
 
     # ----------------------------------------------------------------- incoming

@@ -33,6 +33,7 @@ from ..protocol.frames import Frame, encode_frame
 from ..protocol.session import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
+    CLOSE_GRACE,
     CLOSE_NORMAL,
     CLOSE_UNSUPPORTED_VERSION,
     FATAL_CLOSE_CODES,
@@ -224,6 +225,10 @@ class Link:
             if session.state is not State.CLOSED:
                 writer.cancel()  # the socket is gone: nothing more can be sent on it
             self._wake.set()
+            # The writer sends what is left and closes; a peer that stopped reading gets
+            # CLOSE_GRACE seconds, not for ever.
+            await asyncio.wait({writer}, timeout=CLOSE_GRACE)
+            writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             ticker.cancel()
             if opened and self.on_lost is not None:

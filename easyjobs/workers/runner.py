@@ -6,9 +6,10 @@ talks back through two callables: ``grant(n)`` (n more assignments may come) and
 Slots: a slot is either held by a running job, granted to the manager as credit, or free, and
 credit is granted only for free slots, so ``active + granted <= capacity`` whenever the runner
 grants. A job that awaits another job's result lends its slot (``lend``) so the child can run
-even with one slot. When it resumes it takes a slot back at once: waiting for one could wait on
-credit the manager holds but has no job to spend, a deadlock. So for a moment ``active`` may
-exceed ``capacity`` by the number of resumed jobs; no credit is granted until it is back under.
+even with one slot. When it resumes it takes a slot back at once (waiting for one could wait on
+credit the manager holds but has no job to spend: a deadlock) and revokes the credit its slot
+became. Only an assignment already on its way when the revoke leaves can make ``active`` exceed
+``capacity``, by one per resumed job, until a job finishes; no credit is granted meanwhile.
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ class Runner:
         capacity: int,
         grant: Callable[[int], None],
         report: Callable[[Done], None],
+        revoke: Callable[[int], None],
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._grant = grant
         self._report = report
+        self._revoke = revoke
         self._running: dict[str, _Running] = {}
         self._active = 0
         self._granted = 0
@@ -109,8 +112,8 @@ class Runner:
         """
         if self._granted > 0:
             self._granted -= 1
-        else:
-            log.warning("assignment without credit for job %s", assign.job)
+        else:  # a credit revoked while this assignment was on its way: run it anyway
+            log.debug("assignment on a revoked credit for job %s", assign.job)
         self._active += 1
         self._idle.clear()
         running = _Running(assign)
@@ -191,6 +194,10 @@ class Runner:
             if running.lent == 0 and not running.holds_slot:
                 running.holds_slot = True
                 self._active += 1
+                over = min(self._granted, self._active + self._granted - self.capacity)
+                if over > 0:  # its slot went back to the manager as credit: take that back
+                    self._granted -= over
+                    self._revoke(over)
 
     # ---------------------------------------------------------------- stopping
 

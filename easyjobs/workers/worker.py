@@ -22,6 +22,7 @@ from ..protocol.frames import (
     Pause,
     Register,
     Resume,
+    Revoke,
     encode_frame,
 )
 from ..remote import Calls, RemoteTask
@@ -172,7 +173,7 @@ class EasyJobsWorker:
     async def start(self) -> None:
         """Connect to the manager and start taking jobs (see ``Link.start`` for errors)."""
         if self._runner is None:
-            self._runner = Runner(self.max_tasks, self._grant, self._report)
+            self._runner = Runner(self.max_tasks, self._grant, self._report, self._revoke)
         self._hook_shutdown()
         await self._link.start(self._connect_timeout)
 
@@ -251,6 +252,10 @@ class EasyJobsWorker:
     def _grant(self, n: int) -> None:
         if self._link.is_open:
             self._link.send(Credit(n))
+
+    def _revoke(self, n: int) -> None:
+        if self._link.is_open:
+            self._link.send(Revoke(n))
 
     def _report(self, done: Done) -> None:
         """Send an attempt's outcome, or keep it for the next connection if the link is down."""
