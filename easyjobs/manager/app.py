@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from ..errors import ConfigurationError
 from . import EasyJobsManager
@@ -79,4 +82,13 @@ def create_app(
         finally:
             await manager.close()
 
-    return Starlette(lifespan=lifespan)
+    return Starlette(lifespan=lifespan, exception_handlers={
+        404: _json_error, 405: _json_error})
+
+
+async def _json_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer JSON too, like every route of the API."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return JSONResponse({"error": {"type": "not_found" if status == 404 else "bad_method",
+                                   "message": detail}}, status_code=status)

@@ -654,3 +654,11 @@ async def test_openapi_follows_new_registrations(
     assert {"/ETL/task/late", "/SECOND/task/other", "/ETL/task/add"} <= set(doc["paths"])
     response = await api.post("/SECOND/task/other", params={"wait": TIMEOUT}, json={"n": 4})
     assert response.json()["result"] == 4
+
+
+async def test_unknown_paths_and_wrong_methods_answer_json(api: httpx.AsyncClient) -> None:
+    """A path no route serves is a JSON 404, a wrong method a JSON 405."""
+    missing = await api.get("/no/such/route/here")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
+    wrong = await api.delete("/jobs")
+    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "bad_method"
