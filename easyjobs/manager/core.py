@@ -78,8 +78,8 @@ class Observer(Protocol):
     """Told of every job and worker change (metrics, the dashboard's live feed).
 
     ``change`` is ``created``, ``started``, ``retrying``, ``requeued`` or ``finished`` for jobs
-    (the record holds the new status) and ``connected``, ``disconnected`` or ``paused`` for
-    workers. Called synchronously on the manager's loop: observers must be quick.
+    (the record holds the new status) and ``connected``, ``registered``, ``disconnected``,
+    ``paused`` or ``resumed`` for workers. Called synchronously on the manager's loop: observers must be quick.
     """
 
     def job_changed(self, change: str, record: JobRecord) -> None: ...
@@ -699,6 +699,7 @@ class Core:
             self.store.save_tasks([(s.queue, s.name, s.to_wire()) for s in specs])
         ))
         self.dispatcher.serve(peer.id, [(s.queue, s.name) for s in specs])
+        self._worker_changed("registered", peer)
 
     def _not_started(self, active: Active) -> bool:
         """Queued, or waiting on a dependency that is itself still queued."""

@@ -16,6 +16,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
 
 let token = sessionStorage.getItem(TOKEN_KEY);
+let session = 0; // bumped at each sign-in and sign-out: an older follow() loop stops
 let stream = null; // AbortController of the running /events request
 const jobs = new Map(); // job id -> {job, row}
 let tasks = []; // [{queue, task}] from /queues, for the run form
@@ -107,6 +108,7 @@ function showLogin(message) {
 
 function signOut(message) {
   token = null;
+  session += 1;
   sessionStorage.removeItem(TOKEN_KEY);
   if (stream) stream.abort();
   stream = null;
@@ -467,9 +469,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Follow /events until signed out: subscribe first, then load the snapshot (so no change falls
 // between the two), then apply events as they come. Reconnect with capped, jittered backoff.
-async function follow() {
+async function follow(mine) {
   let failures = 0;
-  while (token) {
+  while (mine === session) {
     const controller = new AbortController();
     stream = controller;
     try {
@@ -479,13 +481,14 @@ async function follow() {
       if (response.status === 401) { signOut("The token was refused. Sign in again."); return; }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       await Promise.all([refreshWorkers(), refreshQueues(), loadJobs()]);
+      if (selected) showJob(selected);
       setLive(true);
       failures = 0;
       await readEvents(response.body, handle);
     } catch (err) {
       if (controller.signal.aborted || err instanceof Unauthorized) return;
     }
-    if (stream !== controller) return; // signed out (and maybe in again) meanwhile
+    if (mine !== session) return; // signed out (and maybe in again) meanwhile
     setLive(false);
     const delay = Math.min(10000, 250 * 2 ** failures++);
     await sleep(delay / 2 + Math.random() * delay / 2);
@@ -498,7 +501,8 @@ function start() {
   $("login-error").textContent = "";
   jobs.clear();
   $("jobs").replaceChildren();
-  follow();
+  session += 1;
+  follow(session);
 }
 
 if (token) start();
