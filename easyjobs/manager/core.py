@@ -79,7 +79,8 @@ class Observer(Protocol):
 
     ``change`` is ``created``, ``started``, ``retrying``, ``requeued`` or ``finished`` for jobs
     (the record holds the new status) and ``connected``, ``registered``, ``disconnected``,
-    ``paused`` or ``resumed`` for workers. Called synchronously on the manager's loop: observers must be quick.
+    ``paused`` or ``resumed`` for workers. Called synchronously on the manager's loop:
+    observers must be quick.
     """
 
     def job_changed(self, change: str, record: JobRecord) -> None: ...
