@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABELS = ("queue", "task")
+
+
+class _TaskMetrics(NamedTuple):
+    """The labelled children of one (queue, task)."""
+
+    submitted: Any
+    succeeded: Any
+    failed: Any
+    cancelled: Any
+    retried: Any
+    duration: Any
+    queue_wait: Any
 
 
 class Metrics(Collector):
@@ -45,28 +57,29 @@ class Metrics(Collector):
         self.queue_wait = Histogram("easyjobs_job_queue_wait_seconds",
                                     "From creation to the first attempt's start", _LABELS,
                                     registry=self.registry)
+        self._tasks: dict[tuple[str, str], _TaskMetrics] = {}
         self.registry.register(self)
         core.observers.append(self)
 
     def job_changed(self, change: str, record: JobRecord) -> None:
-        labels = (record.queue, record.task)
+        task = self._tasks.get((record.queue, record.task))
+        if task is None:  # labels() is a lookup with locks: done once per (queue, task)
+            labels = (record.queue, record.task)
+            task = self._tasks[labels] = _TaskMetrics(*(
+                metric.labels(*labels) for metric in (
+                    self.submitted, self.succeeded, self.failed, self.cancelled, self.retried,
+                    self.duration, self.queue_wait)))
         if change == "created":
-            self.submitted.labels(*labels).inc()
+            task.submitted.inc()
         elif change == "started" and record.attempts == 1:
-            self.queue_wait.labels(*labels).observe(
-                max(0.0, (record.started_at or 0.0) - record.created_at))
+            task.queue_wait.observe(max(0.0, (record.started_at or 0.0) - record.created_at))
         elif change == "retrying":
-            self.retried.labels(*labels).inc()
+            task.retried.inc()
         elif change == "finished":
-            if record.status is JobStatus.SUCCEEDED:
-                self.succeeded.labels(*labels).inc()
-            elif record.status is JobStatus.FAILED:
-                self.failed.labels(*labels).inc()
-            else:
-                self.cancelled.labels(*labels).inc()
+            outcome = {JobStatus.SUCCEEDED: task.succeeded, JobStatus.FAILED: task.failed}
+            outcome.get(record.status, task.cancelled).inc()
             if record.started_at is not None and record.finished_at is not None:
-                self.duration.labels(*labels).observe(
-                    max(0.0, record.finished_at - record.started_at))
+                task.duration.observe(max(0.0, record.finished_at - record.started_at))
 
     def worker_changed(self, change: str, peer: Peer) -> None:
         """Worker gauges are read at scrape time."""
