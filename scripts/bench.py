@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -107,16 +109,10 @@ async def measure(port: int, jobs: int, calls: int, chains: int) -> dict[str, ob
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--chains", type=int, default=200)
-    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker_main(args.worker)
-        return
+@contextmanager
+def running_mesh() -> Iterator[int]:
+    """A manager process (SQLite in a temporary directory) and a worker process with the bench
+    tasks; yields the manager's port and stops both afterwards."""
     port = free_port()
     env = {**os.environ, "EASYJOBS_SECRET": SECRET, "EASYJOBS_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,13 +123,28 @@ def main() -> None:
         worker = None
         try:
             asyncio.run(wait_port(port))
-            worker = subprocess.Popen([sys.executable, __file__, "--worker", str(port)], env=env)
-            report = asyncio.run(measure(port, args.jobs, args.calls, args.chains))
+            worker = subprocess.Popen(
+                [sys.executable, str(HERE / "bench.py"), "--worker", str(port)], env=env)
+            yield port
         finally:
             for proc in (worker, manager):
                 if proc is not None:
                     proc.terminate()
                     proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--chains", type=int, default=200)
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.worker)
+        return
+    with running_mesh() as port:
+        report = asyncio.run(measure(port, args.jobs, args.calls, args.chains))
     print(json.dumps(report, indent=2))
 
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +27,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import SECRET, free_port, pct, wait_port  # noqa: E402
+from bench import SECRET, pct, running_mesh  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {SECRET}"}
 
@@ -97,24 +94,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    port = free_port()
-    env = {**os.environ, "EASYJOBS_SECRET": SECRET, "EASYJOBS_LOG_LEVEL": "WARNING"}
-    with tempfile.TemporaryDirectory() as tmp:
-        manager = subprocess.Popen(
-            [sys.executable, "-m", "easyjobs", "--log-level", "WARNING", "manager",
-             "--port", str(port), "--db", str(Path(tmp) / "bench.db")],
-            env=env, cwd=HERE.parent)
-        worker = None
-        try:
-            asyncio.run(wait_port(port))
-            worker = subprocess.Popen(
-                [sys.executable, str(HERE / "bench.py"), "--worker", str(port)], env=env)
-            report = asyncio.run(measure(port, args.jobs, args.clients, args.calls))
-        finally:
-            for proc in (worker, manager):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(10)
+    with running_mesh() as port:
+        report = asyncio.run(measure(port, args.jobs, args.clients, args.calls))
     print(json.dumps(report, indent=2))
 
 

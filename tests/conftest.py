@@ -44,9 +44,13 @@ class RunningManager:
 
 
 async def start_manager(db: Path, port: int = 0, heartbeat: float = 1.0,
-                        retry_base: float | None = None, secret: str = SECRET
+                        retry_base: float | None = None, secret: str = SECRET,
+                        api_token_file: Path | None = None, metrics_public: bool = False,
                         ) -> RunningManager:
-    app = create_app(secret, str(db), heartbeat=heartbeat, retry_base=retry_base)
+    """The standalone manager app (``create_app``) served by uvicorn on 127.0.0.1."""
+    app = create_app(secret, str(db), heartbeat=heartbeat, retry_base=retry_base,
+                     api_token_file=str(api_token_file) if api_token_file else None,
+                     metrics_public=metrics_public)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)

@@ -3,37 +3,25 @@ file; ``api`` is an httpx client holding the manager secret as its bearer token.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from easyjobs.manager.app import create_app
-
-from ..conftest import RunningManager
-from ..utils import SECRET, TIMEOUT, wait_until
+from ..conftest import RunningManager, start_manager
+from ..utils import SECRET, TIMEOUT
 
 API_TOKEN = "api-token-5c1e"
 """The second line of the token file every manager here reads (the first is a comment)."""
 
 
 async def serve(db: Path, token_file: Path, metrics_public: bool = False) -> RunningManager:
-    """A standalone manager app (``create_app``) on an ephemeral loopback port; failed attempts
-    are retried after a few milliseconds."""
-    app = create_app(SECRET, str(db), api_token_file=str(token_file), retry_base=0.01,
-                     metrics_public=metrics_public)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
-    task = asyncio.get_running_loop().create_task(server.serve())
-    await wait_until(lambda: server.started or task.done(), what="uvicorn to start")
-    if task.done():
-        task.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return RunningManager("127.0.0.1", port, db, server, task)
+    """A standalone manager that also reads ``token_file``; failed attempts are retried after a
+    few milliseconds."""
+    return await start_manager(db, retry_base=0.01, api_token_file=token_file,
+                               metrics_public=metrics_public)
 
 
 @pytest.fixture
