@@ -105,6 +105,13 @@ class JobRecord:
     next_attempt_at: float | None = None
     """While retrying: when the next attempt is due (seconds since the epoch)."""
 
+    def move(self, status: JobStatus) -> None:
+        """Change status as ``TRANSITIONS`` allows; an illegal move is a bug (``ValueError``)."""
+        if status not in TRANSITIONS[self.status]:
+            raise ValueError(f"job {self.id}: illegal transition "
+                             f"{self.status.value} -> {status.value}")
+        self.status = status
+
     def to_wire(self) -> dict[str, Any]:
         """The record as a msgpack-able map, the shape the ``job_info`` frame carries."""
         return {

@@ -143,7 +143,8 @@ class Core:
             await self.store.requeue(running)
         for job in jobs:
             if job.status is JobStatus.RUNNING:
-                job.status, job.worker = JobStatus.QUEUED, None
+                job.move(JobStatus.QUEUED)
+                job.worker = None
         self._activate(jobs, recovered=True)
         for job in jobs:
             if job.status is JobStatus.WAITING:
@@ -204,9 +205,8 @@ class Core:
             active = self.active.get(job_id)
             if active is None or active.finishing or active.worker_id != peer.id:
                 continue
-            active.record.status, active.record.worker, active.worker_id = (
-                JobStatus.QUEUED, None, None
-            )
+            active.record.move(JobStatus.QUEUED)
+            active.record.worker, active.worker_id = None, None
             requeued.append(job_id)
         if not requeued:
             return
@@ -401,7 +401,8 @@ class Core:
             self._spawn(self._fail(active, workflow.error_info(exc)))
             return
         record.attempts += 1
-        record.status, record.worker = JobStatus.RUNNING, worker.name
+        record.move(JobStatus.RUNNING)
+        record.worker = worker.name
         record.started_at = time.time()
         active.worker_id = worker.id
         self._job_changed("started", record)
@@ -418,7 +419,8 @@ class Core:
             self.dispatcher.discard(job_id)
             self.dispatcher.claim(peer.id, job_id)
             record = active.record
-            record.status, record.worker, active.worker_id = JobStatus.RUNNING, peer.name, peer.id
+            record.move(JobStatus.RUNNING)
+            record.worker, active.worker_id = peer.name, peer.id
             # It runs an attempt even if a crash lost the record of its start.
             record.attempts = max(record.attempts, 1)
             self._spawn(self._write(
@@ -440,7 +442,8 @@ class Core:
             # record the attempt first, so the outcome lands on a running job (writes apply in
             # order) with the attempt counted, as for any other attempt.
             self.dispatcher.discard(frame.job)
-            record.status, record.worker = JobStatus.RUNNING, peer.name
+            record.move(JobStatus.RUNNING)
+            record.worker = peer.name
             self._spawn(self._write(self.store.mark_running(
                 frame.job, peer.name, record.attempts, record.started_at or time.time())))
         if active.worker_id not in (None, peer.id) and active.worker_id in self.peers:
@@ -474,7 +477,8 @@ class Core:
         except StoreError:
             log.error("could not record the retry of job %s; requeueing it now", record.id)
             next_at = time.time()
-        record.status, record.worker, active.worker_id = JobStatus.RETRYING, None, None
+        record.move(JobStatus.RETRYING)
+        record.worker, active.worker_id = None, None
         record.error, record.next_attempt_at = error, next_at
         self._job_changed("retrying", record)
         active.finishing = False
@@ -499,7 +503,8 @@ class Core:
         """Retrying or waiting -> queued, in the store first (writes apply in order)."""
         record = active.record
         self._spawn(self._write(self.store.requeue([record.id])))
-        record.status, record.next_attempt_at = JobStatus.QUEUED, None
+        record.move(JobStatus.QUEUED)
+        record.next_attempt_at = None
         self._job_changed("requeued", record)
         self.dispatcher.enqueue(record.id, (record.queue, record.task))
 
@@ -533,7 +538,9 @@ class Core:
             active.cancel_waiters.clear()
             if record.status in (JobStatus.RUNNING, JobStatus.QUEUED):
                 log.error("could not record the outcome of job %s; requeueing it", record.id)
-                record.status, record.worker, active.worker_id = JobStatus.QUEUED, None, None
+                if record.status is JobStatus.RUNNING:
+                    record.move(JobStatus.QUEUED)
+                record.worker, active.worker_id = None, None
                 self.dispatcher.enqueue(record.id, (record.queue, record.task))
             else:
                 log.error("could not record the outcome of %s job %s; it stays %s",
@@ -544,7 +551,8 @@ class Core:
                 self._lookup(peer, Lookup(ref, record.id))
             return
         self.active.pop(record.id, None)
-        record.status, record.result, record.error = status, value, error
+        record.move(status)
+        record.result, record.error = value, error
         record.finished_at = time.time()
         self._job_changed("finished", record)
         result = Result(record.id, status.value, value, error)
