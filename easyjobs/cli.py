@@ -123,9 +123,10 @@ def _manager(args: argparse.Namespace) -> int:
                      api_token_file=args.api_token_file,
                      metrics_public=True if args.metrics_public else None)
     log.info("manager listening on %s:%s", args.host, args.port)
-    # uvicorn reads whole WebSocket messages before the session's own limit applies.
+    # uvicorn reads whole WebSocket messages before the session's own limit applies; open
+    # dashboard streams (/events) must not hold a shutdown up for long.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
-                ws_max_size=2 * DEFAULT_MAX_MESSAGE)
+                ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3)
     return 0
 
 
