@@ -161,7 +161,10 @@ def _names(values: Iterable[str] | None, what: str) -> tuple[str, ...]:
         return ()
     if isinstance(values, str):
         raise ConfigurationError(f"{what} must be a list of task names, not a string")
-    return tuple(check_name(v, f"each {what} entry") for v in values)
+    names = tuple(check_name(v, f"each {what} entry") for v in values)
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{what} names a task twice: {list(names)}")
+    return names
 
 
 def _check_cron(schedule: str) -> None:

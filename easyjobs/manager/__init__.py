@@ -16,7 +16,8 @@ from typing import Any
 from starlette.routing import WebSocketRoute
 
 from ..errors import ConfigurationError
-from ..protocol.frames import DEFAULT_MAX_MESSAGE
+from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
+from ..protocol.session import MAX_BACKLOG
 from ..remote import Calls, RemoteTask
 from ..store import Store, open_store
 from ..workers.link import WS_PATH
@@ -67,12 +68,15 @@ class EasyJobsManager:
             raise ConfigurationError("server_secret is required: workers authenticate with it")
         if heartbeat <= 0 or handshake_timeout <= 0:
             raise ConfigurationError("heartbeat and handshake_timeout must be positive")
+        if not HANDSHAKE_MAX_MESSAGE <= max_message <= MAX_BACKLOG // 2:
+            raise ConfigurationError(
+                f"max_message must be between {HANDSHAKE_MAX_MESSAGE} and {MAX_BACKLOG // 2}")
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
         self.store = store or open_store(db_path or os.environ.get("DB_PATH") or DEFAULT_DB)
         self.core = Core(self.store, retry_base=retry_base, retry_cap=retry_cap)
         self.endpoint = Endpoint(self.core, secret, heartbeat, max_message, handshake_timeout)
-        self._loopback = LoopbackLink(self.core)
+        self._loopback = LoopbackLink(self.core, max_message)
         self._local = EasyJobsWorker(link=self._loopback, manager_secret=secret,
                                      jobs_queue="DEFAULT", max_tasks_per_worker=max_local_tasks)
         self.http: HttpApi | None = None

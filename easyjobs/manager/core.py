@@ -190,8 +190,9 @@ class Core:
             self._worker_changed("connected", peer)
 
     def disconnect(self, peer: Peer) -> None:
-        """The peer is gone: drop its watches and requeue what it was running."""
-        self.peers.pop(peer.id, None)
+        """The peer is gone: drop its watches and requeue what it was running (once)."""
+        if self.peers.pop(peer.id, None) is None:
+            return
         self.connected_at.pop(peer.id, None)
         if peer.role == "worker":
             self._worker_changed("disconnected", peer)
@@ -281,14 +282,17 @@ class Core:
             except EasyJobsError as exc:
                 self._reply(peer, Error(exc.code, str(exc), frame.ref))
                 continue
-            optimistic = not duplicate and not deps
+            items.append((frame, [record, *deps], not duplicate and not deps))
+        if not items:
+            return
+        # The insert goes to the store first: anything dispatch writes about these jobs
+        # (a failed assignment's outcome, say) must land after it (writes apply in order).
+        self._spawn(self._commit_submits(peer, items))
+        for frame, group, optimistic in items:
             if optimistic:
-                self._activate([record])
+                self._activate(group[:1])
             if frame.watch and frame.job in self.active:
                 self._watch(peer, frame.job, None)
-            items.append((frame, [record, *deps], optimistic))
-        if items:
-            self._spawn(self._commit_submits(peer, items))
 
     def _spec(self, queue: str, task: str) -> TaskSpec | None:
         return self.tasks.get((queue, task))
@@ -326,6 +330,7 @@ class Core:
 
     def _activate(self, records: list[JobRecord], recovered: bool = False) -> None:
         """Track new unfinished jobs: dispatch the queued, tie the waiting to their deps."""
+        records = [r for r in records if r.id not in self.active]  # each job is tracked once
         for record in records:
             if record.status not in TERMINAL:
                 self.active[record.id] = Active(record)
@@ -390,18 +395,19 @@ class Core:
     def _assign(self, worker: WorkerState, job_id: str) -> None:
         active = self.active[job_id]
         record = active.record
+        record.move(JobStatus.RUNNING)
         frame = Assign(job_id, record.queue, record.task, record.args, record.kwargs,
                        record.attempts + 1)
         try:
             self.peers[worker.id].send(frame)
         except SerializationError as exc:  # e.g. a job_failed argument grown over the limit
+            record.move(JobStatus.QUEUED)
             worker.credit += 1
             self.dispatcher.finished(job_id, worker.id)
             active.finishing = True
             self._spawn(self._fail(active, workflow.error_info(exc)))
             return
         record.attempts += 1
-        record.move(JobStatus.RUNNING)
         record.worker = worker.name
         record.started_at = time.time()
         active.worker_id = worker.id
@@ -545,8 +551,13 @@ class Core:
             else:
                 log.error("could not record the outcome of %s job %s; it stays %s",
                           record.status.value, record.id, record.status.value)
+                self._restore(active)
             return
-        if not stored:  # retracted meanwhile: the stored job and its result stand
+        if not stored:  # retracted or finished meanwhile: the stored job and its result stand
+            self.active.pop(record.id, None)
+            for peer in active.watchers:
+                peer.watching.discard(record.id)
+                self._spawn(self._watch_stored(peer, record.id, None))
             for peer, ref in active.cancel_waiters:
                 self._lookup(peer, Lookup(ref, record.id))
             return
@@ -563,6 +574,17 @@ class Core:
             self._reply(peer, JobInfo(ref, record.to_wire()))
         self._activate(children)
         self._dependency_finished(record)
+
+    def _restore(self, active: Active) -> None:
+        """An outcome could not be committed: a waiting or retrying job goes on as it was."""
+        record = active.record
+        if record.status is JobStatus.RETRYING:
+            self._plan_retry(active)
+        elif record.status is JobStatus.WAITING:
+            for dep_id in active.pending:
+                self._blocked.setdefault(dep_id, set()).add(record.id)
+                if dep_id not in self.active:  # it finished: apply its outcome again
+                    self._spawn(self._settle_dependency(dep_id))
 
     def _dependency_finished(self, dep: JobRecord) -> None:
         """Release or fail the jobs waiting on ``dep``."""
@@ -717,7 +739,7 @@ class Core:
                        if dep in self.active)
         return active.record.status is JobStatus.QUEUED
 
-    async def _fire_schedule(self, spec: TaskSpec, tick: float) -> None:
+    async def _fire_schedule(self, spec: TaskSpec, tick: float) -> bool:
         """One cron tick: create the task's job, unless this tick already fired.
 
         A tick is skipped while the previous tick's job has not started yet, so a schedule
@@ -728,7 +750,7 @@ class Core:
         if previous is not None and self._not_started(previous):
             log.info("schedule of %s.%s skipped a tick: job %s has not started yet",
                      spec.queue, spec.name, previous.record.id)
-            return
+            return False
         spec = self.tasks.get(key, spec)
         args, kwargs = workflow.default_arguments(spec)
         now = time.time()
@@ -739,16 +761,17 @@ class Core:
             deps = workflow.dependency_jobs(self._spec, record, now)
         except EasyJobsError as exc:
             log.error("schedule of %s.%s cannot fire: %s", spec.queue, spec.name, exc)
-            return
+            return False
         try:
             fired = await self.store.fire_schedule(spec.queue, spec.name, tick, record, deps)
         except StoreError:
             log.exception("schedule of %s.%s could not fire", spec.queue, spec.name)
-            return
+            return False
         if fired:
             log.info("schedule fired %s.%s (job %s)", spec.queue, spec.name, record.id)
             self._last_scheduled[key] = record.id
             self._activate([record, *deps])
+        return fired
 
     async def _write(self, write: Coroutine[Any, Any, Any]) -> None:
         """A store write nobody waits for; a failure is logged (the job stays recoverable)."""

@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import ConnectionLost, ProtocolError
+from ..errors import ConnectionLost, EasyJobsError, ProtocolError
 from ..protocol.auth import new_nonce
 from ..protocol.frames import Frame, Hello
 from ..protocol.session import (
+    CLOSE_BACKLOG,
     CLOSE_GOING_AWAY,
     CLOSE_GRACE,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_PROTOCOL_ERROR,
     ServerSession,
     State,
@@ -31,20 +34,22 @@ log = logging.getLogger("easyjobs.manager")
 class WebSocketPeer(Peer):
     """A peer on a WebSocket: frames go into its session and wake its writer."""
 
-    def __init__(self, session: ServerSession, wake: asyncio.Event, peer_id: str) -> None:
+    def __init__(self, session: ServerSession, wake: asyncio.Event, peer_id: str,
+                  drop: Callable[[Peer], None]) -> None:
         super().__init__(peer_id, session.name, session.role)
         self.session = session
         self._wake = wake
+        self._drop = drop
 
     def send(self, frame: Frame) -> None:
         try:
             self.session.send(frame)
         except ConnectionLost:
-            return  # closing: ``disconnect`` cleans up what this peer was owed
-        self._wake.set()
-
-    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
-        self.session.close(code, reason)
+            # Closing: ``disconnect`` cleans up what this peer was owed. A peer that stopped
+            # reading is dropped now, its jobs requeued, though its socket may linger.
+            if self.session.close_code == CLOSE_BACKLOG:
+                self._drop(self)
+            return
         self._wake.set()
 
 
@@ -99,7 +104,7 @@ class Endpoint:
                     break
                 frames = session.receive(data, loop.time())
                 if frames and isinstance(frames[0], Hello):
-                    peer = WebSocketPeer(session, wake, session_id)
+                    peer = WebSocketPeer(session, wake, session_id, self._core.disconnect)
                     self._core.connect(peer)
                     log.info("%s %r connected", peer.role, peer.name)
                     frames = frames[1:]
@@ -109,6 +114,9 @@ class Endpoint:
                         self._core.handle(peer, frames)
                     except ProtocolError as exc:
                         session.fail(CLOSE_PROTOCOL_ERROR, exc)
+                    except Exception:  # a bug of ours: this peer goes, everyone else stays
+                        log.exception("internal error handling frames from %r", peer.name)
+                        session.fail(CLOSE_INTERNAL_ERROR, EasyJobsError("internal error"))
                 wake.set()
             if session.error is not None:
                 log.warning("closing connection %s: %s", session_id, session.error)

@@ -27,14 +27,16 @@ class _LoopbackPeer(Peer):
 
     def send(self, frame: Frame) -> None:
         if self._link.is_open:
-            asyncio.get_running_loop().call_soon(self._link.deliver, _copy(frame))
+            copy = _copy(frame, self._link.max_message)
+            asyncio.get_running_loop().call_soon(self._link.deliver, copy)
 
 
 class LoopbackLink:
     """A link with the same surface as ``workers.link.Link``, wired straight into ``core``."""
 
-    def __init__(self, core: Core, name: str = "manager") -> None:
+    def __init__(self, core: Core, max_message: int, name: str = "manager") -> None:
         self._core = core
+        self.max_message = max_message
         self.name = name
         self.peer = _LoopbackPeer(self, name)
         self.calls = Calls(self.send)
@@ -46,7 +48,7 @@ class LoopbackLink:
 
     def send(self, frame: Frame) -> None:
         """Local worker or caller -> core."""
-        copy = _copy(frame)
+        copy = _copy(frame, self.max_message)
         asyncio.get_running_loop().call_soon(self._to_core, copy)
 
     def _to_core(self, frame: Frame) -> None:
@@ -72,6 +74,7 @@ class LoopbackLink:
                 self.on_lost()
 
 
-def _copy(frame: Frame) -> Frame:
-    """The frame as the other side of a socket would see it (raises ``SerializationError``)."""
-    return decode_message(encode_frame(frame))[0]
+def _copy(frame: Frame, max_message: int) -> Frame:
+    """The frame as the other side of a socket would see it (raises ``SerializationError``),
+    held to the same size limit as the manager's WebSocket peers."""
+    return decode_message(encode_frame(frame, max_message), max_message)[0]

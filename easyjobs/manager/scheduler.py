@@ -42,11 +42,12 @@ def next_tick(schedule: str, timezone: str | None, after: float) -> float:
 
 
 class Scheduler:
-    """Keeps one timer per scheduled task; ``fire(spec, tick)`` creates the tick's job."""
+    """Keeps one timer per scheduled task; ``fire(spec, tick)`` creates the tick's job and
+    says whether it did."""
 
     def __init__(
         self,
-        fire: Callable[[TaskSpec, float], Coroutine[Any, Any, None]],
+        fire: Callable[[TaskSpec, float], Coroutine[Any, Any, bool]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._fire = fire
@@ -92,11 +93,14 @@ class Scheduler:
         if entry is None:
             return
         tick = entry.next_fire
-        entry.last_fire = self._last_fires[key] = tick
-        task = asyncio.get_running_loop().create_task(self._fire(entry.spec, tick))
+        task = asyncio.get_running_loop().create_task(self._fire_tick(key, entry, tick))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._plan(key, entry)
+
+    async def _fire_tick(self, key: Key, entry: _Entry, tick: float) -> None:
+        if await self._fire(entry.spec, tick):  # a skipped tick is not a fire
+            entry.last_fire = self._last_fires[key] = max(tick, entry.last_fire or tick)
 
     def info(self) -> list[dict[str, Any]]:
         """Every schedule with its last and next fire time."""

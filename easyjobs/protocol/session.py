@@ -58,6 +58,7 @@ from .frames import (
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TOO_BIG = 1009
 CLOSE_PROTOCOL_ERROR = 4000
 CLOSE_AUTH_FAILED = 4001
@@ -140,7 +141,7 @@ class _Session:
         if self._backlog + len(data) > MAX_BACKLOG:
             self.error = ConnectionLost(f"peer not reading: over {MAX_BACKLOG} bytes queued")
             self._closed(CLOSE_BACKLOG, "peer too slow")
-            return
+            raise self.error
         self._out.append(data)
         self._backlog += len(data)
 

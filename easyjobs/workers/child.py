@@ -19,7 +19,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -119,10 +119,12 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
         os.close(err_write)
     stderr = _Stderr()
     outcome: list[bytes] = []
+    result_pipe = os.fdopen(read_fd, "rb", buffering=0)
+    err_pipe = os.fdopen(err_read, "rb", buffering=0)
     try:
         _, _, code = await asyncio.gather(
-            _read_pipe(read_fd, outcome.append),
-            _read_pipe(err_read, stderr.feed),
+            _read_pipe(result_pipe, outcome.append),
+            _read_pipe(err_pipe, stderr.feed),
             _feed_and_wait(proc, msgpack.packb([args, kwargs], use_bin_type=True)),
         )
     except BaseException:
@@ -130,6 +132,9 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
         with contextlib.suppress(ProcessLookupError):
             await proc.wait()
         raise
+    finally:
+        result_pipe.close()
+        err_pipe.close()
     stderr.feed(b"")
     return _result(b"".join(outcome), code, stderr.tail(), script.stem)
 
@@ -170,17 +175,12 @@ class _Stderr:
         return "".join(lines[-STDERR_TAIL:])
 
 
-async def _read_pipe(fd: int, on_chunk: Callable[[bytes], None]) -> None:
-    """Hand each chunk read from ``fd`` to ``on_chunk`` until EOF (the writers all closed)."""
+async def _read_pipe(pipe: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:
+    """Hand each chunk read from ``pipe`` to ``on_chunk`` until EOF (the writers all closed)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    pipe = os.fdopen(fd, "rb", buffering=0)
-    try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    except BaseException:
-        pipe.close()
-        raise
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), pipe)
     try:
         while chunk := await reader.read(65536):
             on_chunk(chunk)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ConnectionLost
 from ..protocol.frames import (
     Abort,
     Assign,
@@ -260,7 +260,10 @@ class EasyJobsWorker:
     def _report(self, done: Done) -> None:
         """Send an attempt's outcome, or keep it for the next connection if the link is down."""
         if self._link.is_open:
-            self._link.send(done)
-        else:
-            encode_frame(done)  # a result that can never be sent fails now, as when connected
-            self._unsent.append(done)
+            try:
+                self._link.send(done)
+                return
+            except ConnectionLost:  # the link just closed under us: keep it for the next one
+                pass
+        encode_frame(done)  # a result that can never be sent fails now, as when connected
+        self._unsent.append(done)

@@ -442,3 +442,19 @@ def test_tuples_encode_as_arrays() -> None:
     assert bytes.fromhex("a4 61726773 92 01 92 02 03") in message
     [frame] = client.receive(message, 0.0)
     assert isinstance(frame, Assign) and frame.args == [1, [2, 3]]
+
+
+def test_a_peer_that_stops_reading_is_dropped_4004() -> None:
+    """Frames queued beyond MAX_BACKLOG (the writer is not draining) close the session 4004;
+    the frame that overflowed raises ConnectionLost instead of vanishing."""
+    from easyjobs.protocol.session import CLOSE_BACKLOG, MAX_BACKLOG
+
+    server, _ = open_pair()
+    big = Error("internal_error", "x" * 60_000)
+    queued = 0
+    with pytest.raises(ConnectionLost):
+        while True:
+            server.send(big)
+            queued += 1
+    assert queued * 60_000 >= MAX_BACKLOG - 60_000
+    assert server.close_code == CLOSE_BACKLOG and server.state is State.CLOSED
