@@ -364,12 +364,17 @@ async function loadJobs() {
 
 // ------------------------------------------------------------------ job detail
 
+let detailRequest = 0; // answers can come back out of order: only the latest is shown
+
 async function showJob(id) {
   selected = id;
   for (const row of $("jobs").children) row.classList.toggle("selected", row.dataset.jobId === id);
   $("detail").hidden = false;
+  const request = ++detailRequest;
   try {
-    renderDetail(await api(`jobs/${encodeURIComponent(id)}`));
+    const job = await api(`jobs/${encodeURIComponent(id)}`);
+    if (request !== detailRequest) return;
+    renderDetail(job);
     $("detail-problem").textContent = "";
   } catch (err) {
     if (!(err instanceof Unauthorized)) $("detail-problem").textContent = err.message;
