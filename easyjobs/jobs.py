@@ -107,7 +107,7 @@ class JobRecord:
 
     def move(self, status: JobStatus) -> None:
         """Change status as ``TRANSITIONS`` allows; an illegal move is a bug (``ValueError``)."""
-        if status not in TRANSITIONS[self.status]:
+        if not can_transition(self.status, status):
             raise ValueError(f"job {self.id}: illegal transition "
                              f"{self.status.value} -> {status.value}")
         self.status = status
