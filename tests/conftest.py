@@ -69,10 +69,9 @@ async def manager_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start managers on demand (``await manager_factory()``); all are stopped afterwards."""
     started: list[RunningManager] = []
 
-    async def make(db: Path | None = None, port: int = 0, heartbeat: float = 1.0,
-                   retry_base: float | None = None, secret: str = SECRET) -> RunningManager:
-        running = await start_manager(db or tmp_path / "jobs.db", port, heartbeat, retry_base,
-                                      secret)
+    async def make(db: Path | None = None, **options: Any) -> RunningManager:
+        """``options`` are those of ``start_manager`` (port, heartbeat, retry_base, ...)."""
+        running = await start_manager(db or tmp_path / "jobs.db", **options)
         started.append(running)
         return running
 

@@ -41,6 +41,7 @@ from easyjobs.workers.link import WS_PATH
 
 from .conftest import FAST_BACKOFF
 from .processes import handshake
+from .protocol.strategies import damaged, packed, values
 from .utils import SECRET, TIMEOUT, wait_until
 
 QUEUE = "LIVE"
@@ -180,39 +181,6 @@ async def assert_still_serving(live: Live, value: int) -> None:
 
 
 # ------------------------------------------------------------------------------ garbage
-
-FIELD_NAMES = sorted(
-    {f.name for cls in FRAME_TYPES.values() for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-)
-scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-    | st.text(max_size=12) | st.binary(max_size=40)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=6) | st.integers(-3, 3), inner, max_size=4),
-    max_leaves=16,
-)
-frame_maps = st.builds(
-    lambda name, fields: {"type": name, **fields},
-    st.sampled_from(sorted(FRAME_TYPES)) | st.text(max_size=8),
-    st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=4), values, max_size=8),
-)
-packed = st.lists(values | frame_maps, min_size=1, max_size=3).map(
-    lambda objects: b"".join(msgpack.packb(o, use_bin_type=True) for o in objects)
-)
-
-
-@st.composite
-def damaged(draw: st.DrawFn) -> bytes:
-    """A msgpack message cut short, or with one byte replaced."""
-    data = draw(packed)
-    at = draw(st.integers(0, len(data) - 1))
-    if draw(st.booleans()):
-        return data[:at]
-    return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1:]
-
 
 messages = st.lists(
     st.binary(max_size=300) | packed | damaged() | st.text(max_size=50)

@@ -10,18 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import RunningManager, start_manager
+from ..conftest import RunningManager
 from ..utils import SECRET, TIMEOUT
 
 API_TOKEN = "api-token-5c1e"
 """The second line of the token file every manager here reads (the first is a comment)."""
-
-
-async def serve(db: Path, token_file: Path, metrics_public: bool = False) -> RunningManager:
-    """A standalone manager that also reads ``token_file``; failed attempts are retried after a
-    few milliseconds."""
-    return await start_manager(db, retry_base=0.01, api_token_file=token_file,
-                               metrics_public=metrics_public)
 
 
 @pytest.fixture
@@ -32,21 +25,22 @@ def token_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def http_manager_factory(
-    tmp_path: Path, token_file: Path
-) -> AsyncIterator[Callable[..., Any]]:
-    """Start managers with the HTTP API (``await http_manager_factory(metrics_public=True)``)."""
-    started: list[RunningManager] = []
+def http_manager_factory(
+    tmp_path: Path, token_file: Path, manager_factory: Callable[..., Any]
+) -> Callable[..., Any]:
+    """Start managers that also read ``token_file`` and retry failed attempts after a few
+    milliseconds (``await http_manager_factory(metrics_public=True)``); each has its own
+    database. The suite's ``manager_factory`` stops them."""
+    count = 0
 
     async def make(metrics_public: bool = False) -> RunningManager:
-        running = await serve(tmp_path / f"jobs{len(started)}.db", token_file, metrics_public)
-        started.append(running)
-        return running
+        nonlocal count
+        count += 1
+        return await manager_factory(  # type: ignore[no-any-return]
+            db=tmp_path / f"jobs{count}.db", retry_base=0.01, api_token_file=token_file,
+            metrics_public=metrics_public)
 
-    yield make
-    for running in started:
-        if not running.task.done():
-            await running.stop()
+    return make
 
 
 @pytest.fixture

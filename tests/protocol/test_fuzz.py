@@ -1,20 +1,18 @@
 """Property tests: whatever a peer sends, decoding and the sessions fail only in the documented way.
 
-Inputs are arbitrary bytes, msgpack-encoded arbitrary values and frame-shaped maps (a real
-``type`` with arbitrary fields), and those messages cut short or with one byte changed.
+Inputs are arbitrary bytes, msgpack-encoded arbitrary values and frame-shaped maps (a real or
+made-up ``type`` with arbitrary fields), and those messages cut short or with one byte changed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from easyjobs.errors import AuthenticationError, ProtocolError
-from easyjobs.protocol.frames import FRAME_TYPES, Error, Frame, decode_message
+from easyjobs.protocol.frames import Error, Frame, decode_message
 from easyjobs.protocol.session import (
     CLOSE_AUTH_FAILED,
     CLOSE_PROTOCOL_ERROR,
@@ -26,44 +24,7 @@ from easyjobs.protocol.session import (
 )
 
 from .helpers import make_client, make_server, open_pair
-
-FIELD_NAMES = sorted(
-    {f.name for cls in FRAME_TYPES.values() for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-)
-
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=12)
-    | st.binary(max_size=40)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=6) | st.integers(-3, 3), inner, max_size=4),
-    max_leaves=16,
-)
-frame_maps = st.builds(
-    lambda name, fields: {"type": name, **fields},
-    st.sampled_from(sorted(FRAME_TYPES)),
-    st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=4), values, max_size=8),
-)
-packed = st.lists(values | frame_maps, min_size=1, max_size=3).map(
-    lambda objects: b"".join(msgpack.packb(o, use_bin_type=True) for o in objects)
-)
-
-
-@st.composite
-def damaged(draw: st.DrawFn) -> bytes:
-    """A msgpack message cut short, or with one byte replaced."""
-    data = draw(packed)
-    at = draw(st.integers(0, len(data) - 1))
-    if draw(st.booleans()):
-        return data[:at]
-    return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
-
+from .strategies import damaged, packed
 
 messages = st.binary(max_size=300) | packed | damaged()
 
