@@ -174,7 +174,7 @@ async def assert_still_serving(live: Live, value: int) -> None:
     assert await asyncio.wait_for(live.client.call(QUEUE, "echo", value), TIMEOUT) == value
     core = live.manager.core
     await wait_until(
-        lambda: not any(p.name.startswith("fuzz-") for p in core.peers.values())
+        lambda: not any(p.name.startswith("fuzz-") for p in core.peers.by_id.values())
         and not any(w.name.startswith("fuzz-") for w in core.dispatcher.workers.values()),
         what="the manager to forget closed connections",
     )

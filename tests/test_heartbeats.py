@@ -77,6 +77,6 @@ async def test_quiet_but_alive_peers_stay_connected(
         return "done"
 
     await worker.start()
-    sessions = set(manager.manager.core.peers)
+    sessions = set(manager.manager.core.peers.by_id)
     assert await client.call("ETL", "slow") == "done"
-    assert set(manager.manager.core.peers) == sessions  # nobody was dropped and reconnected
+    assert set(manager.manager.core.peers.by_id) == sessions  # nobody was dropped and reconnected

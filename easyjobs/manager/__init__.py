@@ -169,9 +169,9 @@ class EasyJobsManager:
         """An awaitable remote function for a task some worker registered."""
         return self._local.remote(queue, name)
 
-    def toggle_workers(self, pause: bool = True) -> None:
-        """Pause (no new assignments anywhere; running jobs finish) or resume all workers."""
-        self.core.toggle_workers(pause)
+    def toggle_workers(self, pause: bool = True, worker_id: str | None = None) -> None:
+        """Pause (no new assignments; running jobs finish) or resume all workers, or one."""
+        self.core.toggle_workers(pause, worker_id)
 
 
 __all__ = ["EasyJobsManager"]

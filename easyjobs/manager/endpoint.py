@@ -26,7 +26,8 @@ from ..protocol.session import (
     State,
 )
 from ..ticker import Ticker
-from .core import Core, Peer
+from .core import Core
+from .peers import Peer
 
 log = logging.getLogger("easyjobs.manager")
 

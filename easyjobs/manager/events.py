@@ -14,18 +14,19 @@ from typing import TYPE_CHECKING, Any
 from ..jobs import JobRecord
 
 if TYPE_CHECKING:
-    from .core import Core, Peer
+    from .observers import Observers
+    from .peers import Peer
 
 _END: dict[str, Any] = {}
 
 
 class EventHub:
-    """Observes a ``Core``; ``stream()`` yields its changes as JSON-ready dicts."""
+    """Observes a manager; ``stream()`` yields its changes as JSON-ready dicts."""
 
-    def __init__(self, core: Core, limit: int = 1000) -> None:
+    def __init__(self, observers: Observers, limit: int = 1000) -> None:
         self._limit = limit
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
-        core.observers.append(self)
+        observers.append(self)
 
     @property
     def subscribers(self) -> int:

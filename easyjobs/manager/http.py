@@ -9,11 +9,9 @@ string is never looked at. Every answer is JSON; bytes travel as ``{"$base64": .
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,11 +66,11 @@ class HttpApi:
     def __init__(self, manager: EasyJobsManager, tokens: list[bytes],
                  metrics_public: bool = False) -> None:
         self._manager = manager
-        self._core = manager.core
+        self._queries = manager.core.queries
         self._tokens = tokens
         self._metrics_public = metrics_public
-        self.metrics = Metrics(manager.core)
-        self.events = EventHub(manager.core)
+        self.metrics = Metrics(manager.core.observers, self._queries)
+        self.events = EventHub(manager.core.observers)
 
     def routes(self) -> list[BaseRoute]:
         guarded = self._guarded
@@ -166,7 +164,7 @@ class HttpApi:
         return JSONResponse({"status": "ok"})
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi.document(self._core.tasks.values()))
+        return JSONResponse(openapi.document(self._queries.task_specs()))
 
     async def metrics_route(self, request: Request) -> Response:
         if not self._metrics_public and not self.authorized(request):
@@ -176,7 +174,7 @@ class HttpApi:
     async def run_task(self, request: Request) -> Response:
         queue, task = request.path_params["queue"], request.path_params["task"]
         wait = self._number(request, "wait", None)
-        spec = self._core.tasks.get((queue, task))
+        spec = self._queries.task_spec(queue, task)
         if spec is None:
             raise HTTPError(404, f"no worker has registered task {task!r} in queue {queue!r}",
                             "unknown_task")
@@ -266,27 +264,7 @@ class HttpApi:
         return JSONResponse({"jobs": to_json(jobs), "next": cursor})
 
     async def workers(self, request: Request) -> Response:
-        return JSONResponse({"workers": self.worker_list()})
-
-    def worker_list(self) -> list[dict[str, Any]]:
-        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
-        out = []
-        for worker in self._core.dispatcher.workers.values():
-            peer = self._core.peers.get(worker.id)
-            session = getattr(peer, "session", None)
-            out.append({
-                "id": worker.id,
-                "name": worker.name,
-                "queues": sorted({queue for queue, _ in worker.keys}),
-                "tasks": sorted(f"{queue}.{task}" for queue, task in worker.keys),
-                "in_flight": len(worker.in_flight),
-                "capacity": worker.capacity,
-                "connected_at": self._core.connected_at.get(worker.id),
-                "last_heartbeat": (wall_now - (loop_now - session.last_received)
-                                   if session is not None else None),
-                "paused": worker.paused or self._core.dispatcher.paused,
-            })
-        return out
+        return JSONResponse({"workers": self._queries.workers()})
 
     async def _toggle(self, request: Request, pause: bool) -> Response:
         body = await self._body(request)
@@ -296,9 +274,9 @@ class HttpApi:
         worker = body.get("worker")
         if worker is not None and not isinstance(worker, str):
             raise HTTPError(422, "worker must be a worker id (a string)", "invalid_arguments")
-        if worker is not None and worker not in self._core.dispatcher.workers:
+        if worker is not None and not self._queries.has_worker(worker):
             raise HTTPError(404, f"no connected worker {worker!r}", "unknown_worker")
-        self._core.toggle_workers(pause, worker)
+        self._manager.toggle_workers(pause, worker)
         return JSONResponse({"paused": pause, "worker": worker})
 
     async def pause(self, request: Request) -> Response:
@@ -308,22 +286,7 @@ class HttpApi:
         return await self._toggle(request, False)
 
     async def queues(self, request: Request) -> Response:
-        counts = await self._core.store.count_jobs()
-        schedules = {(s["queue"], s["task"]): s for s in self._core.scheduler.info()}
-        queues: dict[str, dict[str, Any]] = {}
-        for (queue, status), count in counts.items():
-            queues.setdefault(queue, {"counts": {}, "tasks": []})["counts"][status] = count
-        for (queue, name), spec in sorted(self._core.tasks.items()):
-            entry = queues.setdefault(queue, {"counts": {}, "tasks": []})
-            schedule = schedules.get((queue, name))
-            entry["tasks"].append({
-                "name": name,
-                "params": [p.to_wire() for p in spec.params],
-                "schema": openapi.parameters_schema(spec.params),
-                "options": spec.options.to_wire(),
-                "next_fire": schedule["next_fire"] if schedule else None,
-            })
-        return JSONResponse({"queues": to_json(queues)})
+        return JSONResponse({"queues": to_json(await self._queries.queues())})
 
     async def event_stream(self, request: Request) -> Response:
         async def lines() -> AsyncIterator[bytes]:

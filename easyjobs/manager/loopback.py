@@ -15,7 +15,8 @@ from collections.abc import Callable
 from ..errors import EasyJobsError
 from ..protocol.frames import Frame, decode_message, encode_frame
 from ..remote import Calls
-from .core import Core, Peer
+from .core import Core
+from .peers import Peer
 
 
 class _LoopbackPeer(Peer):

@@ -1,12 +1,11 @@
 """Prometheus metrics for one manager, in a registry of its own (``GET /metrics``).
 
-Counters and histograms follow the core's job changes; queue depth, jobs in flight and
-connected workers are read from the core when scraped, so they are never stale.
+Counters and histograms follow the manager's job changes; queue depth, jobs in flight and
+connected workers are read through ``Queries`` when scraped, so they are never stale.
 """
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -17,7 +16,9 @@ from prometheus_client.registry import Collector
 from ..jobs import JobRecord, JobStatus
 
 if TYPE_CHECKING:
-    from .core import Core, Peer
+    from .observers import Observers
+    from .peers import Peer
+    from .queries import Queries
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABELS = ("queue", "task")
@@ -36,10 +37,10 @@ class _TaskMetrics(NamedTuple):
 
 
 class Metrics(Collector):
-    """Observes a ``Core`` and renders the Prometheus text format."""
+    """Observes a manager and renders the Prometheus text format."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, observers: Observers, queries: Queries) -> None:
+        self._queries = queries
         self.registry = CollectorRegistry(auto_describe=True)
         self.submitted = Counter("easyjobs_jobs_submitted", "Jobs created", _LABELS,
                                  registry=self.registry)
@@ -59,7 +60,7 @@ class Metrics(Collector):
                                     registry=self.registry)
         self._tasks: dict[tuple[str, str], _TaskMetrics] = {}
         self.registry.register(self)
-        core.observers.append(self)
+        observers.append(self)
 
     def job_changed(self, change: str, record: JobRecord) -> None:
         task = self._tasks.get((record.queue, record.task))
@@ -85,18 +86,16 @@ class Metrics(Collector):
         """Worker gauges are read at scrape time."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """The gauges, computed from the core's state at scrape time."""
+        """The gauges, computed from the manager's state at scrape time."""
         depth = GaugeMetricFamily("easyjobs_jobs", "Unfinished jobs by queue and status",
                                   labels=["queue", "status"])
-        tally = Tally((a.record.queue, a.record.status.value) for a in self._core.active.values())
-        for (queue, status), count in sorted(tally.items()):
+        for (queue, status), count in sorted(self._queries.unfinished().items()):
             depth.add_metric([queue, status], count)
         yield depth
-        workers = self._core.dispatcher.workers.values()
         yield GaugeMetricFamily("easyjobs_jobs_in_flight", "Jobs running on workers",
-                                value=sum(len(w.in_flight) for w in workers))
+                                value=self._queries.jobs_in_flight())
         yield GaugeMetricFamily("easyjobs_workers_connected", "Connected workers",
-                                value=len(self._core.dispatcher.workers))
+                                value=self._queries.workers_connected())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -137,7 +137,7 @@ async def test_a_thousand_result_waiters_share_one_watch(
     await registered(manager, "ETL", "hold")
     core = manager.manager.core
     calls = manager.manager.calls
-    loopback = core.peers["loopback"]
+    loopback = core.peers.by_id["loopback"]
     state = manager.server.server_state
     baseline = len(state.tasks)  # the worker's WebSocket
     job_id = (await api.post("/ETL/task/hold", json={"x": 9})).json()["job_id"]

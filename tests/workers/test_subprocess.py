@@ -430,11 +430,11 @@ async def test_worker_keeps_serving_while_children_block(
     jobs = [await blocking.submit(str(signals), label) for label in ("one", "two")]
     for label in ("one", "two"):
         await published(signals, f"{label}.pid")
-    sessions = set(fast.manager.core.peers)
+    sessions = set(fast.manager.core.peers.by_id)
     assert await asyncio.wait_for(client.call("ETL", "ping"), TIMEOUT) == "pong"
     await asyncio.sleep(2 * MISSED_HEARTBEATS * heartbeat)  # time passing is what is tested
     assert await asyncio.wait_for(client.call("ETL", "ping"), TIMEOUT) == "pong"
-    assert set(fast.manager.core.peers) == sessions  # nobody was dropped and reconnected
+    assert set(fast.manager.core.peers.by_id) == sessions  # nobody was dropped and reconnected
     for label in ("one", "two"):
         (signals / f"{label}.go").touch()
     assert [await job.result(timeout=TIMEOUT) for job in jobs] == ["one", "two"]

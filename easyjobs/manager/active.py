@@ -1,0 +1,30 @@
+"""An unfinished job as the manager tracks it in memory, beside its row in the store."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ..jobs import JobRecord
+from .peers import Peer
+
+
+@dataclass(slots=True)
+class Active:
+    """An unfinished job this manager is working on."""
+
+    record: JobRecord
+    worker_id: str | None = None
+    finishing: bool = False
+    """An outcome is being committed: further results for this job are ignored."""
+    watchers: set[Peer] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
+    """While waiting: the dependencies that have not succeeded yet."""
+    timer: asyncio.TimerHandle | None = None
+    """While retrying: the timer of the next attempt."""
+    cancel_waiters: list[tuple[Peer, int]] = field(default_factory=list)
+    """Cancel requests (peer, ref) to answer once the job's final record is committed."""
+
+
+ActiveJobs = dict[str, Active]
+"""Unfinished jobs by id."""

@@ -1,0 +1,470 @@
+"""The state machine of unfinished jobs: submit, dispatch, run, retry, finish, cancel.
+
+How a job moves (the statuses and their legal moves are the table in ``easyjobs/jobs.py``):
+
+- **Submit.** A job is checked, its insert issued, and it is dispatched at once, before the
+  insert commits (optimistic dispatch); the ``accepted`` reply waits for the commit. An id that
+  proves to exist in the store already is taken back (``_retract``): its assignment is aborted.
+  A job with run_before dependencies is activated only after the commit, with them.
+- **Write order.** Every store operation is issued where the decision is made
+  (``background.issue``/``background.write``), and the store applies writes in the order they
+  were issued. So an insert lands before anything about the job it inserted, and a requeue
+  before the next attempt's start. Only what follows the store's answer runs later.
+- **Finish.** The first outcome wins. It is committed with the jobs it creates (run_after
+  children, an on_failure handler) in one transaction, then pushed to the watchers; then the
+  children are dispatched and the jobs waiting on it are released or failed.
+- **Workers leaving.** Their running jobs are requeued at the front of their queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..errors import EasyJobsError, SerializationError, StoreError
+from ..jobs import TERMINAL, JobRecord, JobStatus
+from ..protocol.frames import (
+    Abort,
+    Accepted,
+    Assign,
+    Cancel,
+    Done,
+    Error,
+    JobInfo,
+    Lookup,
+    Result,
+    Submit,
+)
+from ..store import Store
+from . import workflow
+from .active import Active, ActiveJobs
+from .background import Background, issue
+from .dispatcher import Dispatcher, WorkerState
+from .observers import Observers
+from .peers import Peer, Peers
+from .queries import Queries
+from .registry import TaskRegistry
+from .watchers import Watchers
+
+log = logging.getLogger("easyjobs.manager")
+
+_Items = list[tuple[Submit, list[JobRecord], bool]]
+"""Accepted submits: the frame, its job and dependency records, whether it was dispatched."""
+
+
+class Lifecycle:
+    """Moves the manager's unfinished jobs through their lifecycle, store first."""
+
+    def __init__(self, active: ActiveJobs, store: Store, peers: Peers, observers: Observers,
+                 dispatcher: Dispatcher, registry: TaskRegistry, watchers: Watchers,
+                 queries: Queries, background: Background, retry_base: float = 1.0,
+                 retry_cap: float = 60.0) -> None:
+        self.active = active
+        self._store = store
+        self._peers = peers
+        self._observers = observers
+        self._dispatcher = dispatcher
+        self._registry = registry
+        self._watchers = watchers
+        self._queries = queries
+        self._background = background
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self._blocked: dict[str, set[str]] = {}
+        """dependency id -> ids of the waiting jobs it blocks"""
+
+    def stop(self) -> None:
+        for active in self.active.values():
+            if active.timer is not None:
+                active.timer.cancel()
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, peer: Peer, frames: list[Submit]) -> None:
+        """Validate, dispatch at once, and acknowledge once the store has committed."""
+        now = time.time()
+        items: _Items = []
+        seen: set[str] = set()  # two submits of one id in one message: the second is a re-send
+        for frame in frames:
+            record = JobRecord(
+                id=frame.job, queue=frame.queue, task=frame.task, args=frame.args,
+                kwargs=frame.kwargs, parent=frame.parent, created_at=now,
+            )
+            try:
+                self._registry.check(frame)
+                duplicate = frame.job in self.active or frame.job in seen
+                deps = [] if duplicate else workflow.dependency_jobs(
+                    self._registry.spec, record, now)
+            except EasyJobsError as exc:
+                self._peers.reply(peer, Error(exc.code, str(exc), frame.ref))
+                continue
+            seen.add(frame.job)
+            items.append((frame, [record, *deps], not duplicate and not deps))
+        if not items:
+            return
+        inserted = issue(self._store.add_jobs(
+            [record for _, group, _ in items for record in group]))
+        self._background.spawn(self._submitted(peer, items, inserted))
+        for frame, group, optimistic in items:
+            if optimistic:
+                self.activate(group[:1])
+            if frame.watch and frame.job in self.active:
+                self._watchers.watch(peer, frame.job, None)
+
+    async def _submitted(self, peer: Peer, items: _Items,
+                         inserted: asyncio.Future[list[bool]]) -> None:
+        try:
+            created = await inserted
+        except StoreError:
+            for frame, group, optimistic in items:
+                if optimistic:
+                    self._retract(group[0].id)
+                self._peers.store_failed(peer, frame.ref)
+            return
+        position = 0
+        for frame, group, optimistic in items:
+            new = created[position]
+            position += len(group)
+            if optimistic and not new:
+                self._retract(frame.job)  # the id belongs to a job that had finished
+            elif new and not optimistic:
+                self.activate(group)
+            self._peers.reply(peer, Accepted(frame.ref, frame.job, new))
+            if frame.watch and not (optimistic and new):
+                self._watchers.watch(peer, frame.job, None)
+
+    def activate(self, records: list[JobRecord], recovered: bool = False) -> None:
+        """Track new unfinished jobs: dispatch the queued, tie the waiting to their deps."""
+        records = [r for r in records if r.id not in self.active]  # each job is tracked once
+        for record in records:
+            if record.status not in TERMINAL:
+                self.active[record.id] = Active(record)
+            if not recovered:
+                self._observers.job_changed(
+                    "created" if record.status not in TERMINAL else "finished", record)
+        for record in records:
+            active = self.active.get(record.id)
+            if active is None:
+                continue
+            if record.status is JobStatus.QUEUED:
+                self._dispatcher.enqueue(record.id, (record.queue, record.task))
+            elif record.status is JobStatus.WAITING:
+                for dep_id in record.dependencies:
+                    active.pending.add(dep_id)
+                    self._blocked.setdefault(dep_id, set()).add(record.id)
+            elif record.status is JobStatus.RETRYING:
+                self._plan_retry(active)
+
+    def _retract(self, job_id: str) -> None:
+        """Forget a job dispatched before its insert failed or proved a duplicate."""
+        active = self.active.pop(job_id, None)
+        if active is None:
+            return
+        self._abort(active)
+        self._dispatcher.discard(job_id)
+        self._dispatcher.finished(job_id, active.worker_id)
+        self._watchers.forget(active)
+
+    def _abort(self, active: Active) -> None:
+        """Tell the worker running ``active`` (if any) to stop it."""
+        worker = self._peers.get(active.worker_id)
+        if active.record.status is JobStatus.RUNNING and worker is not None:
+            worker.send(Abort(active.record.id))
+
+    # ------------------------------------------------------------------ running
+
+    def assign(self, worker: WorkerState, job_id: str) -> None:
+        """The dispatcher gave ``job_id`` to ``worker``: send it and record its start."""
+        active = self.active[job_id]
+        record = active.record
+        record.move(JobStatus.RUNNING)
+        active.worker_id = worker.id  # first: a worker dropped while sending requeues the job
+        frame = Assign(job_id, record.queue, record.task, record.args, record.kwargs,
+                       record.attempts + 1)
+        peer = self._peers.get(worker.id)
+        try:
+            if peer is not None:
+                peer.send(frame)
+        except SerializationError as exc:  # e.g. a job_failed argument grown over the limit
+            record.move(JobStatus.QUEUED)
+            active.worker_id = None
+            worker.credit += 1
+            self._dispatcher.finished(job_id, worker.id)
+            active.finishing = True
+            self._fail(active, workflow.error_info(exc))
+            return
+        if peer is None or active.worker_id != worker.id:
+            return  # the worker is gone: its jobs were (or will be) requeued
+        record.attempts += 1
+        record.worker = worker.name
+        record.started_at = time.time()
+        self._observers.job_changed("started", record)
+        self._background.write(
+            self._store.mark_running(job_id, worker.name, record.attempts, record.started_at),
+            f"the start of job {job_id}")
+
+    def resume(self, peer: Peer, jobs: list[str]) -> None:
+        """A reconnected worker still runs these: count them as its own if still queued."""
+        for job_id in jobs:
+            active = self.active.get(job_id)
+            if active is None or active.finishing or active.record.status is not JobStatus.QUEUED:
+                continue
+            self._dispatcher.discard(job_id)
+            self._dispatcher.claim(peer.id, job_id)
+            record = active.record
+            record.move(JobStatus.RUNNING)
+            record.worker, active.worker_id = peer.name, peer.id
+            # It runs an attempt even if a crash lost the record of its start.
+            record.attempts = max(record.attempts, 1)
+            self._background.write(
+                self._store.mark_running(job_id, peer.name, record.attempts, time.time()),
+                f"the resumed start of job {job_id}")
+
+    def worker_left(self, peer: Peer) -> None:
+        """Requeue, once, what a departed worker was running."""
+        requeued = []
+        for job_id in self._dispatcher.remove_worker(peer.id):
+            active = self.active.get(job_id)
+            if active is None or active.finishing or active.worker_id != peer.id:
+                continue
+            active.record.move(JobStatus.QUEUED)
+            active.record.worker, active.worker_id = None, None
+            requeued.append(job_id)
+        if not requeued:
+            return
+        log.warning("worker %s left with %d job(s) running; requeued", peer.name, len(requeued))
+        self._background.write(self._store.requeue(requeued),
+                               f"the requeue of {len(requeued)} job(s)")
+        for job_id in requeued:
+            record = self.active[job_id].record
+            self._observers.job_changed("requeued", record)
+            self._dispatcher.enqueue(job_id, (record.queue, record.task))
+
+    def done(self, peer: Peer, frame: Done) -> None:
+        active = self.active.get(frame.job)
+        if active is None or active.finishing or active.record.status not in (
+            JobStatus.RUNNING, JobStatus.QUEUED
+        ):
+            return  # a late or duplicate result: the first one won
+        active.finishing = True
+        record = active.record
+        if frame.attempt == record.attempts + 1:
+            record.attempts = frame.attempt  # a crash lost the record of this attempt's start
+        if record.status is JobStatus.QUEUED:
+            # Finished while the link was down, or before a restarted manager saw it running:
+            # record the attempt first, so the outcome lands on a running job with the attempt
+            # counted, as for any other attempt.
+            self._dispatcher.discard(frame.job)
+            record.move(JobStatus.RUNNING)
+            record.worker = peer.name
+            self._background.write(self._store.mark_running(
+                frame.job, peer.name, record.attempts, record.started_at or time.time()),
+                f"the start of job {frame.job}")
+        if active.worker_id not in (None, peer.id):
+            self._abort(active)  # an earlier attempt won
+        self._dispatcher.finished(frame.job, active.worker_id)
+        if frame.status == JobStatus.SUCCEEDED.value:
+            children = workflow.run_after_jobs(self._registry.spec, record, frame.value,
+                                               time.time())
+            self._conclude(active, JobStatus.SUCCEEDED, frame.value, None, children)
+        else:
+            error = frame.error or {"type": "EasyJobsError", "message": "failed", "traceback": ""}
+            self._failed_attempt(active, error)
+
+    # ------------------------------------------------------------------ retrying
+
+    def _failed_attempt(self, active: Active, error: dict[str, str]) -> None:
+        """Retry if the task's policy allows another attempt, else fail for good."""
+        record = active.record
+        spec = self._registry.spec(record.queue, record.task)
+        policy = spec.options.retry_policy if spec is not None else "never"
+        delay = workflow.retry_delay(policy, record.attempts, self.retry_base, self.retry_cap)
+        if delay is None:
+            self._fail(active, error)
+            return
+        next_at = time.time() + delay
+        retried = issue(self._store.retry(record.id, error, next_at))
+        self._background.spawn(self._retried(active, error, next_at, retried))
+
+    async def _retried(self, active: Active, error: dict[str, str], next_at: float,
+                       retried: asyncio.Future[bool]) -> None:
+        record = active.record
+        try:
+            if not await retried:
+                log.warning("job %s was not running in the store when it failed", record.id)
+        except StoreError:
+            log.error("could not record the retry of job %s; requeueing it now", record.id)
+            next_at = time.time()
+        record.move(JobStatus.RETRYING)
+        record.worker, active.worker_id = None, None
+        record.error, record.next_attempt_at = error, next_at
+        self._observers.job_changed("retrying", record)
+        active.finishing = False
+        if active.cancel_waiters:  # cancelled while the failed attempt was being recorded
+            self._cancel_now(active)
+        else:
+            self._plan_retry(active)
+
+    def _plan_retry(self, active: Active) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (active.record.next_attempt_at or 0.0) - time.time())
+        active.timer = loop.call_at(loop.time() + delay, self._retry_due, active.record.id)
+
+    def _retry_due(self, job_id: str) -> None:
+        active = self.active.get(job_id)
+        if active is None or active.record.status is not JobStatus.RETRYING:
+            return
+        active.timer = None
+        self._requeue(active)
+
+    def _requeue(self, active: Active) -> None:
+        """Retrying or waiting -> queued, in the store first."""
+        record = active.record
+        self._background.write(self._store.requeue([record.id]), f"the requeue of {record.id}")
+        record.move(JobStatus.QUEUED)
+        record.next_attempt_at = None
+        self._observers.job_changed("requeued", record)
+        self._dispatcher.enqueue(record.id, (record.queue, record.task))
+
+    # ------------------------------------------------------------------ finishing
+
+    def _fail(self, active: Active, error: dict[str, str]) -> None:
+        """Fail a job for good: its on_failure handler is created in the same transaction."""
+        record = active.record
+        record.error = error
+        handlers = workflow.failure_jobs(self._registry.spec, record, time.time())
+        self._conclude(active, JobStatus.FAILED, None, error, handlers)
+
+    def _conclude(self, active: Active, status: JobStatus, value: Any,
+                  error: dict[str, str] | None, children: list[JobRecord]) -> None:
+        """Issue the commit of a final outcome with the jobs it creates; go on once stored."""
+        record = active.record
+        active.finishing = True
+        if active.timer is not None:
+            active.timer.cancel()
+            active.timer = None
+        stored = issue(self._store.finish(
+            record.id, status, value, error, time.time(),
+            children=children, on_failure_job=record.on_failure_job,
+        ))
+        self._background.spawn(self._concluded(active, status, value, error, children, stored))
+
+    async def _concluded(self, active: Active, status: JobStatus, value: Any,
+                         error: dict[str, str] | None, children: list[JobRecord],
+                         stored: asyncio.Future[bool]) -> None:
+        """Push the committed outcome and go on: children, released dependents."""
+        record = active.record
+        try:
+            committed = await stored
+        except StoreError:
+            self._not_concluded(active)
+            return
+        self.active.pop(record.id, None)
+        if not committed:  # retracted or finished meanwhile: the stored job and its result stand
+            self._watchers.reread(active)
+            for peer, ref in active.cancel_waiters:
+                self._queries.lookup(peer, Lookup(ref, record.id))
+            return
+        record.move(status)
+        record.result, record.error = value, error
+        record.finished_at = time.time()
+        self._observers.job_changed("finished", record)
+        self._watchers.deliver(active, Result(record.id, status.value, value, error))
+        for peer, ref in active.cancel_waiters:
+            self._peers.reply(peer, JobInfo(ref, record.to_wire()))
+        self.activate(children)
+        self._dependency_finished(record)
+
+    def _not_concluded(self, active: Active) -> None:
+        """The outcome could not be committed: the job goes on as the store still has it."""
+        record = active.record
+        active.finishing = False
+        record.on_failure_job = None
+        for peer, ref in active.cancel_waiters:
+            self._peers.store_failed(peer, ref)
+        active.cancel_waiters.clear()
+        if record.status in (JobStatus.RUNNING, JobStatus.QUEUED):
+            log.error("could not record the outcome of job %s; requeueing it", record.id)
+            if record.status is JobStatus.RUNNING:
+                record.move(JobStatus.QUEUED)
+            record.worker, active.worker_id = None, None
+            self._dispatcher.enqueue(record.id, (record.queue, record.task))
+            return
+        log.error("could not record the outcome of %s job %s; it stays %s",
+                  record.status.value, record.id, record.status.value)
+        if record.status is JobStatus.RETRYING:
+            self._plan_retry(active)
+        elif record.status is JobStatus.WAITING:
+            for dep_id in active.pending:
+                self._blocked.setdefault(dep_id, set()).add(record.id)
+                if dep_id not in self.active:  # it finished: apply its outcome again
+                    self._background.spawn(self.settle_dependency(dep_id))
+
+    # ------------------------------------------------------------------ dependencies
+
+    async def settle_dependency(self, dep_id: str) -> None:
+        """A waiting job's dependency finished before this manager saw it finish."""
+        record = await self._store.get_job(dep_id)
+        if record is None:
+            record = JobRecord(id=dep_id, queue="", task="?", status=JobStatus.FAILED,
+                               error={"type": "UnknownJob", "message": "missing", "traceback": ""})
+        self._dependency_finished(record)
+
+    def _dependency_finished(self, dep: JobRecord) -> None:
+        """Release or fail the jobs waiting on ``dep``."""
+        for job_id in self._blocked.pop(dep.id, ()):
+            waiting = self.active.get(job_id)
+            if waiting is None or waiting.finishing:
+                continue
+            if dep.status is JobStatus.SUCCEEDED:
+                waiting.pending.discard(dep.id)
+                if not waiting.pending:
+                    self._requeue(waiting)
+                continue
+            reason = dep.error or {}
+            error = {
+                "type": "DependencyFailed",
+                "message": f"run_before dependency {dep.task} ({dep.id}) {dep.status.value}: "
+                           f"{reason.get('type', '')}: {reason.get('message', '')}",
+                "traceback": reason.get("traceback", ""),
+            }
+            waiting.finishing = True
+            self._fail(waiting, error)
+
+    def not_started(self, job_id: str) -> bool:
+        """Queued, or waiting on a dependency that is itself still queued."""
+        active = self.active.get(job_id)
+        if active is None:
+            return False
+        if active.record.status is JobStatus.WAITING:
+            return any(self.not_started(dep) for dep in active.pending)
+        return active.record.status is JobStatus.QUEUED
+
+    # ------------------------------------------------------------------ cancelling
+
+    def cancel(self, peer: Peer, frame: Cancel) -> None:
+        """Cancel a job; the answer is its final record, once committed.
+
+        A job whose outcome is being committed is cancelled right after if that outcome was a
+        retry, and otherwise keeps it (the answer then shows the outcome).
+        """
+        active = self.active.get(frame.job)
+        if active is None:
+            self._queries.lookup(peer, Lookup(frame.ref, frame.job))
+            return
+        active.cancel_waiters.append((peer, frame.ref))
+        if not active.finishing:
+            self._cancel_now(active)
+
+    def _cancel_now(self, active: Active) -> None:
+        record = active.record
+        active.finishing = True
+        self._abort(active)
+        self._dispatcher.discard(record.id)
+        self._dispatcher.finished(record.id, active.worker_id)
+        for dep_id in active.pending:
+            self._blocked.get(dep_id, set()).discard(record.id)
+        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
+        self._conclude(active, JobStatus.CANCELLED, None, error, [])

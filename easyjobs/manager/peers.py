@@ -1,0 +1,74 @@
+"""Who is connected: the peer interface, the registry of connected peers, and replies to them."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..errors import SerializationError, StoreError
+from ..jobs import JobStatus
+from ..protocol.frames import Error, Frame, Result
+
+log = logging.getLogger("easyjobs.manager")
+
+
+class Peer:
+    """One party connected to the manager; subclasses say how frames reach it.
+
+    ``send`` must never call back into the manager: a peer that has to be dropped while sending
+    schedules its own disconnect.
+    """
+
+    def __init__(self, peer_id: str, name: str, role: str) -> None:
+        self.id = peer_id
+        self.name = name
+        self.role = role
+        self.watching: set[str] = set()
+
+    def send(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+
+class Peers:
+    """The connected peers by id, when each connected, and replies that cannot fail."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Peer] = {}
+        self.connected_at: dict[str, float] = {}
+
+    def add(self, peer: Peer) -> None:
+        self.by_id[peer.id] = peer
+        self.connected_at[peer.id] = time.time()
+
+    def remove(self, peer: Peer) -> bool:
+        """Forget the peer; False if it was already gone (disconnects are handled once)."""
+        if self.by_id.pop(peer.id, None) is None:
+            return False
+        self.connected_at.pop(peer.id, None)
+        return True
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self.by_id
+
+    def get(self, peer_id: str | None) -> Peer | None:
+        return self.by_id.get(peer_id) if peer_id is not None else None
+
+    def reply(self, peer: Peer, frame: Frame) -> None:
+        """Send ``frame``; one too big for a frame becomes a ``serialization_error`` instead.
+
+        (A job record can outgrow the limit: its arguments and its result are each within it.)
+        """
+        try:
+            peer.send(frame)
+        except SerializationError as exc:
+            log.warning("a %s frame for %s was too big to send: %s", frame.type, peer.name, exc)
+            if isinstance(frame, Result):
+                self.reply(peer, Result(frame.job, JobStatus.FAILED.value, None, {
+                    "type": "SerializationError", "traceback": "",
+                    "message": f"the outcome of job {frame.job} is too big to send: {exc}"}))
+            else:
+                self.reply(peer, Error(exc.code, str(exc), getattr(frame, "ref", None)))
+
+    def store_failed(self, peer: Peer, ref: int | None) -> None:
+        """Tell a peer its request failed in the store (the cause is in this manager's log)."""
+        self.reply(peer, Error(StoreError.code, "the job store failed; see the manager's log", ref))

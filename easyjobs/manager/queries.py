@@ -1,0 +1,153 @@
+"""Read-only views of the manager: jobs, listings and schedules for peers; workers, queues and
+tasks for the HTTP API and metrics, which read the manager through this module only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from ..errors import SerializationError, StoreError, UnknownJob
+from ..jobs import JobRecord, JobStatus
+from ..protocol.frames import Error, JobInfo, JobList, ListJobs, Lookup, ScheduleInfo, Schedules
+from ..store import Store
+from ..tasks import TaskSpec
+from . import openapi
+from .active import ActiveJobs
+from .background import Background
+from .dispatcher import Dispatcher
+from .peers import Peer, Peers
+from .registry import TaskRegistry
+from .scheduler import Scheduler
+
+
+class Queries:
+    """Answers from memory for unfinished jobs, from the store for the rest."""
+
+    def __init__(self, active: ActiveJobs, store: Store, peers: Peers, background: Background,
+                 dispatcher: Dispatcher, registry: TaskRegistry, scheduler: Scheduler) -> None:
+        self._active = active
+        self._store = store
+        self._peers = peers
+        self._background = background
+        self._dispatcher = dispatcher
+        self._registry = registry
+        self._scheduler = scheduler
+
+    # ------------------------------------------------------------------ peers' requests
+
+    def lookup(self, peer: Peer, frame: Lookup) -> None:
+        active = self._active.get(frame.job)
+        if active is not None:
+            self._peers.reply(peer, JobInfo(frame.ref, active.record.to_wire()))
+        else:
+            self._background.spawn(self._lookup_stored(peer, frame))
+
+    async def _lookup_stored(self, peer: Peer, frame: Lookup) -> None:
+        record = await self.stored(peer, frame.job, frame.ref)
+        if record is not None:
+            self._peers.reply(peer, JobInfo(frame.ref, record.to_wire()))
+
+    async def stored(self, peer: Peer, job_id: str, ref: int | None) -> JobRecord | None:
+        """The stored job, or None once the peer has been told why there is none."""
+        try:
+            record = await self._store.get_job(job_id)
+        except StoreError:
+            self._peers.store_failed(peer, ref)
+            return None
+        if record is None:
+            self._peers.reply(peer, Error(UnknownJob.code, f"no job {job_id!r}", ref))
+        return record
+
+    def list_jobs(self, peer: Peer, frame: ListJobs) -> None:
+        limit = max(1, min(frame.limit or 50, 1000))
+        page = self._store.list_jobs(
+            queue=frame.queue, task=frame.task,
+            status=JobStatus(frame.status) if frame.status else None, limit=limit,
+            before=frame.before,
+        )
+        self._background.spawn(self._send_page(peer, frame.ref, limit, page))
+
+    async def _send_page(self, peer: Peer, ref: int, limit: int, page: Any) -> None:
+        try:
+            records: list[JobRecord] = await page
+        except StoreError:
+            self._peers.store_failed(peer, ref)
+            return
+        jobs = [(self._active[r.id].record if r.id in self._active else r).to_wire()
+                for r in records]
+        more = len(records) == limit
+        while True:  # a page too big for a frame is cut until it fits; ``next`` goes on from it
+            frame = JobList(ref, jobs, jobs[-1]["id"] if jobs and more else None)
+            try:
+                peer.send(frame)
+                return
+            except SerializationError:
+                if len(jobs) <= 1:
+                    self._peers.reply(peer, frame)
+                    return
+                jobs, more = jobs[: len(jobs) // 2], True
+
+    def schedules(self, peer: Peer, frame: Schedules) -> None:
+        self._peers.reply(peer, ScheduleInfo(frame.ref, self._scheduler.info()))
+
+    # ------------------------------------------------------------------ read models
+
+    def task_specs(self) -> list[TaskSpec]:
+        return list(self._registry.specs.values())
+
+    def task_spec(self, queue: str, name: str) -> TaskSpec | None:
+        return self._registry.spec(queue, name)
+
+    def has_worker(self, worker_id: str) -> bool:
+        return worker_id in self._dispatcher.workers
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Connected workers as the HTTP API shows them."""
+        loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
+        out = []
+        for worker in self._dispatcher.workers.values():
+            session = getattr(self._peers.get(worker.id), "session", None)
+            out.append({
+                "id": worker.id,
+                "name": worker.name,
+                "queues": sorted({queue for queue, _ in worker.keys}),
+                "tasks": sorted(f"{queue}.{task}" for queue, task in worker.keys),
+                "in_flight": len(worker.in_flight),
+                "capacity": worker.capacity,
+                "connected_at": self._peers.connected_at.get(worker.id),
+                "last_heartbeat": (wall_now - (loop_now - session.last_received)
+                                   if session is not None else None),
+                "paused": worker.paused or self._dispatcher.paused,
+            })
+        return out
+
+    async def queues(self) -> dict[str, dict[str, Any]]:
+        """Each queue's job counts by status and its tasks (parameters, options, next fire)."""
+        counts = await self._store.count_jobs()
+        schedules = {(s["queue"], s["task"]): s for s in self._scheduler.info()}
+        queues: dict[str, dict[str, Any]] = {}
+        for (queue, status), count in counts.items():
+            queues.setdefault(queue, {"counts": {}, "tasks": []})["counts"][status] = count
+        for (queue, name), spec in sorted(self._registry.specs.items()):
+            entry = queues.setdefault(queue, {"counts": {}, "tasks": []})
+            schedule = schedules.get((queue, name))
+            entry["tasks"].append({
+                "name": name,
+                "params": [p.to_wire() for p in spec.params],
+                "schema": openapi.parameters_schema(spec.params),
+                "options": spec.options.to_wire(),
+                "next_fire": schedule["next_fire"] if schedule else None,
+            })
+        return queues
+
+    def unfinished(self) -> Counter[tuple[str, str]]:
+        """Unfinished jobs by (queue, status)."""
+        return Counter((a.record.queue, a.record.status.value) for a in self._active.values())
+
+    def jobs_in_flight(self) -> int:
+        return sum(len(w.in_flight) for w in self._dispatcher.workers.values())
+
+    def workers_connected(self) -> int:
+        return len(self._dispatcher.workers)

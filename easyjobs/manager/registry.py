@@ -1,0 +1,69 @@
+"""Which tasks exist: the specs workers advertised, checked for cycles, persisted and reloaded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..errors import ConfigurationError, ProtocolError, UnknownTask
+from ..protocol.frames import Submit
+from ..store import Store
+from ..tasks import TaskSpec, find_cycle, spec_from_wire
+from .background import Background
+from .dispatcher import Key
+from .scheduler import Scheduler
+
+log = logging.getLogger("easyjobs.manager")
+
+
+class TaskRegistry:
+    """Task specs by (queue, name); a new spec replaces the old one and updates its schedule."""
+
+    def __init__(self, store: Store, background: Background, scheduler: Scheduler) -> None:
+        self._store = store
+        self._background = background
+        self._scheduler = scheduler
+        self.specs: dict[Key, TaskSpec] = {}
+
+    async def load(self) -> None:
+        """Take back the specs stored by earlier runs (their schedules start with them)."""
+        for queue, name, spec in await self._store.load_tasks():
+            try:
+                self.specs[(queue, name)] = spec_from_wire(spec)
+            except ProtocolError:
+                log.warning("ignoring an unreadable stored spec for %s.%s", queue, name)
+
+    def spec(self, queue: str, task: str) -> TaskSpec | None:
+        return self.specs.get((queue, task))
+
+    def check(self, frame: Submit) -> None:
+        """Raise ``UnknownTask`` or ``InvalidArguments`` unless ``frame`` can become a job."""
+        spec = self.specs.get((frame.queue, frame.task))
+        if spec is None:
+            raise UnknownTask(f"no worker has registered task {frame.task!r} in queue "
+                              f"{frame.queue!r}")
+        spec.check(frame.args, frame.kwargs)
+
+    def add(self, wire_specs: list[dict[str, Any]]) -> list[TaskSpec]:
+        """Register the specs of one ``register`` frame, all or none.
+
+        Raises ``ConfigurationError`` (sent back to the worker) for a spec this manager cannot
+        read or a run_before cycle.
+        """
+        try:
+            specs = [spec_from_wire(data) for data in wire_specs]
+        except ProtocolError as exc:  # e.g. a timezone this manager does not know
+            raise ConfigurationError(
+                f"{exc}; no task of this register frame was registered") from None
+        cycle = find_cycle({**self.specs, **{(s.queue, s.name): s for s in specs}})
+        if cycle:
+            raise ConfigurationError(
+                f"run_before cycle: {' -> '.join(cycle)}; these tasks were refused: "
+                f"{', '.join(s.name for s in specs)}")
+        for spec in specs:
+            self.specs[(spec.queue, spec.name)] = spec
+            self._scheduler.update(spec)
+        self._background.write(
+            self._store.save_tasks([(s.queue, s.name, s.to_wire()) for s in specs]),
+            "task specs")
+        return specs
