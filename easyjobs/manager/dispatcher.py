@@ -1,7 +1,8 @@
 """Which job goes to which worker: ready queues, worker credit, least-loaded choice. No I/O.
 
 Jobs wait in one heap per (queue, task), ordered by arrival, so a job that comes back from a lost
-worker keeps its place at the front. A worker takes jobs only while it has credit and is not
+worker keeps its place at the front. Taking a job out of its heap is O(1): its entry stays behind
+as a tombstone, skipped when it reaches the top. A worker takes jobs only while it has credit and is not
 paused; among the workers that can take a job, the one with the fewest jobs in flight wins.
 ``assign`` callbacks are how decisions leave this module.
 """
@@ -41,7 +42,10 @@ class Dispatcher:
     def __init__(self, assign: Callable[[WorkerState, str], None]) -> None:
         self._assign = assign
         self._seq = itertools.count()
-        self._ready: dict[Key, list[tuple[int, str]]] = {}
+        self._pushes = itertools.count()
+        self._ready: dict[Key, list[tuple[int, int, str]]] = {}
+        self._queued: dict[str, int] = {}
+        """job id -> the push number of its live heap entry; other entries are tombstones"""
         self._order: dict[str, int] = {}
         self._key_of: dict[str, Key] = {}
         self.workers: dict[str, WorkerState] = {}
@@ -58,10 +62,12 @@ class Dispatcher:
         if worker is not None:
             self._give(worker, job_id)
         else:
-            heapq.heappush(self._ready.setdefault(key, []), (order, job_id))
+            push = self._queued[job_id] = next(self._pushes)
+            heapq.heappush(self._ready.setdefault(key, []), (order, push, job_id))
 
     def finished(self, job_id: str, worker_id: str | None) -> None:
         """A job left the running state for good: forget it."""
+        self._queued.pop(job_id, None)
         self._order.pop(job_id, None)
         self._key_of.pop(job_id, None)
         worker = self.workers.get(worker_id) if worker_id else None
@@ -70,17 +76,17 @@ class Dispatcher:
 
     def discard(self, job_id: str) -> bool:
         """Take a queued job out of its heap (it finished or was claimed); True if it was there."""
-        key = self._key_of.get(job_id)
-        heap = self._ready.get(key) if key else None
-        if not heap:
-            return False
-        for i, (_, queued) in enumerate(heap):
-            if queued == job_id:
-                heap[i] = heap[-1]
-                heap.pop()
-                heapq.heapify(heap)
-                return True
-        return False
+        return self._queued.pop(job_id, None) is not None
+
+    def _head(self, key: Key) -> tuple[int, int, str] | None:
+        """The oldest live entry of ``key``'s heap, dropping tombstones on the way."""
+        heap = self._ready.get(key)
+        while heap:
+            entry = heap[0]
+            if self._queued.get(entry[2]) == entry[1]:
+                return entry
+            heapq.heappop(heap)
+        return None
 
     # ------------------------------------------------------------------ workers
 
@@ -147,17 +153,21 @@ class Dispatcher:
         return best
 
     def _fill(self, worker: WorkerState) -> None:
-        """Give the worker ready jobs, oldest first across its tasks, while it has credit."""
-        while worker.available and not self.paused:
+        """Give the worker ready jobs, oldest first across its tasks, while it has credit.
+
+        Stops as soon as the worker is gone: an assignment can drop it.
+        """
+        while worker.available and not self.paused and self.workers.get(worker.id) is worker:
             best_key: Key | None = None
             best_order = -1
             for key in worker.keys:
-                heap = self._ready.get(key)
-                if heap and (best_key is None or heap[0][0] < best_order):
-                    best_key, best_order = key, heap[0][0]
+                head = self._head(key)
+                if head is not None and (best_key is None or head[0] < best_order):
+                    best_key, best_order = key, head[0]
             if best_key is None:
                 return
-            _, job_id = heapq.heappop(self._ready[best_key])
+            _, _, job_id = heapq.heappop(self._ready[best_key])
+            del self._queued[job_id]
             self._give(worker, job_id)
 
     def _give(self, worker: WorkerState, job_id: str) -> None:
