@@ -2,8 +2,9 @@
 
 Jobs wait in one heap per (queue, task), ordered by arrival, so a job that comes back from a lost
 worker keeps its place at the front. Taking a job out of its heap is O(1): its entry stays behind
-as a tombstone, skipped when it reaches the top. A worker takes jobs only while it has credit and is not
-paused; among the workers that can take a job, the one with the fewest jobs in flight wins.
+as a tombstone, skipped when it reaches the top. A worker takes jobs only while it has credit
+and is not paused; among the workers that can take a job, the one with the fewest jobs in
+flight wins.
 ``assign`` callbacks are how decisions leave this module.
 """
 
