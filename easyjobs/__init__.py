@@ -22,7 +22,7 @@ _HOMES = {
             "AuthenticationError", "ConfigurationError", "ConnectionLost", "EasyJobsError",
             "InvalidArguments", "JobCancelled", "ProtocolError", "ResultTimeout",
             "SerializationError", "StoreError", "TaskFailed", "TaskTimeout", "UnknownJob",
-            "UnknownTask", "UnsupportedVersion",
+            "UnknownTask", "UnsupportedVersion", "WorkerLost",
         )
     },
 }
@@ -49,6 +49,7 @@ __all__ = [
     "UnknownJob",
     "UnknownTask",
     "UnsupportedVersion",
+    "WorkerLost",
 ]
 
 
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
         UnknownJob,
         UnknownTask,
         UnsupportedVersion,
+        WorkerLost,
     )
     from .jobs import JobStatus
     from .manager import EasyJobsManager

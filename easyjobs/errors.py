@@ -11,7 +11,8 @@
     ├── UnknownJob              the manager has no job with that id
     ├── InvalidArguments        the arguments do not bind to the task's signature
     ├── TaskFailed              the task raised; carries the remote type, message and traceback
-    │   └── JobCancelled        the job was cancelled before it finished
+    │   ├── JobCancelled        the job was cancelled before it finished
+    │   └── WorkerLost          the job lost its worker too often (it may crash or stall it)
     ├── TaskTimeout             an attempt ran over the task's ``timeout`` (also a TimeoutError)
     ├── ResultTimeout           a result did not arrive in time (also a TimeoutError)
     └── StoreError              the job store failed (details stay in the manager's log)
@@ -121,6 +122,19 @@ class JobCancelled(TaskFailed):
 
     def __init__(self, job_id: str = "") -> None:
         super().__init__("JobCancelled", f"job {job_id} was cancelled", "", job_id)
+
+
+class WorkerLost(TaskFailed):
+    """The job's worker was lost while running it, ``max_worker_losses`` times in a row.
+
+    The job failed for good rather than take down worker after worker: look in the worker's
+    log for how its process ended (a crash, an out-of-memory kill, a task blocking its loop).
+    """
+
+    code = "worker_lost"
+
+    def __init__(self, message: str, traceback: str = "", job_id: str = "") -> None:
+        super().__init__("WorkerLost", message, traceback, job_id)
 
 
 ERROR_CODES: dict[str, type[EasyJobsError]] = {

@@ -16,7 +16,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EasyJobsError, JobCancelled, ResultTimeout, TaskFailed, error_from_code
+from .errors import (
+    EasyJobsError,
+    JobCancelled,
+    ResultTimeout,
+    TaskFailed,
+    WorkerLost,
+    error_from_code,
+)
 from .jobs import JobStatus, new_job_id
 from .protocol.frames import (
     Accepted,
@@ -145,6 +152,8 @@ class Calls:
         if frame.status == JobStatus.CANCELLED.value:
             raise JobCancelled(job)
         error = frame.error or {"type": "EasyJobsError", "message": "job failed"}
+        if error["type"] == "WorkerLost":
+            raise WorkerLost(error["message"], error.get("traceback", ""), job)
         raise TaskFailed(error["type"], error["message"], error.get("traceback", ""), job)
 
     async def lookup(self, job: str) -> dict[str, Any]:

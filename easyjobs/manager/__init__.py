@@ -25,6 +25,7 @@ from ..workers.worker import EasyJobsWorker
 from .core import Core
 from .endpoint import Endpoint
 from .http import HttpApi
+from .lifecycle import JobPolicy
 from .loopback import LoopbackLink
 
 log = logging.getLogger("easyjobs.manager")
@@ -42,9 +43,10 @@ class EasyJobsManager:
     shutdown: call ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked
     automatically). A failed attempt is retried (per the task's retry_policy) after
     ``min(retry_cap, retry_base * 2**(attempts-1))`` seconds, less up to half at random.
-    ``http_api`` adds the HTTP API, metrics and dashboard routes (the standalone manager has
-    them); bearer tokens are the secret and ``api_tokens``. ``/metrics`` needs a token unless
-    ``metrics_public``.
+    A job whose worker is lost while running it ``max_worker_losses`` times fails with
+    ``WorkerLost`` instead of taking down worker after worker. ``http_api`` adds the HTTP API,
+    metrics and dashboard routes (the standalone manager has them); bearer tokens are the
+    secret and ``api_tokens``. ``/metrics`` needs a token unless ``metrics_public``.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class EasyJobsManager:
         handshake_timeout: float = 10.0,
         retry_base: float = 1.0,
         retry_cap: float = 60.0,
+        max_worker_losses: int = 3,
         http_api: bool = False,
         api_tokens: list[str] | None = None,
         metrics_public: bool = False,
@@ -74,7 +77,9 @@ class EasyJobsManager:
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
         self.store = store or open_store(db_path or os.environ.get("DB_PATH") or DEFAULT_DB)
-        self.core = Core(self.store, retry_base=retry_base, retry_cap=retry_cap)
+        if max_worker_losses < 1:
+            raise ConfigurationError("max_worker_losses must be at least 1")
+        self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses))
         self.endpoint = Endpoint(self.core, secret, heartbeat, max_message, handshake_timeout)
         self._loopback = LoopbackLink(self.core, max_message)
         self._local = EasyJobsWorker(link=self._loopback, manager_secret=secret,

@@ -22,6 +22,8 @@ class Active:
     """While waiting: the dependencies that have not succeeded yet."""
     timer: asyncio.TimerHandle | None = None
     """While retrying: the timer of the next attempt."""
+    losses: int = 0
+    """How many times a worker was lost while running this job (this manager's count)."""
     cancel_waiters: list[tuple[Peer, int]] = field(default_factory=list)
     """Cancel requests (peer, ref) to answer once the job's final record is committed."""
 

@@ -2,7 +2,8 @@
 
 Configuration comes from arguments or the environment: ``EASYJOBS_SECRET`` or
 ``EASYJOBS_SECRET_FILE`` (required), ``DB_PATH`` (default ``easyjobs.db``) and
-``EASYJOBS_HEARTBEAT`` and ``EASYJOBS_RETRY_BASE`` (seconds), ``EASYJOBS_API_TOKEN_FILE``
+``EASYJOBS_HEARTBEAT`` and ``EASYJOBS_RETRY_BASE`` (seconds), ``EASYJOBS_MAX_WORKER_LOSSES``,
+``EASYJOBS_API_TOKEN_FILE``
 (extra bearer tokens for the HTTP API, one per line) and ``EASYJOBS_METRICS_PUBLIC``.
 """
 
@@ -60,6 +61,7 @@ def create_app(
     secret_file: str | None = None,
     heartbeat: float | None = None,
     retry_base: float | None = None,
+    max_worker_losses: int | None = None,
     api_token_file: str | None = None,
     metrics_public: bool | None = None,
 ) -> Starlette:
@@ -70,11 +72,13 @@ def create_app(
         os.environ.get("EASYJOBS_METRICS_PUBLIC", "") in ("1", "true", "yes"))
     beat = heartbeat or float(os.environ.get("EASYJOBS_HEARTBEAT", "1.0"))
     base = retry_base or float(os.environ.get("EASYJOBS_RETRY_BASE", "1.0"))
+    losses = max_worker_losses or int(os.environ.get("EASYJOBS_MAX_WORKER_LOSSES", "3"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         manager = await EasyJobsManager.create(
             app, server_secret=key, db_path=db, heartbeat=beat, retry_base=base,
+            max_worker_losses=losses,
             http_api=True, api_tokens=tokens, metrics_public=public)
         app.state.manager = manager
         try:

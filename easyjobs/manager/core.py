@@ -43,7 +43,7 @@ from .active import ActiveJobs
 from .background import Background
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
-from .lifecycle import Lifecycle
+from .lifecycle import DEFAULT_POLICY, JobPolicy, Lifecycle
 from .observers import Observers
 from .peers import Peer, Peers
 from .queries import Queries
@@ -60,7 +60,7 @@ Handler = Callable[[Peer, Any], None]
 class Core:
     """One manager's state and rules; I/O layers call ``connect``, ``handle``, ``disconnect``."""
 
-    def __init__(self, store: Store, retry_base: float = 1.0, retry_cap: float = 60.0) -> None:
+    def __init__(self, store: Store, policy: JobPolicy = DEFAULT_POLICY) -> None:
         self.store = store
         self.background = Background()
         self.peers = Peers()
@@ -74,7 +74,7 @@ class Core:
         self.watchers = Watchers(active, self.peers, self.queries, self.background)
         self.lifecycle = Lifecycle(active, store, self.peers, self.observers, self.dispatcher,
                                    self.registry, self.watchers, self.queries, self.background,
-                                   retry_base, retry_cap)
+                                   policy)
         self.firing = ScheduleFiring(store, self.registry, self.lifecycle)
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EasyJobsError, SerializationError, StoreError
@@ -50,6 +51,18 @@ from .watchers import Watchers
 
 log = logging.getLogger("easyjobs.manager")
 
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """How hard the manager tries: retry backoff, and how many lost workers a job may cost."""
+
+    retry_base: float = 1.0
+    retry_cap: float = 60.0
+    max_worker_losses: int = 3
+    """A job whose worker is lost while running it this many times fails with ``WorkerLost``."""
+
+
+DEFAULT_POLICY = JobPolicy()
+
 _Items = list[tuple[Submit, list[JobRecord], bool]]
 """Accepted submits: the frame, its job and dependency records, whether it was dispatched."""
 
@@ -59,8 +72,8 @@ class Lifecycle:
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, observers: Observers,
                  dispatcher: Dispatcher, registry: TaskRegistry, watchers: Watchers,
-                 queries: Queries, background: Background, retry_base: float = 1.0,
-                 retry_cap: float = 60.0) -> None:
+                 queries: Queries, background: Background,
+                 policy: JobPolicy = DEFAULT_POLICY) -> None:
         self.active = active
         self._store = store
         self._peers = peers
@@ -70,8 +83,7 @@ class Lifecycle:
         self._watchers = watchers
         self._queries = queries
         self._background = background
-        self.retry_base = retry_base
-        self.retry_cap = retry_cap
+        self.policy = policy
         self._blocked: dict[str, set[str]] = {}
         """dependency id -> ids of the waiting jobs it blocks"""
 
@@ -223,11 +235,15 @@ class Lifecycle:
                 f"the resumed start of job {job_id}")
 
     def worker_left(self, peer: Peer) -> None:
-        """Requeue, once, what a departed worker was running."""
+        """Requeue, once, what a departed worker was running; fail a job that lost too many."""
         requeued = []
         for job_id in self._dispatcher.remove_worker(peer.id):
             active = self.active.get(job_id)
             if active is None or active.finishing or active.worker_id != peer.id:
+                continue
+            active.losses += 1
+            if active.losses >= self.policy.max_worker_losses:
+                self._lost_too_often(active, peer)
                 continue
             active.record.move(JobStatus.QUEUED)
             active.record.worker, active.worker_id = None, None
@@ -241,6 +257,19 @@ class Lifecycle:
             record = self.active[job_id].record
             self._observers.job_changed("requeued", record)
             self._dispatcher.enqueue(job_id, (record.queue, record.task))
+
+    def _lost_too_often(self, active: Active, peer: Peer) -> None:
+        record = active.record
+        log.error("job %s (%s.%s) lost its worker %d times, the last %s; failing it",
+                  record.id, record.queue, record.task, active.losses, peer.name)
+        active.finishing = True
+        self._fail(active, {
+            "type": "WorkerLost", "traceback": "",
+            "message": f"job {record.id} ({record.queue}.{record.task}) lost its worker "
+                       f"{active.losses} times, the last {peer.name}; it failed for good "
+                       f"(max_worker_losses={self.policy.max_worker_losses}). See that "
+                       "worker's log for how its process or connection ended.",
+        })
 
     def done(self, peer: Peer, frame: Done) -> None:
         active = self.active.get(frame.job)
@@ -280,7 +309,8 @@ class Lifecycle:
         record = active.record
         spec = self._registry.spec(record.queue, record.task)
         policy = spec.options.retry_policy if spec is not None else "never"
-        delay = workflow.retry_delay(policy, record.attempts, self.retry_base, self.retry_cap)
+        delay = workflow.retry_delay(policy, record.attempts, self.policy.retry_base,
+                                       self.policy.retry_cap)
         if delay is None:
             self._fail(active, error)
             return

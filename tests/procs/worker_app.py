@@ -66,3 +66,9 @@ async def hold(marker: str) -> str:
     finally:
         loop.remove_signal_handler(signal.SIGUSR1)
     return "released"
+
+
+@worker.task(retry_policy="never")
+async def crash() -> None:
+    """Kill this worker's own process, as a segfault or the kernel's OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)
