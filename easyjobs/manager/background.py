@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import StoreError
@@ -30,6 +30,8 @@ class Background:
 
     def __init__(self) -> None:
         self._pending: set[asyncio.Future[Any]] = set()
+        self.on_store_error: Callable[[StoreError, str], None] = _log_store_error
+        """Told of every write-behind ``StoreError`` with what was being written."""
 
     def spawn(self, continuation: Coroutine[Any, Any, None]) -> None:
         """Run ``continuation`` (it awaits an operation already issued); log if it raises."""
@@ -43,8 +45,18 @@ class Background:
         The job it concerns stays recoverable: the store still holds its previous state.
         """
         future = issue(operation)
-        future.add_done_callback(lambda done: _log_write(done, what))
+        future.add_done_callback(lambda done: self._written(done, what))
         self._track(future)
+
+    def _written(self, future: asyncio.Future[Any], what: str) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, StoreError):
+            self.on_store_error(exc, what)
+        elif exc is not None:
+            log.error("store write (%s) failed unexpectedly", what,
+                      exc_info=(type(exc), exc, exc.__traceback__))
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         self._pending.add(future)
@@ -63,12 +75,5 @@ def _log_continuation(task: asyncio.Task[None]) -> None:
                   exc_info=(type(exc), exc, exc.__traceback__))
 
 
-def _log_write(future: asyncio.Future[Any], what: str) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if isinstance(exc, StoreError):
-        log.error("could not record %s in the store: %s", what, exc)
-    elif exc is not None:
-        log.error("store write (%s) failed unexpectedly", what,
-                  exc_info=(type(exc), exc, exc.__traceback__))
+def _log_store_error(exc: StoreError, what: str) -> None:
+    log.error("could not record %s in the store: %s", what, exc)

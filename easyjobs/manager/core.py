@@ -7,6 +7,7 @@ call ``connect``, ``handle`` with the frames of one message, and ``disconnect``.
 - ``registry``: the advertised task specs; ``dispatcher``: which job goes to which worker;
 - ``lifecycle``: the state machine of unfinished jobs against the store;
 - ``watchers``: who awaits which outcome; ``queries``: read-only views (peers and HTTP API);
+- ``health``: whether the store writes (dispatch holds while not);
 - ``firing``: cron ticks into jobs; ``background``: continuations and write-behind;
 - ``recovery``: start-up.
 
@@ -43,6 +44,7 @@ from .active import ActiveJobs
 from .background import Background
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
+from .health import StoreHealth
 from .lifecycle import DEFAULT_POLICY, JobPolicy, Lifecycle
 from .observers import Observers
 from .peers import Peer, Peers
@@ -69,12 +71,15 @@ class Core:
         self.scheduler = Scheduler(self._fire_schedule)
         self.registry = TaskRegistry(store, self.background, self.scheduler)
         self.dispatcher = Dispatcher(self._assign)
+        self.health = StoreHealth(store, self.dispatcher)
+        self.background.on_store_error = self.health.failed
         self.queries = Queries(active, store, self.peers, self.background, self.dispatcher,
-                               self.registry, self.scheduler)
+                               self.registry, self.scheduler, self.health)
         self.watchers = Watchers(active, self.peers, self.queries, self.background)
         self.lifecycle = Lifecycle(active, store, self.peers, self.observers, self.dispatcher,
                                    self.registry, self.watchers, self.queries, self.background,
-                                   policy)
+                                   self.health, policy)
+        self.health.on_writable.append(self.lifecycle.store_writable)
         self.firing = ScheduleFiring(store, self.registry, self.lifecycle)
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,
@@ -110,6 +115,7 @@ class Core:
     async def stop(self) -> None:
         """Stop the schedules and timers, wait for in-progress store work, close the store."""
         await self.scheduler.stop()
+        self.health.stop()
         self.lifecycle.stop()
         await self.background.drain()
         await self.store.close()

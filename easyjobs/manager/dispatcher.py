@@ -52,6 +52,8 @@ class Dispatcher:
         self.workers: dict[str, WorkerState] = {}
         self._serving: dict[Key, set[str]] = {}
         self.paused = False
+        self.held = False
+        """Every assignment stops, whatever the pauses say (the store cannot write)."""
 
     # ------------------------------------------------------------------ jobs
 
@@ -139,10 +141,17 @@ class Dispatcher:
             for worker in targets:
                 self._fill(worker)
 
+    def hold(self, held: bool) -> None:
+        """Stop or restart every assignment, apart from (and on top of) the pauses."""
+        self.held = held
+        if not held:
+            for worker in list(self.workers.values()):
+                self._fill(worker)
+
     # ------------------------------------------------------------------ choosing
 
     def _pick(self, key: Key) -> WorkerState | None:
-        if self.paused:
+        if self.paused or self.held:
             return None
         best: WorkerState | None = None
         for worker_id in self._serving.get(key, ()):
@@ -158,7 +167,8 @@ class Dispatcher:
 
         Stops as soon as the worker is gone: an assignment can drop it.
         """
-        while worker.available and not self.paused and self.workers.get(worker.id) is worker:
+        while (worker.available and not self.paused and not self.held
+               and self.workers.get(worker.id) is worker):
             best_key: Key | None = None
             best_order = -1
             for key in worker.keys:

@@ -161,6 +161,10 @@ class HttpApi:
     # ------------------------------------------------------------------ routes
 
     async def healthz(self, request: Request) -> Response:
+        problem = await self._queries.store_problem()
+        if problem is not None:
+            return JSONResponse({"status": "store_unwritable", "reason": problem},
+                                status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def openapi(self, request: Request) -> Response:

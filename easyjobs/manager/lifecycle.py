@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from . import workflow
 from .active import Active, ActiveJobs
 from .background import Background, issue
 from .dispatcher import Dispatcher, WorkerState
+from .health import StoreHealth
 from .observers import Observers
 from .peers import Peer, Peers
 from .queries import Queries
@@ -72,7 +74,7 @@ class Lifecycle:
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, observers: Observers,
                  dispatcher: Dispatcher, registry: TaskRegistry, watchers: Watchers,
-                 queries: Queries, background: Background,
+                 queries: Queries, background: Background, health: StoreHealth,
                  policy: JobPolicy = DEFAULT_POLICY) -> None:
         self.active = active
         self._store = store
@@ -83,9 +85,12 @@ class Lifecycle:
         self._watchers = watchers
         self._queries = queries
         self._background = background
+        self._health = health
         self.policy = policy
         self._blocked: dict[str, set[str]] = {}
         """dependency id -> ids of the waiting jobs it blocks"""
+        self._unrecorded: list[Callable[[], None]] = []
+        """Outcomes to commit again once the store writes (it could not when they came)."""
 
     def stop(self) -> None:
         for active in self.active.values():
@@ -96,6 +101,11 @@ class Lifecycle:
 
     def submit(self, peer: Peer, frames: list[Submit]) -> None:
         """Validate, dispatch at once, and acknowledge once the store has committed."""
+        if not self._health.writable:
+            refusal = f"{self._health.reason}; new jobs are refused until it writes again"
+            for frame in frames:
+                self._peers.store_failed(peer, frame.ref, refusal)
+            return
         now = time.time()
         items: _Items = []
         seen: set[str] = set()  # two submits of one id in one message: the second is a re-send
@@ -129,11 +139,12 @@ class Lifecycle:
                          inserted: asyncio.Future[list[bool]]) -> None:
         try:
             created = await inserted
-        except StoreError:
+        except StoreError as exc:
+            self._health.failed(exc, f"{len(items)} new job(s)")
             for frame, group, optimistic in items:
                 if optimistic:
                     self._retract(group[0].id)
-                self._peers.store_failed(peer, frame.ref)
+                self._peers.store_failed(peer, frame.ref, self._health.reason)
             return
         position = 0
         for frame, group, optimistic in items:
@@ -324,8 +335,8 @@ class Lifecycle:
         try:
             if not await retried:
                 log.warning("job %s was not running in the store when it failed", record.id)
-        except StoreError:
-            log.error("could not record the retry of job %s; requeueing it now", record.id)
+        except StoreError as exc:
+            self._health.failed(exc, f"the retry of job {record.id} (it is requeued now)")
             next_at = time.time()
         record.move(JobStatus.RETRYING)
         record.worker, active.worker_id = None, None
@@ -388,8 +399,13 @@ class Lifecycle:
         record = active.record
         try:
             committed = await stored
-        except StoreError:
-            self._not_concluded(active)
+        except StoreError as exc:
+            self._health.failed(exc, f"the outcome of job {record.id}")
+            if self._health.writable:
+                self._not_concluded(active)
+            else:  # kept, not run again: recorded once the store writes
+                self._unrecorded.append(
+                    lambda: self._conclude(active, status, value, error, children))
             return
         self.active.pop(record.id, None)
         if not committed:  # retracted or finished meanwhile: the stored job and its result stand
@@ -406,6 +422,12 @@ class Lifecycle:
             self._peers.reply(peer, JobInfo(ref, record.to_wire()))
         self.activate(children)
         self._dependency_finished(record)
+
+    def store_writable(self) -> None:
+        """The store writes again: record the outcomes it refused meanwhile."""
+        unrecorded, self._unrecorded = self._unrecorded, []
+        for conclude in unrecorded:
+            conclude()
 
     def _not_concluded(self, active: Active) -> None:
         """The outcome could not be committed: the job goes on as the store still has it."""

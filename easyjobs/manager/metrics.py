@@ -96,6 +96,9 @@ class Metrics(Collector):
                                 value=self._queries.jobs_in_flight())
         yield GaugeMetricFamily("easyjobs_workers_connected", "Connected workers",
                                 value=self._queries.workers_connected())
+        yield GaugeMetricFamily("easyjobs_store_writable",
+                                "1 while the job store accepts writes, 0 while dispatch is held",
+                                value=int(self._queries.store_writable()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

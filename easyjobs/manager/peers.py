@@ -69,6 +69,8 @@ class Peers:
             else:
                 self.reply(peer, Error(exc.code, str(exc), getattr(frame, "ref", None)))
 
-    def store_failed(self, peer: Peer, ref: int | None) -> None:
-        """Tell a peer its request failed in the store (the cause is in this manager's log)."""
-        self.reply(peer, Error(StoreError.code, "the job store failed; see the manager's log", ref))
+    def store_failed(self, peer: Peer, ref: int | None, reason: str | None = None) -> None:
+        """Tell a peer its request failed in the store: ``reason`` (written to be shown) or,
+        without one, a pointer to this manager's log, where the cause is."""
+        self.reply(peer, Error(StoreError.code,
+                               reason or "the job store failed; see the manager's log", ref))

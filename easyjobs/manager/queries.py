@@ -17,6 +17,7 @@ from . import openapi
 from .active import ActiveJobs
 from .background import Background
 from .dispatcher import Dispatcher
+from .health import StoreHealth
 from .peers import Peer, Peers
 from .registry import TaskRegistry
 from .scheduler import Scheduler
@@ -26,7 +27,8 @@ class Queries:
     """Answers from memory for unfinished jobs, from the store for the rest."""
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, background: Background,
-                 dispatcher: Dispatcher, registry: TaskRegistry, scheduler: Scheduler) -> None:
+                 dispatcher: Dispatcher, registry: TaskRegistry, scheduler: Scheduler,
+                 health: StoreHealth) -> None:
         self._active = active
         self._store = store
         self._peers = peers
@@ -34,6 +36,7 @@ class Queries:
         self._dispatcher = dispatcher
         self._registry = registry
         self._scheduler = scheduler
+        self._health = health
 
     # ------------------------------------------------------------------ peers' requests
 
@@ -151,3 +154,10 @@ class Queries:
 
     def workers_connected(self) -> int:
         return len(self._dispatcher.workers)
+
+    def store_writable(self) -> bool:
+        return self._health.writable
+
+    async def store_problem(self) -> str | None:
+        """Why the store cannot write (probed now, at most once a second), or None."""
+        return await self._health.check()
