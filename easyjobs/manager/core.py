@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -773,7 +773,7 @@ class Core:
             self._activate([record, *deps])
         return fired
 
-    async def _write(self, write: Coroutine[Any, Any, Any]) -> None:
+    async def _write(self, write: Awaitable[Any]) -> None:
         """A store write nobody waits for; a failure is logged (the job stays recoverable)."""
         try:
             await write

@@ -790,7 +790,7 @@ class TestSQLiteStore:
         await store.close()
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("SELECT value FROM meta").fetchall() == [("1",)]
+            assert conn.execute("SELECT value FROM meta").fetchall() == [("2",)]
         conn.close()
         with pytest.raises(ConfigurationError, match="NORMAL or FULL"):
             SQLiteStore(path, synchronous="OFF")
