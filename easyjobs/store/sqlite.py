@@ -56,6 +56,8 @@ SCAN_READERS = 2
 BUSY_TIMEOUT_S = 5.0
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 """Bytes of WAL file kept after a checkpoint restarts it; the rest goes back to the disk."""
+TIGHT_WAL_PAGES = 64
+"""WAL pages between checkpoints once the store has run out of space (SQLite's default: 1000)."""
 SCHEMA_VERSION = "2"
 UNWRITABLE_CODES = frozenset(
     (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
@@ -599,8 +601,12 @@ class SQLiteStore(Store):
         belongs to no single op, so the whole batch fails without retries; so does a full or
         unwritable database, after one retry behind a WAL checkpoint.
         """
+        # While the store cannot write, the WAL gives its space back first: a batch written
+        # before would spend the space just freed, and the WAL could never be moved out.
+        checkpointed = not self._writable
+        if checkpointed and not self._checkpoint(conn):
+            return self._unwritable_outcomes(conn, batch, None)
         outcomes: list[Outcome] = []
-        checkpointed = False
         while batch:
             values: list[Any] = []
             in_ops = False
@@ -614,14 +620,10 @@ class SQLiteStore(Store):
             except Exception as exc:
                 _rollback(conn)
                 if _unwritable(exc):
-                    if not checkpointed:  # the WAL may hold the space this batch needs
-                        checkpointed = True
-                        self._checkpoint(conn)
+                    if not checkpointed and self._checkpoint(conn):
+                        checkpointed = True  # the WAL held the space this batch needs
                         continue
-                    self._lost_writes(exc)
-                    outcomes += [(fut, StoreUnwritable(self._unwritable_message()), None)
-                                 for _, _, fut in batch]
-                    return outcomes
+                    return outcomes + self._unwritable_outcomes(conn, batch, exc)
                 if in_ops:  # batch[len(values)] raised: fail it alone, rerun the others
                     culprit = len(values)
                     logger.error("store op %s failed", batch[culprit][0], exc_info=exc)
@@ -643,21 +645,30 @@ class SQLiteStore(Store):
                 batch = []
         return outcomes
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Move the WAL into the database file and truncate it, giving its space back."""
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        """Move the WAL into the database file and truncate it; True if that worked."""
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            busy: int = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error as exc:
             logger.debug("WAL checkpoint failed", exc_info=exc)
+            return False
+        return busy == 0
 
-    def _lost_writes(self, exc: BaseException) -> None:
-        """Record that writes fail; log the first failure only, not one per batch."""
+    def _unwritable_outcomes(
+        self, conn: sqlite3.Connection, batch: list[Op], exc: BaseException | None
+    ) -> list[Outcome]:
+        """Fail ``batch`` as unwritable; log the first failure only, not one per batch."""
         self._last_error = self._unwritable_message()
         if self._writable:
             self._writable = False
             logger.error("the job store at %s cannot write", self._path, exc_info=exc)
+            # From now on keep the WAL small, so that on a tight disk only the data itself
+            # needs new space and freeing a little is enough to go on.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA wal_autocheckpoint={TIGHT_WAL_PAGES}")
         else:
             logger.debug("the job store at %s still cannot write", self._path, exc_info=exc)
+        return [(fut, StoreUnwritable(self._last_error), None) for _, _, fut in batch]
 
     def _unwritable_message(self) -> str:
         return (
