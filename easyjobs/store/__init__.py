@@ -1,16 +1,17 @@
 """Durable storage for jobs and registered tasks: one abstract ``Store``, one file per backend.
 
 Use ``open_store(url_or_path)`` to pick a backend from configuration; await ``open()`` on the
-result before use and ``close()`` on shut-down.
+result before use and ``close()`` on shut-down. ``store/base.py`` says what every backend
+promises (call-order writes, read-your-writes, bounded write backlog, health).
 """
 
 from __future__ import annotations
 
 from easyjobs.errors import ConfigurationError
-from easyjobs.store.base import Store
+from easyjobs.store.base import Store, StoreUnwritable
 from easyjobs.store.sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "open_store"]
+__all__ = ["SQLiteStore", "Store", "StoreUnwritable", "open_store"]
 
 SUPPORTED = "a file path or sqlite:///path (sqlite:////absolute/path)"
 

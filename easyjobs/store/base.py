@@ -1,14 +1,25 @@
 """The storage seam: what the manager needs from a durable job store, and nothing more.
 
 Every backend (one file each) implements ``Store`` and passes the one contract suite in
-``tests/store/test_store_contract.py``. The contract, for every method:
+``tests/store/test_store_contract.py``. The contract, for every method but ``open``/``close``:
 
-- it is a coroutine, and any write is committed before the awaitable returns, so the caller may
-  acknowledge the job to its submitter;
-- operations issued one after another from the same event loop are applied in that order;
-- a backend failure raises ``StoreError`` (the cause goes to the ``easyjobs.store`` log, never
-  into the message); a value msgpack cannot carry raises ``SerializationError`` at the call and
-  writes nothing; after ``close()`` every call raises ``StoreError("store is closed")``;
+- it is a plain method, called on the event loop, that returns an ``asyncio.Future``: the
+  operation is queued when the method is *called*, not when the future is awaited, so
+  **writes are applied in the order the methods were called**, whatever order tasks start
+  in. A write's future resolves once it is committed, so the caller may then acknowledge the
+  job to its submitter. Nobody has to await a write for it to happen; a caller that does not
+  await should still look at the outcome (``add_done_callback``) to log a failure;
+- **a read sees every write called before it** (read-your-writes): it waits for those writes
+  to commit, then runs beside other reads and beside later writes, never queued behind them.
+  A read never waits for a write called after it;
+- a backend failure resolves the future with ``StoreError`` (the cause goes to the
+  ``easyjobs.store`` log, never into the message); ``StoreUnwritable`` when the disk is full
+  or the database refuses writes. A value msgpack cannot carry raises ``SerializationError``
+  at the call itself and queues nothing. After ``close()`` every call fails with
+  ``StoreError("store is closed")``;
+- writes are bounded: when too many are waiting to commit (a stalled disk), further writes
+  fail at once with ``StoreError`` saying the store is overloaded, rather than queue without
+  limit; the caller sheds that work (answers ``StoreError``) and the store catches up;
 - status changes follow ``easyjobs.jobs.TRANSITIONS``: a change the table does not allow from
   the job's current status leaves the job untouched (and creates nothing);
 - a call that writes several rows (``add_jobs``, ``finish`` with children, ``fire_schedule``)
@@ -17,13 +28,14 @@ Every backend (one file each) implements ``Store`` and passes the one contract s
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
-from easyjobs.errors import SerializationError
+from easyjobs.errors import SerializationError, StoreError
 from easyjobs.jobs import JobRecord, JobStatus
 
 TaskSpec = tuple[str, str, dict[str, Any]]
@@ -33,21 +45,37 @@ MAX_PAGE = 1000
 """The most jobs one ``list_jobs`` call returns."""
 
 
+class StoreUnwritable(StoreError):
+    """The store cannot write (disk full, read-only or failing); it recovers by itself.
+
+    Reads still work. ``Store.writable`` says whether the last write went through, and
+    ``Store.probe()`` tells when writes succeed again.
+    """
+
+
 class Store(ABC):
     """A durable home for job records and registered tasks.
 
     Call ``open()`` before anything else and ``close()`` when done; a closed store is not
-    reopened, make a new one (``open_store``) instead. Backends call ``super().__init__()``
-    and add one to ``_commits`` per committed transaction.
+    reopened, make a new one (``open_store``) instead.
     """
 
-    def __init__(self) -> None:
-        self._commits = 0
+    @property
+    @abstractmethod
+    def writable(self) -> bool:
+        """False from a write that failed with ``StoreUnwritable`` until one succeeds again."""
 
     @property
-    def commits(self) -> int:
-        """Statistic: transactions committed so far. Many calls share one under load."""
-        return self._commits
+    @abstractmethod
+    def last_error(self) -> str | None:
+        """Why the store cannot write (the ``StoreUnwritable`` message), None while writable."""
+
+    @abstractmethod
+    def probe(self) -> asyncio.Future[None]:
+        """A tiny write that touches no job: resolves once writes succeed, fails while not.
+
+        Call it with backoff while ``writable`` is False to learn when to resume.
+        """
 
     @abstractmethod
     async def open(self) -> None:
@@ -58,7 +86,7 @@ class Store(ABC):
         """Finish every call already issued, then release the store. Safe to call twice."""
 
     @abstractmethod
-    async def add_jobs(self, jobs: Sequence[JobRecord]) -> list[bool]:
+    def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
         """Insert new jobs as they are, status included; one bool per job, False for a known id.
 
         An existing job is left exactly as it was, so re-sending a submit is harmless. One call
@@ -67,11 +95,13 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def mark_running(self, job_id: str, worker: str, attempt: int, at: float) -> None:
+    def mark_running(
+        self, job_id: str, worker: str, attempt: int, at: float
+    ) -> asyncio.Future[None]:
         """Move a queued job to running on ``worker``; other jobs are left alone."""
 
     @abstractmethod
-    async def requeue(self, job_ids: Sequence[str]) -> None:
+    def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:
         """Queue jobs again: running (worker lost), waiting (dependencies done), retrying (due).
 
         Clears the worker and ``next_attempt_at``; keeps ``attempts`` and the last error.
@@ -79,7 +109,9 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def retry(self, job_id: str, error: dict[str, str], next_attempt_at: float) -> bool:
+    def retry(
+        self, job_id: str, error: dict[str, str], next_attempt_at: float
+    ) -> asyncio.Future[bool]:
         """Move a running job to retrying after a failed attempt that has a retry left.
 
         Stores the attempt's ``error`` and when the next attempt is due, and clears the worker.
@@ -88,7 +120,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def finish(
+    def finish(
         self,
         job_id: str,
         status: JobStatus,
@@ -98,7 +130,7 @@ class Store(ABC):
         *,
         children: Sequence[JobRecord] = (),
         on_failure_job: str | None = None,
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         """Record a job's outcome and, in the same transaction, create the jobs it leads to.
 
         ``status`` must be terminal (else ``ValueError``). ``children`` (run_after jobs, the
@@ -113,11 +145,11 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def get_job(self, job_id: str) -> JobRecord | None:
+    def get_job(self, job_id: str) -> asyncio.Future[JobRecord | None]:
         """The job as last committed, or None if there is no such job."""
 
     @abstractmethod
-    async def unfinished_jobs(self) -> list[JobRecord]:
+    def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
         """Every job in ``UNFINISHED`` (waiting, queued, running, retrying), oldest first.
 
         Ordered by ``created_at``, then id. The manager calls this at start-up to take back the
@@ -126,7 +158,7 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def list_jobs(
+    def list_jobs(
         self,
         *,
         queue: str | None = None,
@@ -134,7 +166,7 @@ class Store(ABC):
         status: JobStatus | None = None,
         limit: int = 50,
         before: str | None = None,
-    ) -> list[JobRecord]:
+    ) -> asyncio.Future[list[JobRecord]]:
         """One page of jobs, newest first (``created_at`` descending, then id descending).
 
         ``queue``, ``task`` and ``status`` filter by exact match when given. ``limit`` is
@@ -144,19 +176,23 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def save_tasks(self, tasks: Sequence[TaskSpec]) -> None:
+    def save_tasks(self, tasks: Sequence[TaskSpec]) -> asyncio.Future[None]:
         """Insert or replace registered tasks, keyed by ``(queue, name)``."""
 
     @abstractmethod
-    async def load_tasks(self) -> list[TaskSpec]:
+    def load_tasks(self) -> asyncio.Future[list[TaskSpec]]:
         """Every saved task, ordered by queue then name."""
 
     @abstractmethod
-    async def count_jobs(self) -> dict[tuple[str, str], int]:
-        """How many jobs each (queue, status) pair has, finished ones included."""
+    def count_jobs(self) -> asyncio.Future[dict[tuple[str, str], int]]:
+        """How many jobs each (queue, status) pair has, finished ones included; no zero counts.
+
+        Cheap enough for every dashboard refresh: the backend keeps the counts up to date in
+        the transactions that change them, so this never scans the jobs.
+        """
 
     @abstractmethod
-    async def load_schedules(self) -> dict[tuple[str, str], float]:
+    def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
         """The last fire time of every cron schedule that has fired, keyed by ``(queue, task)``.
 
         The manager computes each schedule's next tick from this at start-up, so ticks missed
@@ -164,10 +200,10 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def fire_schedule(
+    def fire_schedule(
         self, queue: str, task: str, tick: float, job: JobRecord,
         dependencies: Sequence[JobRecord] = (),
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         """Fire the schedule of ``(queue, task)`` for ``tick``: at most one job per tick, ever.
 
         In one transaction: when the schedule has never fired or last fired before ``tick``,

@@ -1,15 +1,27 @@
-"""SQLite backend: one writer thread and group commit.
+"""SQLite backend: one writer thread with group commit, and reader threads beside it.
 
-Callers never touch the connection. Each call becomes an op (a function of the connection) on a
-thread-safe FIFO; the writer thread takes everything queued (up to ``MAX_BATCH``), runs it in one
-transaction, commits, then wakes the whole batch with one ``call_soon_threadsafe`` per event
-loop. Reads travel the same FIFO, so a read sees every write issued before it, and the event
-loop never waits on SQLite.
+Callers never touch a connection. A write becomes an op (a function of the connection), put on
+a thread-safe FIFO when the method is called; the writer thread takes everything queued (up
+to ``MAX_BATCH``), runs it in one transaction, commits, then wakes the whole batch with one
+``call_soon_threadsafe`` per event loop. At most ``max_pending`` writes may wait to commit; one
+more fails at once with ``StoreError``, so a stalled disk cannot grow memory without bound.
+
+Reads run on read-only connections in threads of their own, which WAL lets run beside the
+writer: one thread for point reads (a job, the counts, tasks, schedules) and ``SCAN_READERS``
+for listings, so a burst of ``list_jobs`` neither delays a lookup nor queues on the writer. A
+read notes how many writes were called before it, and its thread waits until the writer has
+applied that many: a read sees every write called before it, and no read waits on another.
+``count_jobs`` reads a table of counts that triggers keep exact in every writing transaction.
 
 If an op raises, the batch is rolled back and rerun without it, so a bad op fails alone (with
 ``StoreError``) and its neighbours still commit. An op that writes several rows (``finish`` with
 children, ``fire_schedule``) is thus all or nothing. Values are encoded on the caller's
 side, so a value msgpack cannot carry raises ``SerializationError`` before anything is queued.
+
+A full disk or a database that refuses writes is no op's fault. The WAL only grows between
+checkpoints, so it would soon fill any space freed: the writer checkpoints it into the
+database file and truncates it, then retries the batch once. If that fails too, the batch
+fails with ``StoreUnwritable`` and the store reports itself unwritable until a write commits.
 """
 
 from __future__ import annotations
@@ -22,21 +34,40 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
-from easyjobs.store.base import MAX_PAGE, Store, TaskSpec, pack, unpack
+from easyjobs.store.base import MAX_PAGE, Store, StoreUnwritable, TaskSpec, pack, unpack
 
 logger = logging.getLogger("easyjobs.store")
 
 T = TypeVar("T")
 Op = tuple[str, Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+Read = tuple[str, Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", int]
+"""A read and how many writes it must see applied before it runs."""
 Outcome = tuple["asyncio.Future[Any]", "BaseException | None", Any]
 
 MAX_BATCH = 1000
+MAX_PENDING = 50_000
+"""Default bound on writes called but not yet committed."""
+SCAN_READERS = 2
 BUSY_TIMEOUT_S = 5.0
-SCHEMA_VERSION = "1"
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+"""Bytes of WAL file kept after a checkpoint restarts it; the rest goes back to the disk."""
+TIGHT_WAL_PAGES = 64
+"""WAL pages between checkpoints once the store has run out of space (SQLite's default: 1000)."""
+SCHEMA_VERSION = "2"
+UNWRITABLE_CODES = frozenset(
+    (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
+)
+
+COUNT_NEW = (
+    "INSERT INTO job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)"
+    " ON CONFLICT (queue, status) DO UPDATE SET n = n + 1"
+)
+UNCOUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -56,6 +87,18 @@ SCHEMA = (
         queue TEXT NOT NULL, task TEXT NOT NULL, last_fire REAL NOT NULL,
         PRIMARY KEY (queue, task))""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # count_jobs() reads this instead of scanning jobs; the triggers keep it exact in the
+    # transaction of every change, whoever writes. Counts at zero stay, as rows for next time.
+    """CREATE TABLE IF NOT EXISTS job_counts (
+        queue TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (queue, status)) WITHOUT ROWID""",
+    f"""CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
+        {COUNT_NEW}; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF queue, status ON jobs
+        WHEN OLD.queue IS NOT NEW.queue OR OLD.status IS NOT NEW.status BEGIN
+        {UNCOUNT_OLD}; {COUNT_NEW}; END""",
+    f"""CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+        {UNCOUNT_OLD}; END""",
 )
 
 COLUMNS = (
@@ -120,24 +163,43 @@ FIRE_SCHEDULE = (
     " WHERE schedules.last_fire < excluded.last_fire"
 )
 
+# A write that touches no job, for probe().
+PROBE = (
+    "INSERT INTO meta (key, value) VALUES ('probed_at', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
 
 class SQLiteStore(Store):
     """A store in one SQLite file (WAL mode), safe to share across the coroutines of one process.
 
     ``synchronous`` is the SQLite pragma: ``NORMAL`` may lose the last commits on power loss
     (never on a process crash); ``FULL`` survives power loss at the cost of an fsync per batch.
+    ``max_pending`` bounds the writes called but not yet committed.
     """
 
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
-        super().__init__()
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", *, max_pending: int = MAX_PENDING
+    ) -> None:
         mode = synchronous.upper()
         if mode not in ("NORMAL", "FULL"):
             raise ConfigurationError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        if max_pending < 1:
+            raise ConfigurationError(f"max_pending must be at least 1, not {max_pending}")
         self._path = path
         self._synchronous = mode
-        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()  # None: stop
+        self._max_pending = max_pending
+        self._writes: queue.SimpleQueue[Op | None] = queue.SimpleQueue()  # None: stop
+        self._point_reads: queue.SimpleQueue[Read | None] = queue.SimpleQueue()
+        self._scan_reads: queue.SimpleQueue[Read | None] = queue.SimpleQueue()
         # Held while checking state and putting, so nothing lands after the stop marker.
         self._lock = threading.Lock()
+        self._applied_changed = threading.Condition(self._lock)
+        self._issued = 0  # writes queued so far
+        self._applied = 0  # of those, writes the writer has committed or failed
+        self._commits = 0
+        self._writable = True
+        self._last_error: str | None = None
         self._thread: threading.Thread | None = None
         self._ready: asyncio.Future[None] | None = None  # open() in flight or done
         self._serving = False  # set by the writer once the schema is in place
@@ -148,6 +210,19 @@ class SQLiteStore(Store):
     def path(self) -> str:
         """The database file this store uses."""
         return self._path
+
+    @property
+    def commits(self) -> int:
+        """Statistic: transactions committed so far. Many writes share one under load."""
+        return self._commits
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self._writable else self._last_error
 
     async def open(self) -> None:
         if self._closed:
@@ -175,28 +250,46 @@ class SQLiteStore(Store):
                 self._closed = True
                 if self._serving:
                     self._stopped = asyncio.get_running_loop().create_future()
-                    self._queue.put(None)
+                    self._writes.put(None)
         if self._stopped is not None and self._thread is not None:
             await asyncio.shield(self._stopped)
             self._thread.join()  # returns at once: the writer resolved _stopped on its way out
 
-    async def add_jobs(self, jobs: Sequence[JobRecord]) -> list[bool]:
+    def probe(self) -> asyncio.Future[None]:
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute(PROBE, (repr(time.time()),))
+
+        return self._write("probe", touch)
+
+    def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
         rows = [_job_row(job) for job in jobs]
-        return await self._call(
+        return self._write(
             "add_jobs", lambda conn: [conn.execute(INSERT_JOB, row).rowcount == 1 for row in rows]
         )
 
-    async def mark_running(self, job_id: str, worker: str, attempt: int, at: float) -> None:
+    def mark_running(
+        self, job_id: str, worker: str, attempt: int, at: float
+    ) -> asyncio.Future[None]:
         tail = _allowed_from(JobStatus.RUNNING)
         params = (JobStatus.RUNNING.value, attempt, worker, at, job_id, *tail)
-        await self._call("mark_running", lambda conn: conn.execute(MARK_RUNNING, params).rowcount)
 
-    async def requeue(self, job_ids: Sequence[str]) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(MARK_RUNNING, params)
+
+        return self._write("mark_running", apply)
+
+    def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:
         tail = _allowed_from(JobStatus.QUEUED)
         rows = [(JobStatus.QUEUED.value, job_id, *tail) for job_id in job_ids]
-        await self._call("requeue", lambda conn: conn.executemany(REQUEUE, rows).rowcount)
 
-    async def retry(self, job_id: str, error: dict[str, str], next_attempt_at: float) -> bool:
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(REQUEUE, rows)
+
+        return self._write("requeue", apply)
+
+    def retry(
+        self, job_id: str, error: dict[str, str], next_attempt_at: float
+    ) -> asyncio.Future[bool]:
         params = (
             JobStatus.RETRYING.value,
             pack(error, f"job {job_id} error"),
@@ -204,9 +297,9 @@ class SQLiteStore(Store):
             job_id,
             *_allowed_from(JobStatus.RETRYING),
         )
-        return await self._call("retry", lambda conn: conn.execute(RETRY, params).rowcount == 1)
+        return self._write("retry", lambda conn: conn.execute(RETRY, params).rowcount == 1)
 
-    async def finish(
+    def finish(
         self,
         job_id: str,
         status: JobStatus,
@@ -216,7 +309,7 @@ class SQLiteStore(Store):
         *,
         children: Sequence[JobRecord] = (),
         on_failure_job: str | None = None,
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         if status not in TERMINAL:
             raise ValueError(f"finish() needs a terminal status, not {status.value!r}")
         params = (
@@ -239,24 +332,25 @@ class SQLiteStore(Store):
             conn.executemany(INSERT_JOB, child_rows)
             return True
 
-        return await self._call("finish", apply)
+        return self._write("finish", apply)
 
-    async def get_job(self, job_id: str) -> JobRecord | None:
+    def get_job(self, job_id: str) -> asyncio.Future[JobRecord | None]:
         def read(conn: sqlite3.Connection) -> JobRecord | None:
             row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
             return None if row is None else _job_record(row)
 
-        return await self._call("get_job", read)
+        return self._read("get_job", read, self._point_reads)
 
-    async def unfinished_jobs(self) -> list[JobRecord]:
-        return await self._call(
+    def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
+        return self._read(
             "unfinished_jobs",
             lambda conn: [
                 _job_record(row) for row in conn.execute(SELECT_UNFINISHED, UNFINISHED_VALUES)
             ],
+            self._scan_reads,
         )
 
-    async def list_jobs(
+    def list_jobs(
         self,
         *,
         queue: str | None = None,
@@ -264,7 +358,7 @@ class SQLiteStore(Store):
         status: JobStatus | None = None,
         limit: int = 50,
         before: str | None = None,
-    ) -> list[JobRecord]:
+    ) -> asyncio.Future[list[JobRecord]]:
         # Only fixed clauses are joined into the SQL; every value is a parameter.
         clauses: list[str] = []
         params: list[Any] = []
@@ -288,35 +382,45 @@ class SQLiteStore(Store):
             sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
             return [_job_record(row) for row in conn.execute(sql, (*args, page))]
 
-        return await self._call("list_jobs", read)
+        return self._read("list_jobs", read, self._scan_reads)
 
-    async def save_tasks(self, tasks: Sequence[TaskSpec]) -> None:
+    def save_tasks(self, tasks: Sequence[TaskSpec]) -> asyncio.Future[None]:
         now = time.time()
         rows = [(q, name, pack(spec, f"task {q}/{name} spec"), now) for q, name, spec in tasks]
-        await self._call("save_tasks", lambda conn: conn.executemany(UPSERT_TASK, rows).rowcount)
 
-    async def load_tasks(self) -> list[TaskSpec]:
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(UPSERT_TASK, rows)
+
+        return self._write("save_tasks", apply)
+
+    def load_tasks(self) -> asyncio.Future[list[TaskSpec]]:
         sql = "SELECT queue, name, spec FROM tasks ORDER BY queue, name"
-        return await self._call(
-            "load_tasks", lambda conn: [(q, n, unpack(spec)) for q, n, spec in conn.execute(sql)]
+        return self._read(
+            "load_tasks",
+            lambda conn: [(q, n, unpack(spec)) for q, n, spec in conn.execute(sql)],
+            self._point_reads,
         )
 
-    async def count_jobs(self) -> dict[tuple[str, str], int]:
-        sql = "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"
-        return await self._call(
-            "count_jobs", lambda conn: {(q, s): n for q, s, n in conn.execute(sql)}
+    def count_jobs(self) -> asyncio.Future[dict[tuple[str, str], int]]:
+        sql = "SELECT queue, status, n FROM job_counts WHERE n > 0"
+        return self._read(
+            "count_jobs",
+            lambda conn: {(q, s): n for q, s, n in conn.execute(sql)},
+            self._point_reads,
         )
 
-    async def load_schedules(self) -> dict[tuple[str, str], float]:
+    def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
         sql = "SELECT queue, task, last_fire FROM schedules"
-        return await self._call(
-            "load_schedules", lambda conn: {(q, t): last for q, t, last in conn.execute(sql)}
+        return self._read(
+            "load_schedules",
+            lambda conn: {(q, t): last for q, t, last in conn.execute(sql)},
+            self._point_reads,
         )
 
-    async def fire_schedule(
+    def fire_schedule(
         self, queue: str, task: str, tick: float, job: JobRecord,
         dependencies: Sequence[JobRecord] = (),
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         rows = [_job_row(record) for record in (job, *dependencies)]
 
         def apply(conn: sqlite3.Connection) -> bool:
@@ -325,23 +429,53 @@ class SQLiteStore(Store):
             conn.executemany(INSERT_JOB, rows)  # a failure here rolls the fire time back too
             return True
 
-        return await self._call("fire_schedule", apply)
+        return self._write("fire_schedule", apply)
 
-    async def _call(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue ``fn`` for the writer and wait for its batch to commit.
+    def _write(self, name: str, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` for the writer now; the future resolves when its batch has committed.
 
-        Cancelling the caller does not withdraw the op: it still runs, in order.
+        Cancelling the future does not withdraw the op: it still runs, in order.
         """
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._lock:
-            if self._closed:
-                raise StoreError("store is closed")
-            if not self._serving:
-                raise StoreError("store is not open; await open() first")
-            self._queue.put((name, fn, fut))
-        return await fut
+            refusal = self._refusal()
+            if refusal is None and self._issued - self._applied >= self._max_pending:
+                refusal = StoreError(
+                    f"the job store is overloaded ({self._max_pending} writes are waiting for"
+                    " the disk); try again later"
+                )
+            if refusal is None:
+                self._issued += 1
+                self._writes.put((name, fn, fut))
+        if refusal is not None:
+            fut.set_exception(refusal)
+        return fut
 
-    # --- everything below runs on the writer thread, which alone owns the connection ---
+    def _read(
+        self,
+        name: str,
+        fn: Callable[[sqlite3.Connection], T],
+        lane: queue.SimpleQueue[Read | None],
+    ) -> asyncio.Future[T]:
+        """Queue ``fn`` for a reader of ``lane``, to run once every write called so far is in."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            refusal = self._refusal()
+            if refusal is None:
+                lane.put((name, fn, fut, self._issued))
+        if refusal is not None:
+            fut.set_exception(refusal)
+        return fut
+
+    def _refusal(self) -> StoreError | None:
+        """Why no call may be queued now, or None. Called with ``_lock`` held."""
+        if self._closed:
+            return StoreError("store is closed")
+        if not self._serving:
+            return StoreError("store is not open; await open() first")
+        return None
+
+    # --- below runs on the store's threads: the writer owns its connection, each reader its own
 
     def _run(self, ready: asyncio.Future[None]) -> None:
         try:
@@ -350,23 +484,46 @@ class SQLiteStore(Store):
             logger.exception("cannot open SQLite store at %s", self._path)
             _deliver([(ready, StoreError("cannot open the store (see the log)"), None)])
             return
+        readers: list[tuple[sqlite3.Connection, queue.SimpleQueue[Read | None]]] = []
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # validated in __init__
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             self._create_schema(conn)
+            uri = Path(self._path).absolute().as_uri() + "?mode=ro"
+            for lane in (self._point_reads, *[self._scan_reads] * SCAN_READERS):
+                reader = sqlite3.connect(
+                    uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                    check_same_thread=False,
+                )
+                readers.append((reader, lane))
         except Exception as exc:
             _rollback(conn)
+            for reader, _ in readers:
+                reader.close()
             conn.close()
             if not isinstance(exc, StoreError):
                 logger.exception("cannot prepare SQLite store at %s", self._path)
                 exc = StoreError("cannot prepare the store (see the log)")
             _deliver([(ready, exc, None)])
             return
+        threads = [
+            threading.Thread(
+                target=self._serve_reads, args=reader, name="easyjobs-store-reader", daemon=True
+            )
+            for reader in readers
+        ]
+        for thread in threads:
+            thread.start()
         self._serving = True
         _deliver([(ready, None, None)])
         try:
             self._serve(conn)
         finally:
+            for _, lane in readers:  # one marker per reader, after every read already queued
+                lane.put(None)
+            for thread in threads:
+                thread.join()
             conn.close()
             if self._stopped is not None:
                 _deliver([(self._stopped, None, None)])
@@ -381,33 +538,74 @@ class SQLiteStore(Store):
             (SCHEMA_VERSION,),
         )
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if version != SCHEMA_VERSION:
+        if version == "1":  # made before the counts table: count once, the triggers go on
+            conn.execute(
+                "INSERT INTO job_counts (queue, status, n)"
+                " SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"
+            )
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+            )
+        elif version != SCHEMA_VERSION:
             raise StoreError(f"store schema version {version} is not supported")
         conn.execute("COMMIT")
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
             batch: list[Op] = []
-            item = self._queue.get()
+            item = self._writes.get()
             while item is not None:
                 batch.append(item)
                 if len(batch) == MAX_BATCH:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._writes.get_nowait()
                 except queue.Empty:
                     break
             if batch:
-                _deliver(self._execute(conn, batch))
+                outcomes = self._execute(conn, batch)
+                with self._applied_changed:
+                    self._applied += len(batch)
+                    self._applied_changed.notify_all()
+                _deliver(outcomes)
             if item is None:  # close() put nothing after its marker, so the queue is drained
                 return
+
+    def _serve_reads(
+        self, conn: sqlite3.Connection, lane: queue.SimpleQueue[Read | None]
+    ) -> None:
+        try:
+            while (item := lane.get()) is not None:
+                name, fn, fut, writes_before = item
+                self._await_writes(writes_before)
+                try:
+                    outcome: Outcome = (fut, None, fn(conn))
+                except Exception as exc:
+                    logger.error("store op %s failed", name, exc_info=exc)
+                    error = StoreError(f"store op {name} failed; the cause is in the log")
+                    outcome = (fut, error, None)
+                _deliver([outcome])
+        finally:
+            conn.close()
+
+    def _await_writes(self, count: int) -> None:
+        """Block until the writer has applied ``count`` writes (committed or failed)."""
+        if self._applied < count:
+            with self._applied_changed:
+                self._applied_changed.wait_for(lambda: self._applied >= count)
 
     def _execute(self, conn: sqlite3.Connection, batch: list[Op]) -> list[Outcome]:
         """Commit ``batch`` in one transaction; an op that raises is dropped and the rest rerun.
 
-        A failure outside the ops (BEGIN after the busy timeout, COMMIT on a full or failing
-        disk) belongs to no single op, so the whole batch fails without retries.
+        A failure outside the ops (BEGIN after the busy timeout, COMMIT on a failing disk)
+        belongs to no single op, so the whole batch fails without retries; so does a full or
+        unwritable database, after one retry behind a WAL checkpoint.
         """
+        # While the store cannot write, the WAL gives its space back first: a batch written
+        # before would spend the space just freed, and the WAL could never be moved out.
+        checkpointed = not self._writable
+        if checkpointed and not self._checkpoint(conn):
+            return self._unwritable_outcomes(conn, batch, None)
         outcomes: list[Outcome] = []
         while batch:
             values: list[Any] = []
@@ -421,6 +619,11 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
             except Exception as exc:
                 _rollback(conn)
+                if _unwritable(exc):
+                    if not checkpointed and self._checkpoint(conn):
+                        checkpointed = True  # the WAL held the space this batch needs
+                        continue
+                    return outcomes + self._unwritable_outcomes(conn, batch, exc)
                 if in_ops:  # batch[len(values)] raised: fail it alone, rerun the others
                     culprit = len(values)
                     logger.error("store op %s failed", batch[culprit][0], exc_info=exc)
@@ -435,9 +638,50 @@ class SQLiteStore(Store):
                 ]
             else:
                 self._commits += 1
+                if not self._writable:
+                    logger.warning("the job store at %s is writable again", self._path)
+                    self._writable = True
                 outcomes += [(fut, None, v) for (_, _, fut), v in zip(batch, values, strict=True)]
                 batch = []
         return outcomes
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        """Move the WAL into the database file and truncate it; True if that worked."""
+        try:
+            busy: int = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            logger.debug("WAL checkpoint failed", exc_info=exc)
+            return False
+        return busy == 0
+
+    def _unwritable_outcomes(
+        self, conn: sqlite3.Connection, batch: list[Op], exc: BaseException | None
+    ) -> list[Outcome]:
+        """Fail ``batch`` as unwritable; log the first failure only, not one per batch."""
+        self._last_error = self._unwritable_message()
+        if self._writable:
+            self._writable = False
+            logger.error("the job store at %s cannot write", self._path, exc_info=exc)
+            # From now on keep the WAL small, so that on a tight disk only the data itself
+            # needs new space and freeing a little is enough to go on.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA wal_autocheckpoint={TIGHT_WAL_PAGES}")
+        else:
+            logger.debug("the job store at %s still cannot write", self._path, exc_info=exc)
+        return [(fut, StoreUnwritable(self._last_error), None) for _, _, fut in batch]
+
+    def _unwritable_message(self) -> str:
+        return (
+            f"the job store is full or unwritable ({self._path}): free disk space or make the"
+            " file writable; writes resume by themselves once they succeed"
+        )
+
+
+def _unwritable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot write at all (full, read-only, failing)."""
+    return isinstance(exc, sqlite3.Error) and (
+        (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in UNWRITABLE_CODES
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

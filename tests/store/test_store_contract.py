@@ -13,6 +13,7 @@ import pytest
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
 from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, new_job_id
 from easyjobs.store import SQLiteStore, Store, open_store
+from easyjobs.store.base import MAX_PAGE
 
 from ..utils import is_job_id
 
@@ -303,6 +304,49 @@ class TestStoreContract:
         assert results[0] == [True] and results[2] is True
         assert results[3] is not None and results[3].status is JobStatus.SUCCEEDED
 
+    async def test_writes_apply_in_call_order_whatever_is_awaited_first(
+        self, store: Store
+    ) -> None:
+        """A write is queued when its method is called: awaiting the last call first is fine."""
+        record = job()
+        added = store.add_jobs([record])
+        started = store.mark_running(record.id, "w1", 1, at=2.0)
+        finished = store.finish(record.id, JobStatus.SUCCEEDED, "r", None, at=3.0)
+        assert await finished is True
+        assert await started is None and await added == [True]
+        done = await store.get_job(record.id)
+        assert done is not None and (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+
+    async def test_unawaited_writes_still_happen_in_order(self, store: Store) -> None:
+        """Writes nobody awaits are applied, in call order, before a read called after them."""
+        records = [job(n) for n in range(3)]
+        store.add_jobs(records)
+        for record in records:
+            store.mark_running(record.id, "w1", 1, at=2.0)
+        store.requeue([records[0].id])
+        store.finish(records[1].id, JobStatus.FAILED, None, ERROR, at=3.0)
+        seen = store.get_job(records[0].id), store.count_jobs(), store.list_jobs()
+        first, counts, listed = await asyncio.gather(*seen)
+        assert first is not None and (first.status, first.attempts) == (JobStatus.QUEUED, 1)
+        assert counts == {("default", "queued"): 1, ("default", "failed"): 1,
+                          ("default", "running"): 1}
+        assert [j.status for j in listed] == [
+            JobStatus.RUNNING, JobStatus.FAILED, JobStatus.QUEUED]
+
+    async def test_a_heavy_read_burst_delays_neither_writes_nor_lookups(
+        self, store: Store
+    ) -> None:
+        """With 200 full-table listings in flight, a write and a lookup called after them finish
+        before the listings all have: reads do not queue behind each other or the writer."""
+        await store.add_jobs([job(n) for n in range(20_000)])
+        heavy = [store.list_jobs(queue="nowhere", limit=MAX_PAGE) for _ in range(200)]
+        record = job(30_000)
+        added, found = store.add_jobs([record]), store.get_job(record.id)
+        assert await found == record and await added == [True]
+        assert await store.count_jobs() == {("default", "queued"): 20_001}
+        assert not all(listing.done() for listing in heavy)
+        assert await asyncio.gather(*heavy) == [[]] * 200
+
     async def test_state_survives_close_and_reopen(self, store_factory: StoreFactory) -> None:
         """Everything committed is there after the store is closed and opened again."""
         first = await store_factory()
@@ -380,6 +424,46 @@ class TestStoreContract:
         assert await store.count_jobs() == {
             ("q1", "succeeded"): 1, ("q1", "queued"): 1, ("q2", "queued"): 1}
 
+    async def test_counts_stay_exact_through_children_duplicates_and_failures(
+        self, store: Store, reject_inserts: RejectInserts
+    ) -> None:
+        """count_jobs matches a recount after duplicates, children, fires and refused writes."""
+
+        async def recount() -> dict[tuple[str, str], int]:
+            counts: dict[tuple[str, str], int] = {}
+            for record in await store.list_jobs(limit=MAX_PAGE):
+                key = (record.queue, record.status.value)
+                counts[key] = counts.get(key, 0) + 1
+            return counts
+
+        parent, other = job(1, queue="a"), job(2, queue="b", status=JobStatus.WAITING)
+        await store.add_jobs([parent, other, job(3, id=parent.id, queue="b")])
+        await store.mark_running(parent.id, "w1", 1, at=2.0)
+        child, handler, rejected = job(4, queue="b"), job(5, queue="c"), job(6, queue="c")
+        reject_inserts(rejected.id)
+        with pytest.raises(StoreError):
+            await store.finish(parent.id, JobStatus.FAILED, None, ERROR, at=3.0,
+                               children=[handler, rejected])
+        with pytest.raises(StoreError):
+            await store.add_jobs([job(7, queue="c"), rejected])
+        assert await store.count_jobs() == await recount() == {
+            ("a", "running"): 1, ("b", "waiting"): 1}
+        assert await store.finish(parent.id, JobStatus.SUCCEEDED, 1, None, at=3.0,
+                                  children=[child, job(8, id=other.id)])
+        assert not await store.finish(parent.id, JobStatus.FAILED, None, ERROR, at=4.0,
+                                      children=[handler])
+        assert await store.fire_schedule("c", "tick", 60.0, handler)
+        assert not await store.fire_schedule("c", "tick", 60.0, job(9, queue="c"))
+        await store.requeue([other.id])
+        assert await store.count_jobs() == await recount() == {
+            ("a", "succeeded"): 1, ("b", "queued"): 2, ("c", "queued"): 1}
+
+    async def test_a_writable_store_answers_the_probe(self, store: Store) -> None:
+        """A healthy store is writable, has no error, and its probe write succeeds."""
+        assert store.writable and store.last_error is None
+        assert await store.probe() is None
+        assert store.writable and store.last_error is None
+
     async def test_calls_after_close_raise_store_error(self, store: Store) -> None:
         """Once closed, every call raises StoreError and close() may be repeated."""
         await store.close()
@@ -388,6 +472,8 @@ class TestStoreContract:
             await store.add_jobs([job()])
         with pytest.raises(StoreError, match="store is closed"):
             await store.get_job(new_job_id())
+        with pytest.raises(StoreError, match="store is closed"):
+            await store.probe()
 
     async def test_close_drains_calls_already_issued(self, store_factory: StoreFactory) -> None:
         """Calls issued before close() still commit; close() returns after them."""
@@ -485,6 +571,7 @@ class TestStoreContract:
             assert after == record
         if outcome is not None:
             assert outcome is allowed
+        assert await store.count_jobs() == {("default", after.status.value): 1}
 
     async def test_cancel_clears_the_due_time(self, store: Store) -> None:
         """Cancelling a retrying job finishes it as cancelled with no next attempt pending."""
@@ -790,7 +877,7 @@ class TestSQLiteStore:
         await store.close()
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("SELECT value FROM meta").fetchall() == [("1",)]
+            assert conn.execute("SELECT value FROM meta").fetchall() == [("2",)]
         conn.close()
         with pytest.raises(ConfigurationError, match="NORMAL or FULL"):
             SQLiteStore(path, synchronous="OFF")
@@ -818,6 +905,56 @@ class TestSQLiteStore:
         await asyncio.gather(racing.open(), racing.close())
         with pytest.raises(StoreError, match="store is closed"):
             await racing.get_job(new_job_id())
+
+    async def test_write_backlog_is_bounded(self, tmp_path: Path) -> None:
+        """With the disk stalled, writes beyond max_pending fail at once; the rest commit later."""
+        path = str(tmp_path / "jobs.db")
+        store = SQLiteStore(path, max_pending=10)
+        await store.open()
+        stall = sqlite3.connect(path, isolation_level=None)
+        try:
+            stall.execute("BEGIN IMMEDIATE")  # holds the write lock, as a stalled disk would
+            waiting = [store.add_jobs([job(n)]) for n in range(10)]
+            refused = store.add_jobs([job(10)])
+            assert refused.done() and not any(write.done() for write in waiting)
+            with pytest.raises(StoreError, match="overloaded"):
+                await refused
+            stall.execute("ROLLBACK")
+            assert await asyncio.gather(*waiting) == [[True]] * 10
+            assert await store.add_jobs([job(11)]) == [True]
+            assert await store.count_jobs() == {("default", "queued"): 11}
+        finally:
+            stall.close()
+            await store.close()
+        with pytest.raises(ConfigurationError, match="max_pending"):
+            SQLiteStore(path, max_pending=0)
+
+    async def test_a_version_1_store_gets_its_counts(self, tmp_path: Path) -> None:
+        """A store made before the counts table is counted once on open, then kept exact."""
+        path = str(tmp_path / "jobs.db")
+        store = SQLiteStore(path)
+        await store.open()
+        await store.add_jobs([job(1), job(2, queue="q2"), job(3, status=JobStatus.WAITING)])
+        await store.close()
+        with sqlite3.connect(path) as conn:  # what schema version 1 had: no counts at all
+            for trigger in ("insert", "update", "delete"):
+                conn.execute(f"DROP TRIGGER job_counts_{trigger}")
+            conn.execute("DROP TABLE job_counts")
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.close()
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            assert await store.count_jobs() == {
+                ("default", "queued"): 1, ("q2", "queued"): 1, ("default", "waiting"): 1}
+            await store.add_jobs([job(4)])
+            assert (await store.count_jobs())[("default", "queued")] == 2
+        finally:
+            await store.close()
+        with sqlite3.connect(path) as conn:
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            assert version.fetchone() == ("2",)
+        conn.close()
 
     async def test_schema_creation_is_idempotent(self, tmp_path: Path) -> None:
         """Opening an existing store again neither fails nor loses data."""
