@@ -164,4 +164,33 @@ def process_factory(tmp_path: Path) -> Iterator[Callable[..., Process]]:
         proc.popen.wait(TIMEOUT)
 
 
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of our own, unmounted afterwards; skipped where mounting is not allowed."""
+    where = tmp_path / "fs"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
+        capture_output=True, text=True, check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root, as CI has): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in ``folder`` until its filesystem is full; the file, to delete later."""
+    ballast = folder / "ballast"
+    with open(ballast, "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+        except OSError:
+            pass
+    return ballast
+
+
 __all__ = ["SECRET", "free_port", "wait_until"]
