@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from easyjobs.errors import ConfigurationError
 from easyjobs.store.base import Store, StoreUnwritable
+from easyjobs.store.postgres import PostgresStore
 from easyjobs.store.sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "StoreUnwritable", "open_store"]
+__all__ = ["PostgresStore", "SQLiteStore", "Store", "StoreUnwritable", "open_store"]
 
-SUPPORTED = "a file path or sqlite:///path (sqlite:////absolute/path)"
+SUPPORTED = (
+    "a file path, sqlite:///path (sqlite:////absolute/path)"
+    " or postgresql://user@host:5432/dbname"
+)
 
 
 def open_store(url_or_path: str) -> Store:
-    """Make (not yet open) the store ``url_or_path`` names: a plain path or ``sqlite:///path``.
+    """Make (not yet open) the store ``url_or_path`` names.
 
+    A plain path or ``sqlite:///path`` is an SQLite file; ``postgresql://`` (or
+    ``postgres://``) a PostgreSQL database, which needs ``pip install 'easyjobs[postgres]'``.
     Raises ``ConfigurationError`` for anything else. The message names only the URL scheme,
     since a database URL may carry a password.
     """
@@ -32,4 +38,6 @@ def open_store(url_or_path: str) -> Store:
         if not rest.startswith("/") or rest == "/":
             raise ConfigurationError(f"a sqlite store URL needs a path; use {SUPPORTED}")
         return SQLiteStore(rest[1:])
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(url_or_path)
     raise ConfigurationError(f"unsupported store scheme {scheme!r}; use {SUPPORTED}")

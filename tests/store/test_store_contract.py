@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
 from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, new_job_id
-from easyjobs.store import SQLiteStore, Store, open_store
+from easyjobs.store import PostgresStore, SQLiteStore, Store, open_store
 from easyjobs.store.base import MAX_PAGE
 
 from ..utils import is_job_id
@@ -20,28 +21,41 @@ from ..utils import is_job_id
 StoreFactory = Callable[[], Awaitable[Store]]
 RejectInserts = Callable[[str], None]
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "tb"}
 
 
-def make_backend(backend: str, tmp_path: Path) -> Store:
+def make_backend(backend: str, location: str) -> Store:
     if backend == "sqlite":
-        return SQLiteStore(str(tmp_path / "jobs.db"))
+        return SQLiteStore(location)
+    if backend == "postgres":
+        return PostgresStore(location)
     raise AssertionError(f"no fixture for backend {backend}")
 
 
-def reject_inserts_of(backend: str, tmp_path: Path, job_id: str) -> None:
+def reject_inserts_of(backend: str, location: str, job_id: str) -> None:
     """Make the database itself refuse to insert ``job_id``, as a failing constraint would."""
     assert is_job_id(job_id)  # it is spliced into DDL, which takes no parameters
     if backend == "sqlite":
         # A second connection, as another process would: the store's own sees the new schema.
-        other = sqlite3.connect(tmp_path / "jobs.db")
+        other = sqlite3.connect(location)
         with other:
             other.execute(
                 f"CREATE TRIGGER reject_{job_id} BEFORE INSERT ON jobs WHEN NEW.id = '{job_id}'"
                 " BEGIN SELECT RAISE(ABORT, 'rejected by trigger'); END"
             )
         other.close()
+        return
+    if backend == "postgres":
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE FUNCTION reject_{job_id}() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN RAISE EXCEPTION 'rejected by trigger'; END $$"
+            )
+            conn.execute(
+                f"CREATE TRIGGER reject_{job_id} BEFORE INSERT ON ej_jobs FOR EACH ROW"
+                f" WHEN (NEW.id = '{job_id}') EXECUTE FUNCTION reject_{job_id}()"
+            )
         return
     raise AssertionError(f"no insert rejecter for backend {backend}")
 
@@ -52,12 +66,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store_factory(backend: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+def location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where this test's stores live: a file in tmp_path, or a PostgreSQL schema of its own."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "jobs.db")
+
+
+@pytest.fixture
+async def store_factory(backend: str, location: str) -> AsyncIterator[StoreFactory]:
     """Opens stores of one backend on one shared location; closes them all afterwards."""
     made: list[Store] = []
 
     async def factory() -> Store:
-        store = make_backend(backend, tmp_path)
+        store = make_backend(backend, location)
         made.append(store)
         await store.open()
         return store
@@ -73,9 +95,9 @@ async def store(store_factory: StoreFactory) -> Store:
 
 
 @pytest.fixture
-def reject_inserts(backend: str, tmp_path: Path) -> RejectInserts:
+def reject_inserts(backend: str, location: str) -> RejectInserts:
     """Call with a job id to make the open store's database refuse to insert that job."""
-    return lambda job_id: reject_inserts_of(backend, tmp_path, job_id)
+    return lambda job_id: reject_inserts_of(backend, location, job_id)
 
 
 def job(n: int = 0, **fields: Any) -> JobRecord:
@@ -989,10 +1011,20 @@ class TestOpenStore:
         assert store.path == expected
 
     @pytest.mark.parametrize(
-        "location", ["", "sqlite://", "sqlite:///", "postgresql://u:secret@h/db", "redis://h"]
+        "location", ["postgresql://u:secret@h:5433/db", "postgres://u@h/db?sslmode=require"]
+    )
+    def test_postgres_urls(self, location: str) -> None:
+        """A postgresql:// or postgres:// URL gives a PostgresStore; its name hides the password."""
+        store = open_store(location)
+        assert isinstance(store, PostgresStore)
+        assert store.where in ("h:5433/db", "h:5432/db") and "secret" not in store.where
+
+    @pytest.mark.parametrize(
+        "location", ["", "sqlite://", "sqlite:///", "redis://u:secret@h", "mysql://u:secret@h/db"]
     )
     def test_unsupported_locations(self, location: str) -> None:
         """Anything else is a ConfigurationError naming the supported forms, never the password."""
         with pytest.raises(ConfigurationError, match="sqlite:///path") as caught:
             open_store(location)
         assert "secret" not in str(caught.value)
+        assert "postgresql://" in str(caught.value)

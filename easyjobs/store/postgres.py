@@ -1,0 +1,827 @@
+"""PostgreSQL backend: one writer connection with group commit, and two small read pools.
+
+Callers never touch a connection. A write becomes an op (one SQL statement and how to read its
+answer), put on a FIFO when the method is called; the writer task takes everything queued (up
+to ``MAX_BATCH``) and sends it as ``BEGIN; op; op; ...; COMMIT`` in one pipeline, one round
+trip, then resolves the whole batch. Every op is a single statement (data-modifying CTEs make
+``finish`` with children and ``fire_schedule`` one statement each), so the batch needs no answer
+back before it commits. At most ``max_pending`` writes may wait to commit; one more fails at once
+with ``StoreError``.
+
+Reads run on pooled autocommit connections beside the writer: one pool for point reads (a job,
+the counts, tasks, schedules) and one for listings, so a burst of ``list_jobs`` neither delays a
+lookup nor queues on the writer. A read notes how many writes were called before it and waits
+until the writer has applied that many: read-your-writes, and no read waits on a later write.
+``count_jobs`` reads ``ej_job_counts``, which triggers keep exact in every writing transaction.
+
+If an op fails, its batch has committed nothing; the ops are then run again one transaction
+each, so the bad op fails alone (with ``StoreError``) and its neighbours still commit.
+
+A lost connection, a full disk or a read-only server is no op's fault: the batch fails with
+``StoreUnwritable`` (nothing of it was acknowledged as committed) and the store reports itself
+unwritable until a write commits. The writer reconnects on the next write, waiting a backoff
+between failed attempts. Reads retry once on a fresh connection when theirs was lost.
+
+The schema is made or migrated by ``open()`` inside one transaction holding an advisory lock, so
+managers starting together on one database do it once; ``ej_meta`` holds its version, and a
+store older than the database's schema refuses to open. Tables are made in the first schema of
+the connection's ``search_path`` (e.g. ``?options=-csearch_path%3Dmyschema`` in the URL).
+
+Use one event loop per store: its connections belong to the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from easyjobs.errors import ConfigurationError, StoreError
+from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
+from easyjobs.store.base import MAX_PAGE, Store, StoreUnwritable, TaskSpec, pack, unpack
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+logger = logging.getLogger("easyjobs.store")
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+Extract = Callable[[int, Rows], Any]
+"""Turns a statement's row count and returned rows into the op's value."""
+Op = tuple[str, str, Sequence[Any], Extract, "asyncio.Future[Any]"]
+
+MAX_BATCH = 1000
+MAX_PENDING = 50_000
+"""Default bound on writes called but not yet committed."""
+POINT_READERS = 2
+SCAN_READERS = 2
+POOL_TIMEOUT_S = 5.0
+"""How long a read waits for a pooled connection (e.g. while the server is away)."""
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
+SCHEMA_VERSION = 1
+LOCK_CLASS = 0x656A  # "ej": with hashtext(current_schema()) the key of the migration lock
+CONNECT_DEFAULTS: dict[str, Any] = {
+    "application_name": "easyjobs",
+    "connect_timeout": 5,
+    # A dead peer is noticed in seconds, not after the kernel's two hours.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""Connection options the URL may override."""
+UNWRITABLE_STATES = {
+    "53100": "the database disk is full",
+    "53200": "the database is out of memory",
+    "53300": "the database has too many connections",
+    "25006": "the database is read-only",
+    "57P01": "the database is shutting down",
+    "57P02": "the database is shutting down",
+    "57P03": "the database is starting or shutting down",
+}
+
+UNFINISHED_SQL = ", ".join(f"'{s.value}'" for s in sorted(UNFINISHED))
+
+SCHEMA = (
+    """CREATE TABLE ej_jobs (
+        id text PRIMARY KEY, queue text NOT NULL, task text NOT NULL, payload bytea NOT NULL,
+        status text NOT NULL, attempts integer NOT NULL, worker text, parent text,
+        result bytea, error bytea, created_at double precision NOT NULL,
+        started_at double precision, finished_at double precision,
+        dependencies bytea NOT NULL, on_failure_job text, handler_for text,
+        next_attempt_at double precision, priority integer NOT NULL DEFAULT 0)""",
+    # unfinished_jobs() reads it in order; it holds only the jobs still to do.
+    f"CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id) WHERE status IN ({UNFINISHED_SQL})",
+    # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
+    "CREATE INDEX ej_jobs_created ON ej_jobs (created_at, id)",
+    # Claims take queued jobs of one task in priority, then FIFO, order.
+    "CREATE INDEX ej_jobs_claim ON ej_jobs (queue, task, priority, created_at, id)"
+    " WHERE status = 'queued'",
+    """CREATE TABLE ej_tasks (
+        queue text NOT NULL, name text NOT NULL, spec bytea NOT NULL,
+        updated_at double precision NOT NULL, PRIMARY KEY (queue, name))""",
+    """CREATE TABLE ej_schedules (
+        queue text NOT NULL, task text NOT NULL, last_fire double precision NOT NULL,
+        PRIMARY KEY (queue, task))""",
+    # count_jobs() reads this instead of scanning jobs; the triggers keep it exact in the
+    # transaction of every change, whoever writes. Counts at zero stay, as rows for next time.
+    """CREATE TABLE ej_job_counts (
+        queue text NOT NULL, status text NOT NULL, n bigint NOT NULL,
+        PRIMARY KEY (queue, status))""",
+    """CREATE FUNCTION ej_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            UPDATE ej_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO ej_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
+            ON CONFLICT (queue, status) DO UPDATE SET n = ej_job_counts.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER ej_job_counts_insert AFTER INSERT ON ej_jobs"
+    " FOR EACH ROW EXECUTE FUNCTION ej_count_jobs()",
+    "CREATE TRIGGER ej_job_counts_update AFTER UPDATE OF queue, status ON ej_jobs FOR EACH ROW"
+    " WHEN (OLD.queue IS DISTINCT FROM NEW.queue OR OLD.status IS DISTINCT FROM NEW.status)"
+    " EXECUTE FUNCTION ej_count_jobs()",
+    "CREATE TRIGGER ej_job_counts_delete AFTER DELETE ON ej_jobs"
+    " FOR EACH ROW EXECUTE FUNCTION ej_count_jobs()",
+)
+
+COLUMNS = (
+    "id, queue, task, payload, status, attempts, worker, parent, result, error,"
+    " created_at, started_at, finished_at,"
+    " dependencies, on_failure_job, handler_for, next_attempt_at"
+)
+ARRAY_TYPES = (
+    "text", "text", "text", "bytea", "text", "int4", "text", "text", "bytea", "bytea",
+    "float8", "float8", "float8", "bytea", "text", "text", "float8",
+)  # fmt: skip
+"""The element type of each of ``COLUMNS``, for inserting many rows as arrays."""
+# Rows go in in call order (the first of two records with one id wins) and an existing id is
+# left as it was. ``{cond}`` makes the insert depend on another part of the statement.
+INSERT_ROWS = (
+    f"INSERT INTO ej_jobs ({COLUMNS}) SELECT {COLUMNS}"
+    f" FROM unnest({', '.join(f'%s::{t}[]' for t in ARRAY_TYPES)})"
+    f" WITH ORDINALITY AS j({COLUMNS}, n){{cond}} ORDER BY n ON CONFLICT (id) DO NOTHING"
+)
+INSERT_JOBS = INSERT_ROWS.format(cond="") + " RETURNING id"
+SELECT_JOB_COLUMNS = f"SELECT {COLUMNS} FROM ej_jobs"
+
+
+def _when(new: JobStatus) -> str:
+    """SQL condition true only where the lifecycle table allows moving to ``new``."""
+    old = sorted(s.value for s, targets in TRANSITIONS.items() if new in targets)
+    return f"status IN ({', '.join(repr(s) for s in old)})"
+
+
+MARK_RUNNING = (
+    f"UPDATE ej_jobs SET status = '{JobStatus.RUNNING.value}', attempts = %s, worker = %s,"
+    f" started_at = %s WHERE id = %s AND {_when(JobStatus.RUNNING)}"
+)
+REQUEUE = (
+    f"UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
+    f" next_attempt_at = NULL WHERE id = ANY(%s::text[]) AND {_when(JobStatus.QUEUED)}"
+)
+RETRY = (
+    f"UPDATE ej_jobs SET status = '{JobStatus.RETRYING.value}', error = %s,"
+    f" next_attempt_at = %s, worker = NULL WHERE id = %s AND {_when(JobStatus.RETRYING)}"
+)
+FINISH = {
+    status: f"UPDATE ej_jobs SET status = '{status.value}', result = %s, error = %s,"
+    " finished_at = %s, on_failure_job = COALESCE(%s, on_failure_job), next_attempt_at = NULL"
+    f" WHERE id = %s AND {_when(status)}"
+    for status in TERMINAL
+}
+# The children go in only if the outcome did, in the same statement: all or nothing.
+FINISH_WITH_CHILDREN = {
+    status: f"WITH done AS ({sql} RETURNING 1),"
+    f" children AS ({INSERT_ROWS.format(cond=' WHERE EXISTS (SELECT FROM done)')})"
+    " SELECT count(*) FROM done"
+    for status, sql in FINISH.items()
+}
+# Changes one row exactly when the schedule is new or ``tick`` is later than its last fire.
+FIRE_SCHEDULE = (
+    "WITH fired AS (INSERT INTO ej_schedules (queue, task, last_fire) VALUES (%s, %s, %s)"
+    " ON CONFLICT (queue, task) DO UPDATE SET last_fire = excluded.last_fire"
+    " WHERE ej_schedules.last_fire < excluded.last_fire RETURNING 1),"
+    f" jobs AS ({INSERT_ROWS.format(cond=' WHERE EXISTS (SELECT FROM fired)')})"
+    " SELECT count(*) FROM fired"
+)
+UPSERT_TASKS = (
+    "INSERT INTO ej_tasks (queue, name, spec, updated_at)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::float8[])"
+    " ON CONFLICT (queue, name)"
+    " DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
+)
+# A write that touches no job, for probe().
+PROBE = (
+    "INSERT INTO ej_meta (key, value) VALUES ('probed_at', %s)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+SELECT_JOB = f"{SELECT_JOB_COLUMNS} WHERE id = %s"
+SELECT_UNFINISHED = f"{SELECT_JOB_COLUMNS} WHERE status IN ({UNFINISHED_SQL}) ORDER BY created_at, id"
+# Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); an unknown cursor
+# compares as NULL, so the page is empty.
+OLDER_THAN_CURSOR = "(created_at, id) < (SELECT created_at, id FROM ej_jobs WHERE id = %s)"
+
+
+class PostgresStore(Store):
+    """A store in a PostgreSQL database (15 or later), for the coroutines of one event loop.
+
+    ``url`` is a libpq URL, ``postgresql://user@host:5432/dbname``; its query string may set any
+    libpq option (``sslmode``, ``options``, and the keepalives this store otherwise sets).
+    A password in it never appears in a message or the log. ``max_pending`` bounds the writes
+    called but not yet committed.
+    """
+
+    def __init__(self, url: str, *, max_pending: int = MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ConfigurationError(f"max_pending must be at least 1, not {max_pending}")
+        psycopg = _driver()
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            raise ConfigurationError(
+                "the PostgreSQL URL cannot be parsed; use postgresql://user@host:5432/dbname"
+            ) from None
+        self._url = url
+        self._options = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in params}
+        host = str(params.get("host") or "localhost")
+        self._where = f"{host}:{params.get('port') or 5432}/{params.get('dbname') or '(default)'}"
+        self._password = str(params.get("password") or "")
+        self._max_pending = max_pending
+        self._writes: deque[Op] = deque()
+        self._wake = asyncio.Event()
+        self._issued = 0  # writes queued so far
+        self._applied = 0  # of those, writes the writer has committed or failed
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_order = itertools.count()
+        self._reads: set[asyncio.Task[Any]] = set()
+        self._commits = 0
+        self._writable = True
+        self._last_error: str | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._reconnect_at = 0.0
+        self._reconnect_wait = RECONNECT_FIRST_S
+        self._point_pool: AsyncConnectionPool | None = None
+        self._scan_pool: AsyncConnectionPool | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """``host:port/dbname`` of the database, for messages (never the password)."""
+        return self._where
+
+    @property
+    def commits(self) -> int:
+        """Statistic: transactions committed so far. Many writes share one under load."""
+        return self._commits
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    @property
+    def last_error(self) -> str | None:
+        return None if self._writable else self._last_error
+
+    async def open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+        opening = self._opening
+        try:
+            await asyncio.shield(opening)
+        except StoreError:
+            if self._opening is opening:  # nothing was left open; open() may be retried
+                self._opening = None
+            raise
+
+    async def close(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            with contextlib.suppress(StoreError):  # let an open() in flight settle first
+                await asyncio.shield(self._opening)
+        if self._closed:
+            if self._writer is not None:
+                await asyncio.shield(self._writer)
+            return
+        self._closed = True
+        self._wake.set()
+        if self._writer is not None:  # it drains every write already called, then returns
+            await asyncio.shield(self._writer)
+        while self._reads:
+            await asyncio.gather(*self._reads, return_exceptions=True)
+        await self._release()
+
+    def probe(self) -> asyncio.Future[None]:
+        return self._write("probe", PROBE, (repr(time.time()),), _none)
+
+    def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
+        columns = _job_columns(jobs)
+        ids = [job.id for job in jobs]
+
+        def extract(_: int, rows: Rows) -> list[bool]:
+            fresh = {row[0] for row in rows}
+            answers = []
+            for job_id in ids:  # only the first record of an id can have been inserted
+                answers.append(job_id in fresh)
+                fresh.discard(job_id)
+            return answers
+
+        return self._write("add_jobs", INSERT_JOBS, columns, extract)
+
+    def mark_running(
+        self, job_id: str, worker: str, attempt: int, at: float
+    ) -> asyncio.Future[None]:
+        return self._write("mark_running", MARK_RUNNING, (attempt, worker, at, job_id), _none)
+
+    def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:
+        return self._write("requeue", REQUEUE, (list(job_ids),), _none)
+
+    def retry(
+        self, job_id: str, error: dict[str, str], next_attempt_at: float
+    ) -> asyncio.Future[bool]:
+        params = (pack(error, f"job {job_id} error"), next_attempt_at, job_id)
+        return self._write("retry", RETRY, params, _changed_one)
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: Any,
+        error: dict[str, str] | None,
+        at: float,
+        *,
+        children: Sequence[JobRecord] = (),
+        on_failure_job: str | None = None,
+    ) -> asyncio.Future[bool]:
+        if status not in TERMINAL:
+            raise ValueError(f"finish() needs a terminal status, not {status.value!r}")
+        params: tuple[Any, ...] = (
+            None if result is None else pack(result, f"job {job_id} result"),
+            None if error is None else pack(error, f"job {job_id} error"),
+            at,
+            on_failure_job,
+            job_id,
+        )
+        if not children:
+            return self._write("finish", FINISH[status], params, _changed_one)
+        params += _job_columns(children)
+        return self._write("finish", FINISH_WITH_CHILDREN[status], params, _counted_one)
+
+    def fire_schedule(
+        self, queue: str, task: str, tick: float, job: JobRecord,
+        dependencies: Sequence[JobRecord] = (),
+    ) -> asyncio.Future[bool]:
+        params = (queue, task, tick, *_job_columns([job, *dependencies]))
+        return self._write("fire_schedule", FIRE_SCHEDULE, params, _counted_one)
+
+    def save_tasks(self, tasks: Sequence[TaskSpec]) -> asyncio.Future[None]:
+        # One statement may not upsert a key twice; the last spec of a key wins, as in order.
+        specs = {(q, name): pack(spec, f"task {q}/{name} spec") for q, name, spec in tasks}
+        now = time.time()
+        params = (
+            [q for q, _ in specs], [name for _, name in specs], list(specs.values()),
+            [now] * len(specs),
+        )
+        return self._write("save_tasks", UPSERT_TASKS, params, _none)
+
+    def get_job(self, job_id: str) -> asyncio.Future[JobRecord | None]:
+        return self._read(
+            "get_job", SELECT_JOB, (job_id,),
+            lambda rows: _job_record(rows[0]) if rows else None, scan=False,
+        )
+
+    def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
+        return self._read("unfinished_jobs", SELECT_UNFINISHED, (), _job_records, scan=True)
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        task: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> asyncio.Future[list[JobRecord]]:
+        # Only fixed clauses are joined into the SQL; every value is a parameter.
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("queue = %s", queue), ("task = %s", task),
+                              ("status = %s", status), (OLDER_THAN_CURSOR, before)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value.value if isinstance(value, JobStatus) else value)
+        sql = SELECT_JOB_COLUMNS
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
+        params.append(max(1, min(limit, MAX_PAGE)))
+        return self._read("list_jobs", sql, params, _job_records, scan=True)
+
+    def load_tasks(self) -> asyncio.Future[list[TaskSpec]]:
+        return self._read(
+            "load_tasks", "SELECT queue, name, spec FROM ej_tasks ORDER BY queue, name", (),
+            lambda rows: [(q, n, unpack(spec)) for q, n, spec in rows], scan=False,
+        )
+
+    def count_jobs(self) -> asyncio.Future[dict[tuple[str, str], int]]:
+        return self._read(
+            "count_jobs", "SELECT queue, status, n FROM ej_job_counts WHERE n > 0", (),
+            lambda rows: {(q, s): n for q, s, n in rows}, scan=False,
+        )
+
+    def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
+        return self._read(
+            "load_schedules", "SELECT queue, task, last_fire FROM ej_schedules", (),
+            lambda rows: {(q, t): last for q, t, last in rows}, scan=False,
+        )
+
+    # --- calls: queued at once, in call order
+
+    def _write(
+        self, name: str, sql: str, params: Sequence[Any], extract: Extract
+    ) -> asyncio.Future[Any]:
+        """Queue one statement for the writer now; the future resolves once it has committed.
+
+        Cancelling the future does not withdraw the op: it still runs, in order.
+        """
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        refusal = self._refusal()
+        if refusal is None and self._issued - self._applied >= self._max_pending:
+            refusal = StoreError(
+                f"the job store is overloaded ({self._max_pending} writes are waiting for"
+                " the database); try again later"
+            )
+        if refusal is not None:
+            fut.set_exception(refusal)
+            return fut
+        self._issued += 1
+        self._writes.append((name, sql, params, extract, fut))
+        self._wake.set()
+        return fut
+
+    def _read(
+        self, name: str, sql: str, params: Sequence[Any], extract: Callable[[Rows], T],
+        *, scan: bool,
+    ) -> asyncio.Future[T]:
+        """Run ``sql`` on a pooled connection once every write called so far is applied."""
+        refusal = self._refusal()
+        if refusal is not None:
+            fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            fut.set_exception(refusal)
+            return fut
+        pool = self._scan_pool if scan else self._point_pool
+        assert pool is not None  # serving: open() made both
+        task = asyncio.get_running_loop().create_task(
+            self._run_read(name, sql, params, extract, pool, self._issued_not_applied())
+        )
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+        return task
+
+    def _issued_not_applied(self) -> asyncio.Future[None] | None:
+        """A future that resolves once every write called so far is applied, or None if they are."""
+        if self._applied >= self._issued:
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (self._issued, next(self._waiter_order), fut))
+        return fut
+
+    def _refusal(self) -> StoreError | None:
+        """Why no call may be queued now, or None."""
+        if self._closed:
+            return StoreError("store is closed")
+        if self._writer is None:
+            return StoreError("store is not open; await open() first")
+        return None
+
+    # --- opening and closing
+
+    async def _open(self) -> None:
+        psycopg = _driver()
+        from psycopg_pool import AsyncConnectionPool
+
+        conn = await self._connect()
+        try:
+            await self._create_schema(conn)
+            pools = [
+                AsyncConnectionPool(
+                    self._url, kwargs={**self._options, "autocommit": True},
+                    min_size=1, max_size=size, open=False, timeout=POOL_TIMEOUT_S,
+                    name=f"easyjobs-{lane}",
+                )
+                for lane, size in (("point-reads", POINT_READERS), ("scans", SCAN_READERS))
+            ]
+            self._point_pool, self._scan_pool = pools
+            for pool in pools:
+                await pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+        except BaseException as exc:
+            self._conn = conn
+            await self._release()
+            if isinstance(exc, psycopg.Error):
+                raise self._open_error(exc) from None
+            if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+                logger.exception("cannot prepare the PostgreSQL store at %s", self._where)
+                raise StoreError(
+                    f"cannot prepare the store at PostgreSQL {self._where} (see the log)"
+                ) from None
+            raise
+        self._conn = conn
+        self._writer = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        """A new autocommit connection, or ``StoreError`` in one line saying why not."""
+        psycopg = _driver()
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, **self._options
+            )
+        except psycopg.Error as exc:
+            raise self._open_error(exc) from None
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        return StoreError(f"cannot connect to PostgreSQL at {self._where}: {self._reason(exc)}")
+
+    def _reason(self, exc: BaseException) -> str:
+        """libpq's own reason, on one line and without a password (it has none, to be sure)."""
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = text.rpartition(" failed: ")[2].replace("FATAL:", "").strip()
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    async def _create_schema(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (LOCK_CLASS,)
+            )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS ej_meta (key text PRIMARY KEY, value text NOT NULL)"
+            )
+            cur = await conn.execute("SELECT value FROM ej_meta WHERE key = 'schema_version'")
+            row = await cur.fetchone()
+            if row is None:
+                for statement in SCHEMA:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO ej_meta (key, value) VALUES ('schema_version', %s)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif not row[0].isdigit() or int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database at PostgreSQL {self._where} has easyjobs schema version"
+                    f" {row[0]}, newer than this easyjobs supports ({SCHEMA_VERSION}):"
+                    " upgrade easyjobs here to match the managers that migrated it"
+                )
+
+    async def _release(self) -> None:
+        """Close every connection; safe on a half-opened store."""
+        for pool in (self._point_pool, self._scan_pool):
+            if pool is not None:
+                await pool.close()
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    # --- the writer task
+
+    async def _serve(self) -> None:
+        while True:
+            while not self._writes:
+                if self._closed:  # close() queues nothing after it, so the FIFO is drained
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+            count = min(len(self._writes), MAX_BATCH)
+            batch = [self._writes.popleft() for _ in range(count)]
+            outcomes = await self._execute(batch)
+            self._applied += len(batch)
+            for fut, exc, value in outcomes:
+                if fut.done():  # its caller was cancelled
+                    continue
+                if exc is None:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(exc)
+            waiters = self._applied_waiters
+            while waiters and waiters[0][0] <= self._applied:
+                waiter = heapq.heappop(waiters)[2]
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _execute(
+        self, batch: list[Op]
+    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+        """Commit ``batch`` in one transaction; if an op fails, commit each op on its own."""
+        psycopg = _driver()
+        try:
+            return await self._transaction(batch)
+        except psycopg.Error as exc:
+            if self._unwritable(exc):
+                return self._fail_unwritable(batch, exc)
+            if len(batch) == 1:
+                # The cause stays in the log: its text may quote stored values.
+                logger.error("store op %s failed", batch[0][0], exc_info=exc)
+                error = StoreError(f"store op {batch[0][0]} failed; the cause is in the log")
+                return [(batch[0][4], error, None)]
+        outcomes = []
+        for position, op in enumerate(batch):  # nothing of the batch committed: one by one
+            outcomes += await self._execute([op])
+            if not self._writable:  # the server went away meanwhile: the rest fails too
+                return outcomes + self._fail_unwritable(batch[position + 1 :], None)
+        return outcomes
+
+    async def _transaction(
+        self, batch: list[Op]
+    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+        """Run ``batch`` as BEGIN, its statements and COMMIT, in one round trip."""
+        conn = await self._writer_connection()
+        cursors = []
+        try:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                for _, sql, params, _, _ in batch:
+                    cursor = conn.cursor()
+                    await cursor.execute(sql, params)
+                    cursors.append(cursor)
+                await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != 0:  # 0: idle
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+        self._commits += 1
+        if not self._writable:
+            logger.warning("the job store at PostgreSQL %s is writable again", self._where)
+            self._writable = True
+        outcomes = []
+        for (_, _, _, extract, fut), cursor in zip(batch, cursors, strict=True):
+            rows = await cursor.fetchall() if cursor.description is not None else []
+            outcomes.append((fut, None, extract(cursor.rowcount, rows)))
+        return outcomes
+
+    async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
+        """The writer's connection, reconnecting (with backoff between failures) when lost."""
+        psycopg = _driver()
+        if self._conn is not None and not self._conn.broken and not self._conn.closed:
+            return self._conn
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        if time.monotonic() < self._reconnect_at:
+            raise psycopg.OperationalError("connection lost; waiting before reconnecting")
+        try:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, **self._options
+            )
+        except psycopg.Error:
+            self._reconnect_at = time.monotonic() + self._reconnect_wait
+            self._reconnect_wait = min(self._reconnect_wait * 2, RECONNECT_MAX_S)
+            raise
+        self._reconnect_wait = RECONNECT_FIRST_S
+        logger.info("the job store reconnected to PostgreSQL %s", self._where)
+        return self._conn
+
+    def _unwritable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the server's or the network's fault rather than the op's."""
+        psycopg = _driver()
+        state = getattr(exc, "sqlstate", None) or ""
+        return (
+            self._conn is None or self._conn.broken or self._conn.closed
+            or state in UNWRITABLE_STATES or state.startswith("08")
+            or (isinstance(exc, psycopg.OperationalError) and not state)
+        )
+
+    def _fail_unwritable(
+        self, batch: list[Op], exc: BaseException | None
+    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+        """Fail ``batch`` as unwritable; log the first failure only, not one per batch."""
+        if exc is not None:
+            state = getattr(exc, "sqlstate", None) or ""
+            why = UNWRITABLE_STATES.get(state) or f"connection lost: {self._reason(exc)}"
+            self._last_error = (
+                f"the job store at PostgreSQL {self._where} cannot write ({why});"
+                " writes resume by themselves once it answers"
+            )
+            if self._writable:
+                logger.error("%s", self._last_error)
+            else:
+                logger.debug("%s", self._last_error)
+            self._writable = False
+        error = StoreUnwritable(self._last_error or "the job store cannot write")
+        return [(fut, error, None) for _, _, _, _, fut in batch]
+
+    # --- reads
+
+    async def _run_read(
+        self, name: str, sql: str, params: Sequence[Any], extract: Callable[[Rows], T],
+        pool: AsyncConnectionPool, writes_before: asyncio.Future[None] | None,
+    ) -> T:
+        psycopg = _driver()
+        from psycopg_pool import PoolTimeout
+
+        if writes_before is not None:
+            await writes_before
+        for attempt in range(2):
+            try:
+                async with pool.connection() as conn:
+                    try:
+                        cursor = await conn.execute(sql, params, binary=True)
+                        rows = await cursor.fetchall()
+                    except psycopg.OperationalError:
+                        if attempt == 0 and conn.broken:  # a connection lost while pooled
+                            continue
+                        raise
+                return extract(rows)
+            except (psycopg.Error, PoolTimeout) as exc:
+                logger.error("store op %s failed", name, exc_info=exc)
+                if isinstance(exc, PoolTimeout):
+                    raise StoreError(
+                        f"store op {name} failed: no connection to PostgreSQL {self._where}"
+                    ) from None
+                raise StoreError(f"store op {name} failed; the cause is in the log") from None
+        raise StoreError(f"store op {name} failed; the cause is in the log")
+
+
+def _driver() -> Any:
+    """psycopg, imported on first use so that SQLite users need not install it."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "the PostgreSQL store needs psycopg: pip install 'easyjobs[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _none(_: int, __: Rows) -> None:
+    return None
+
+
+def _changed_one(count: int, _: Rows) -> bool:
+    return count == 1
+
+
+def _counted_one(_: int, rows: Rows) -> bool:
+    return bool(rows[0][0] == 1)
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _job_columns(jobs: Sequence[JobRecord]) -> tuple[list[Any], ...]:
+    """The records as one list per column of ``COLUMNS``, for ``INSERT_ROWS``."""
+    rows = [
+        (
+            job.id,
+            job.queue,
+            job.task,
+            pack([job.args, job.kwargs], f"job {job.id} arguments"),
+            job.status.value,
+            job.attempts,
+            job.worker,
+            job.parent,
+            None if job.result is None else pack(job.result, f"job {job.id} result"),
+            None if job.error is None else pack(job.error, f"job {job.id} error"),
+            float(job.created_at),
+            _float(job.started_at),
+            _float(job.finished_at),
+            pack(job.dependencies, f"job {job.id} dependencies"),
+            job.on_failure_job,
+            job.handler_for,
+            _float(job.next_attempt_at),
+        )
+        for job in jobs
+    ]
+    return tuple([row[i] for row in rows] for i in range(len(ARRAY_TYPES)))
+
+
+def _job_records(rows: Rows) -> list[JobRecord]:
+    return [_job_record(row) for row in rows]
+
+
+def _job_record(row: tuple[Any, ...]) -> JobRecord:
+    """A row selected as ``COLUMNS`` back as a record."""
+    (
+        job_id, q, task, payload, status, attempts, worker, parent, result, error,
+        created_at, started_at, finished_at,
+        dependencies, on_failure_job, handler_for, next_attempt_at,
+    ) = row  # fmt: skip
+    args, kwargs = unpack(payload)
+    return JobRecord(
+        id=job_id,
+        queue=q,
+        task=task,
+        args=args,
+        kwargs=kwargs,
+        status=JobStatus(status),
+        attempts=attempts,
+        worker=worker,
+        parent=parent,
+        result=None if result is None else unpack(result),
+        error=None if error is None else unpack(error),
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        dependencies=unpack(dependencies),
+        on_failure_job=on_failure_job,
+        handler_for=handler_for,
+        next_attempt_at=next_attempt_at,
+    )
