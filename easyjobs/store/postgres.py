@@ -12,7 +12,8 @@ Reads run on pooled autocommit connections beside the writer: one pool for point
 the counts, tasks, schedules) and one for listings, so a burst of ``list_jobs`` neither delays a
 lookup nor queues on the writer. A read notes how many writes were called before it and waits
 until the writer has applied that many: read-your-writes, and no read waits on a later write.
-``count_jobs`` reads ``ej_job_counts``, which triggers keep exact in every writing transaction.
+``count_jobs`` reads ``ej_job_counts``, which triggers keep exact in every writing transaction
+(see ``SCHEMA``).
 
 If an op fails, its batch has committed nothing; the ops are then run again one transaction
 each, so the bad op fails alone (with ``StoreError``) and its neighbours still commit.
@@ -113,29 +114,47 @@ SCHEMA = (
     """CREATE TABLE ej_schedules (
         queue text NOT NULL, task text NOT NULL, last_fire double precision NOT NULL,
         PRIMARY KEY (queue, task))""",
-    # count_jobs() reads this instead of scanning jobs; the triggers keep it exact in the
-    # transaction of every change, whoever writes. Counts at zero stay, as rows for next time.
+    # count_jobs() reads this instead of scanning jobs. Updating one counts row once per
+    # statement would pile up row versions (a transaction that updates a row k times walks
+    # k versions each time), so the triggers append one delta per (queue, status) and
+    # statement, and every writing transaction folds them in once, at its end (FOLD_COUNTS).
+    # Deltas another writer left unfolded are still counted by count_jobs(): exact, whoever
+    # writes. Counts at zero stay, as rows for next time.
     """CREATE TABLE ej_job_counts (
         queue text NOT NULL, status text NOT NULL, n bigint NOT NULL,
         PRIMARY KEY (queue, status))""",
+    "CREATE TABLE ej_job_count_deltas (queue text NOT NULL, status text NOT NULL, n bigint NOT NULL)",
     """CREATE FUNCTION ej_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP <> 'INSERT' THEN
-            UPDATE ej_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+            INSERT INTO ej_job_count_deltas (queue, status, n)
+            SELECT queue, status, -count(*) FROM old_rows GROUP BY queue, status;
         END IF;
         IF TG_OP <> 'DELETE' THEN
-            INSERT INTO ej_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
-            ON CONFLICT (queue, status) DO UPDATE SET n = ej_job_counts.n + 1;
+            INSERT INTO ej_job_count_deltas (queue, status, n)
+            SELECT queue, status, count(*) FROM new_rows GROUP BY queue, status;
         END IF;
         RETURN NULL;
     END $$""",
-    "CREATE TRIGGER ej_job_counts_insert AFTER INSERT ON ej_jobs"
-    " FOR EACH ROW EXECUTE FUNCTION ej_count_jobs()",
-    "CREATE TRIGGER ej_job_counts_update AFTER UPDATE OF queue, status ON ej_jobs FOR EACH ROW"
-    " WHEN (OLD.queue IS DISTINCT FROM NEW.queue OR OLD.status IS DISTINCT FROM NEW.status)"
-    " EXECUTE FUNCTION ej_count_jobs()",
-    "CREATE TRIGGER ej_job_counts_delete AFTER DELETE ON ej_jobs"
-    " FOR EACH ROW EXECUTE FUNCTION ej_count_jobs()",
+    "CREATE TRIGGER ej_job_counts_insert AFTER INSERT ON ej_jobs REFERENCING NEW TABLE AS new_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
+    "CREATE TRIGGER ej_job_counts_update AFTER UPDATE ON ej_jobs"
+    " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
+    "CREATE TRIGGER ej_job_counts_delete AFTER DELETE ON ej_jobs REFERENCING OLD TABLE AS old_rows"
+    " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
+)
+FOLD_COUNTS = (
+    "WITH d AS (DELETE FROM ej_job_count_deltas RETURNING queue, status, n)"
+    " INSERT INTO ej_job_counts (queue, status, n)"
+    " SELECT queue, status, sum(n) FROM d GROUP BY queue, status"
+    " ON CONFLICT (queue, status) DO UPDATE SET n = ej_job_counts.n + excluded.n"
+)
+COUNT_JOBS = (
+    "SELECT queue, status, sum(n)::bigint FROM"
+    " (SELECT queue, status, n FROM ej_job_counts"
+    " UNION ALL SELECT queue, status, n FROM ej_job_count_deltas) c"
+    " GROUP BY queue, status HAVING sum(n) > 0"
 )
 
 COLUMNS = (
@@ -421,7 +440,7 @@ class PostgresStore(Store):
 
     def count_jobs(self) -> asyncio.Future[dict[tuple[str, str], int]]:
         return self._read(
-            "count_jobs", "SELECT queue, status, n FROM ej_job_counts WHERE n > 0", (),
+            "count_jobs", COUNT_JOBS, (),
             lambda rows: {(q, s): n for q, s, n in rows}, scan=False,
         )
 
@@ -639,6 +658,7 @@ class PostgresStore(Store):
                     cursor = conn.cursor()
                     await cursor.execute(sql, params)
                     cursors.append(cursor)
+                await conn.execute(FOLD_COUNTS)
                 await conn.execute("COMMIT")
         except BaseException:
             if not conn.closed and conn.info.transaction_status != 0:  # 0: idle

@@ -1,0 +1,263 @@
+"""What only the PostgreSQL store promises: clear connection errors, schema versions, surviving
+a lost server connection, its connection options, and a real manager running on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from easyjobs.client import EasyJobsClient
+from easyjobs.errors import ConfigurationError, StoreError
+from easyjobs.jobs import JobRecord, new_job_id
+from easyjobs.store import PostgresStore, StoreUnwritable, open_store
+from easyjobs.workers.worker import EasyJobsWorker
+
+from ..conftest import FAST_BACKOFF
+from ..utils import SECRET, free_port, wait_until
+from .conftest import DEFAULT_URL, schema_of, with_query
+
+Server = psycopg.Connection[tuple[object, ...]]
+
+
+def job(n: int = 0, **fields: object) -> JobRecord:
+    return JobRecord(**({"id": new_job_id(), "queue": "default", "task": "add",
+                         "created_at": 1000.0 + n} | fields))  # type: ignore[arg-type]
+
+
+def terminate_own_connections(server: Server, url: str) -> int:
+    """Kill every server connection of the store made from ``url``, as a failover would."""
+    rows = server.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        (schema_of(url),),
+    ).fetchall()
+    return len(rows)
+
+
+async def test_wrong_port_fails_open_in_one_line_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing listening: open() fails with one line naming host:port/dbname, never the password."""
+    port = free_port()
+    store = PostgresStore(f"postgresql://easyjobs:hunter2@127.0.0.1:{port}/jobs")
+    with caplog.at_level(logging.DEBUG), pytest.raises(StoreError) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to PostgreSQL at 127.0.0.1:{port}/jobs: ")
+    assert "refused" in message and "\n" not in message
+    assert "hunter2" not in message and "hunter2" not in caplog.text
+    with pytest.raises(StoreError, match="not open"):
+        await store.get_job(new_job_id())
+    await store.close()
+
+
+async def test_wrong_database_names_it(pg_url: str) -> None:
+    """A database that does not exist is named, with the server's reason."""
+    url = pg_url.replace("/test?", "/no_such_db_ej?")
+    assert url != pg_url
+    store = PostgresStore(with_query(url, password="hunter2"))
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert ":5432/no_such_db_ej: " in message or "/no_such_db_ej: " in message
+    assert 'database "no_such_db_ej" does not exist' in message
+    assert "hunter2" not in message and "\n" not in message
+
+
+async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Server) -> None:
+    """open() makes ej_ tables, the claim index and version 1; opening again changes nothing."""
+    for _ in range(2):
+        store = PostgresStore(pg_url)
+        await store.open()
+        await store.add_jobs([job()])
+        await store.close()
+    schema = schema_of(pg_url)
+    tables = {name for (name,) in pg_server.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
+    assert tables == {"ej_jobs", "ej_tasks", "ej_schedules", "ej_meta", "ej_job_counts",
+                      "ej_job_count_deltas"}
+    (claim,) = pg_server.execute(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'ej_jobs_claim'",
+        (schema,)).fetchone() or ("",)
+    assert "(queue, task, priority, created_at, id)" in str(claim)
+    assert "status = 'queued'" in str(claim)
+    version = pg_server.execute(
+        f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
+    assert version == [("1",)]
+    assert pg_server.execute(f"SELECT count(*) FROM {schema}.ej_jobs").fetchone() == (2,)
+
+
+async def test_an_older_store_refuses_a_newer_schema(pg_url: str, pg_server: Server) -> None:
+    """A database migrated by a newer easyjobs is refused with a message saying what to do."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    await store.close()
+    schema = schema_of(pg_url)
+    pg_server.execute(f"UPDATE {schema}.ej_meta SET value = '99' WHERE key = 'schema_version'")
+    newer = PostgresStore(pg_url)
+    with pytest.raises(StoreError, match="schema version 99, newer than this easyjobs supports"
+                                         r" \(1\): upgrade easyjobs"):
+        await newer.open()
+
+
+async def test_stores_opening_together_migrate_once(pg_url: str) -> None:
+    """Several stores opening at once on a fresh database all open (the advisory lock)."""
+    stores = [PostgresStore(pg_url) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        record = job()
+        assert await stores[0].add_jobs([record]) == [True]
+        assert await stores[3].get_job(record.id) == record
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_connections_carry_keepalives_and_a_name(pg_server: Server) -> None:
+    """The store's connections set keepalives and application_name=easyjobs unless told."""
+    url = os.environ.get("EASYJOBS_TEST_POSTGRES") or DEFAULT_URL
+    schema = f"ej_test_keepalive_{new_job_id()[:12]}"
+    pg_server.execute(f"CREATE SCHEMA {schema}")
+    store = PostgresStore(with_query(url, options=f"-csearch_path={schema}"))
+    try:
+        await store.open()
+        rows = pg_server.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'easyjobs'"
+            " AND backend_type = 'client backend'").fetchone()
+        assert rows is not None and int(str(rows[0])) >= 3  # the writer and both read pools
+        assert store._options["keepalives_idle"] == 5  # noqa: SLF001
+        assert store._options["tcp_user_timeout"] == 10_000  # noqa: SLF001
+    finally:
+        await store.close()
+        pg_server.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_a_lost_server_connection_fails_calls_then_the_store_serves_again(
+    pg_url: str, pg_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its connections killed, writes fail with StoreUnwritable (nothing half-written), the
+    store reconnects by itself and a later write and read succeed."""
+    store = PostgresStore(with_query(pg_url, password="hunter2"))
+    await store.open()
+    try:
+        kept = job(1)
+        assert await store.add_jobs([kept]) == [True]
+        assert terminate_own_connections(pg_server, pg_url) >= 3
+        lost = job(2)
+        with pytest.raises(StoreUnwritable, match="cannot write") as caught:
+            await store.add_jobs([lost, job(3)])
+        assert "hunter2" not in str(caught.value)
+        assert not store.writable and store.last_error is not None
+
+        async def writes() -> bool:
+            try:
+                await store.probe()
+            except StoreError:
+                return False
+            return True
+
+        await wait_until(writes, what="a write after the reconnect")
+        assert store.writable and store.last_error is None
+        again = job(4)
+        assert await store.add_jobs([again]) == [True]
+        assert await store.get_job(kept.id) == kept
+        assert await store.get_job(again.id) == again
+        assert {j.id for j in await store.unfinished_jobs()} <= {kept.id, lost.id, again.id}
+        assert "hunter2" not in caplog.text
+    finally:
+        await store.close()
+
+
+async def test_write_backlog_is_bounded(pg_url: str) -> None:
+    """With the table locked, writes beyond max_pending fail at once; the rest commit later."""
+    store = PostgresStore(pg_url, max_pending=10)
+    await store.open()
+    stall = await psycopg.AsyncConnection.connect(pg_url)
+    try:
+        await stall.execute("LOCK TABLE ej_jobs IN ACCESS EXCLUSIVE MODE")  # a stalled server
+        waiting = [store.add_jobs([job(n)]) for n in range(10)]
+        refused = store.add_jobs([job(10)])
+        assert refused.done() and not any(write.done() for write in waiting)
+        with pytest.raises(StoreError, match="overloaded"):
+            await refused
+        await stall.rollback()
+        assert await asyncio.gather(*waiting) == [[True]] * 10
+        assert await store.count_jobs() == {("default", "queued"): 10}
+    finally:
+        await stall.close()
+        await store.close()
+    with pytest.raises(ConfigurationError, match="max_pending"):
+        PostgresStore(pg_url, max_pending=0)
+
+
+async def test_database_failure_spares_neighbours_and_hides_values(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing op is a StoreError without argument values; its batch-mates commit."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute(
+                "CREATE FUNCTION reject() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN RAISE EXCEPTION 'rejected by trigger'; END $$")
+            other.execute("CREATE TRIGGER reject BEFORE INSERT ON ej_jobs FOR EACH ROW"
+                          " WHEN (NEW.queue = 'poison') EXECUTE FUNCTION reject()")
+        good = [job(n) for n in range(20)]
+        bad = job(kwargs={"password": "hunter2"}, queue="poison")
+        calls = [store.add_jobs([j]) for j in good[:10]]
+        calls += [store.add_jobs([bad])]
+        calls += [store.add_jobs([j]) for j in good[10:]]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failure = results.pop(10)
+        assert isinstance(failure, StoreError) and not isinstance(failure, psycopg.Error)
+        assert not isinstance(failure, StoreUnwritable) and store.writable
+        assert "hunter2" not in str(failure) and bad.id not in str(failure)
+        assert results == [[True]] * 20
+        assert "store op add_jobs failed" in caplog.text and "hunter2" not in caplog.text
+        assert len(await store.unfinished_jobs()) == 20
+    finally:
+        await store.close()
+
+
+def test_a_missing_driver_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without psycopg installed, a PostgreSQL URL is a ConfigurationError naming the extra."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'easyjobs\[postgres\]'"):
+        open_store("postgresql://u:secret@127.0.0.1/db")
+
+
+async def test_a_manager_on_postgres_runs_a_job_from_a_worker_and_a_client(
+    pg_url: str, manager_factory: Callable[..., Any]
+) -> None:
+    """A real manager on PostgreSQL: a client's call runs on a real worker and is stored."""
+    manager = await manager_factory(pg_url)
+    worker = EasyJobsWorker(None, None, manager.host, manager.port, SECRET, "math", 2,
+                            backoff=FAST_BACKOFF)
+
+    @worker.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await worker.start()
+    try:
+        async with EasyJobsClient(manager.host, manager.port, SECRET) as client:
+            assert await client.call("math", "add", 2, 3) == 5
+            listed, _ = await client.jobs(queue="math")
+            assert [(j["task"], j["status"], j["result"]) for j in listed] == [
+                ("add", "succeeded", 5)]
+    finally:
+        await worker.stop(grace=0)
+        await manager.stop()
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert await store.count_jobs() == {("math", "succeeded"): 1}
+    finally:
+        await store.close()
