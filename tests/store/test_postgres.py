@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +60,8 @@ async def test_wrong_port_fails_open_in_one_line_without_the_password(
 
 async def test_wrong_database_names_it(pg_url: str) -> None:
     """A database that does not exist is named, with the server's reason."""
-    url = pg_url.replace("/test?", "/no_such_db_ej?")
-    assert url != pg_url
+    parts = urlsplit(pg_url)
+    url = urlunsplit(parts._replace(path="/no_such_db_ej"))
     store = PostgresStore(with_query(url, password="hunter2"))
     with pytest.raises(StoreError) as caught:
         await store.open()
