@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     manager = commands.add_parser("manager", help="run a standalone manager")
     _connection_args(manager)
     manager.add_argument("--db", default=None,
-                         help="SQLite file or store URL (env DB_PATH, default easyjobs.db)")
+                         help="SQLite file or postgresql:// URL (env EASYJOBS_DB or DB_PATH, "
+                         "default easyjobs.db)")
     manager.add_argument("--heartbeat", type=float, default=None,
                          help="heartbeat interval in seconds (default 1.0)")
     manager.add_argument("--api-token-file", default=None,

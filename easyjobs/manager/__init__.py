@@ -36,8 +36,9 @@ DEFAULT_DB = "easyjobs.db"
 class EasyJobsManager:
     """A manager. ``await EasyJobsManager.create(app, server_secret=...)`` starts one in ``app``.
 
-    ``db_path`` (default: env ``DB_PATH``, else ``easyjobs.db``) selects the embedded SQLite
-    store; ``store`` passes any other ``Store``. ``heartbeat`` is the interval in seconds both
+    ``db_path`` (default: env ``EASYJOBS_DB`` or its alias ``DB_PATH``, else ``easyjobs.db``)
+    is an SQLite file or a ``postgresql://`` URL (``open_store``); ``store`` passes any other
+    ``Store``. ``heartbeat`` is the interval in seconds both
     ends use; a peer silent for five intervals is dropped. ``handshake_timeout`` is how long a
     new connection may take to authenticate before it is closed (4003). The caller owns
     shutdown: call ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked
@@ -76,7 +77,8 @@ class EasyJobsManager:
                 f"max_message must be between {HANDSHAKE_MAX_MESSAGE} and {MAX_BACKLOG // 2}")
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
-        self.store = store or open_store(db_path or os.environ.get("DB_PATH") or DEFAULT_DB)
+        self.store = store or open_store(
+            db_path or os.environ.get("EASYJOBS_DB") or os.environ.get("DB_PATH") or DEFAULT_DB)
         if max_worker_losses < 1:
             raise ConfigurationError("max_worker_losses must be at least 1")
         self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses))

@@ -1,7 +1,8 @@
 """The standalone manager as an ASGI app: ``uvicorn --factory easyjobs.manager.app:create_app``.
 
 Configuration comes from arguments or the environment: ``EASYJOBS_SECRET`` or
-``EASYJOBS_SECRET_FILE`` (required), ``DB_PATH`` (default ``easyjobs.db``) and
+``EASYJOBS_SECRET_FILE`` (required), ``EASYJOBS_DB`` or its alias ``DB_PATH`` (an SQLite file
+or a ``postgresql://`` URL; default ``easyjobs.db``) and
 ``EASYJOBS_HEARTBEAT`` and ``EASYJOBS_RETRY_BASE`` (seconds), ``EASYJOBS_MAX_WORKER_LOSSES``,
 ``EASYJOBS_API_TOKEN_FILE``
 (extra bearer tokens for the HTTP API, one per line) and ``EASYJOBS_METRICS_PUBLIC``.

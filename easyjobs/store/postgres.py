@@ -58,6 +58,7 @@ Rows = list[tuple[Any, ...]]
 Extract = Callable[[int, Rows], Any]
 """Turns a statement's row count and returned rows into the op's value."""
 Op = tuple[str, str, Sequence[Any], Extract, "asyncio.Future[Any]"]
+Outcome = tuple["asyncio.Future[Any]", "BaseException | None", Any]
 
 MAX_BATCH = 1000
 MAX_PENDING = 50_000
@@ -102,7 +103,8 @@ SCHEMA = (
         dependencies bytea NOT NULL, on_failure_job text, handler_for text,
         next_attempt_at double precision, priority integer NOT NULL DEFAULT 0)""",
     # unfinished_jobs() reads it in order; it holds only the jobs still to do.
-    f"CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id) WHERE status IN ({UNFINISHED_SQL})",
+    "CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id)"
+    f" WHERE status IN ({UNFINISHED_SQL})",
     # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
     "CREATE INDEX ej_jobs_created ON ej_jobs (created_at, id)",
     # Claims take queued jobs of one task in priority, then FIFO, order.
@@ -123,7 +125,8 @@ SCHEMA = (
     """CREATE TABLE ej_job_counts (
         queue text NOT NULL, status text NOT NULL, n bigint NOT NULL,
         PRIMARY KEY (queue, status))""",
-    "CREATE TABLE ej_job_count_deltas (queue text NOT NULL, status text NOT NULL, n bigint NOT NULL)",
+    "CREATE TABLE ej_job_count_deltas ("
+    " queue text NOT NULL, status text NOT NULL, n bigint NOT NULL)",
     """CREATE FUNCTION ej_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP <> 'INSERT' THEN
@@ -229,7 +232,9 @@ PROBE = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 SELECT_JOB = f"{SELECT_JOB_COLUMNS} WHERE id = %s"
-SELECT_UNFINISHED = f"{SELECT_JOB_COLUMNS} WHERE status IN ({UNFINISHED_SQL}) ORDER BY created_at, id"
+SELECT_UNFINISHED = (
+    f"{SELECT_JOB_COLUMNS} WHERE status IN ({UNFINISHED_SQL}) ORDER BY created_at, id"
+)
 # Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); an unknown cursor
 # compares as NULL, so the page is empty.
 OLDER_THAN_CURSOR = "(created_at, id) < (SELECT created_at, id FROM ej_jobs WHERE id = %s)"
@@ -247,7 +252,8 @@ class PostgresStore(Store):
     def __init__(self, url: str, *, max_pending: int = MAX_PENDING) -> None:
         if max_pending < 1:
             raise ConfigurationError(f"max_pending must be at least 1, not {max_pending}")
-        psycopg = _driver()
+        _driver()
+        import psycopg
         try:
             params = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError:
@@ -512,7 +518,7 @@ class PostgresStore(Store):
     # --- opening and closing
 
     async def _open(self) -> None:
-        psycopg = _driver()
+        import psycopg
         from psycopg_pool import AsyncConnectionPool
 
         conn = await self._connect()
@@ -545,7 +551,7 @@ class PostgresStore(Store):
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         """A new autocommit connection, or ``StoreError`` in one line saying why not."""
-        psycopg = _driver()
+        import psycopg
         try:
             return await psycopg.AsyncConnection.connect(
                 self._url, autocommit=True, **self._options
@@ -625,9 +631,9 @@ class PostgresStore(Store):
 
     async def _execute(
         self, batch: list[Op]
-    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+    ) -> list[Outcome]:
         """Commit ``batch`` in one transaction; if an op fails, commit each op on its own."""
-        psycopg = _driver()
+        import psycopg
         try:
             return await self._transaction(batch)
         except psycopg.Error as exc:
@@ -638,7 +644,7 @@ class PostgresStore(Store):
                 logger.error("store op %s failed", batch[0][0], exc_info=exc)
                 error = StoreError(f"store op {batch[0][0]} failed; the cause is in the log")
                 return [(batch[0][4], error, None)]
-        outcomes = []
+        outcomes: list[Outcome] = []
         for position, op in enumerate(batch):  # nothing of the batch committed: one by one
             outcomes += await self._execute([op])
             if not self._writable:  # the server went away meanwhile: the rest fails too
@@ -647,7 +653,7 @@ class PostgresStore(Store):
 
     async def _transaction(
         self, batch: list[Op]
-    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+    ) -> list[Outcome]:
         """Run ``batch`` as BEGIN, its statements and COMMIT, in one round trip."""
         conn = await self._writer_connection()
         cursors = []
@@ -669,7 +675,7 @@ class PostgresStore(Store):
         if not self._writable:
             logger.warning("the job store at PostgreSQL %s is writable again", self._where)
             self._writable = True
-        outcomes = []
+        outcomes: list[Outcome] = []
         for (_, _, _, extract, fut), cursor in zip(batch, cursors, strict=True):
             rows = await cursor.fetchall() if cursor.description is not None else []
             outcomes.append((fut, None, extract(cursor.rowcount, rows)))
@@ -677,7 +683,7 @@ class PostgresStore(Store):
 
     async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
         """The writer's connection, reconnecting (with backoff between failures) when lost."""
-        psycopg = _driver()
+        import psycopg
         if self._conn is not None and not self._conn.broken and not self._conn.closed:
             return self._conn
         if self._conn is not None:
@@ -699,7 +705,7 @@ class PostgresStore(Store):
 
     def _unwritable(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the server's or the network's fault rather than the op's."""
-        psycopg = _driver()
+        import psycopg
         state = getattr(exc, "sqlstate", None) or ""
         return (
             self._conn is None or self._conn.broken or self._conn.closed
@@ -709,7 +715,7 @@ class PostgresStore(Store):
 
     def _fail_unwritable(
         self, batch: list[Op], exc: BaseException | None
-    ) -> list[tuple[asyncio.Future[Any], BaseException | None, Any]]:
+    ) -> list[Outcome]:
         """Fail ``batch`` as unwritable; log the first failure only, not one per batch."""
         if exc is not None:
             state = getattr(exc, "sqlstate", None) or ""
@@ -732,7 +738,7 @@ class PostgresStore(Store):
         self, name: str, sql: str, params: Sequence[Any], extract: Callable[[Rows], T],
         pool: AsyncConnectionPool, writes_before: asyncio.Future[None] | None,
     ) -> T:
-        psycopg = _driver()
+        import psycopg
         from psycopg_pool import PoolTimeout
 
         if writes_before is not None:
@@ -758,16 +764,15 @@ class PostgresStore(Store):
         raise StoreError(f"store op {name} failed; the cause is in the log")
 
 
-def _driver() -> Any:
-    """psycopg, imported on first use so that SQLite users need not install it."""
+def _driver() -> None:
+    """Import psycopg on first use (SQLite users need not install it), or say how to get it."""
     try:
-        import psycopg
+        import psycopg  # noqa: F401
         import psycopg_pool  # noqa: F401
     except ImportError:
         raise ConfigurationError(
             "the PostgreSQL store needs psycopg: pip install 'easyjobs[postgres]'"
         ) from None
-    return psycopg
 
 
 def _none(_: int, __: Rows) -> None:

@@ -7,9 +7,9 @@ import asyncio
 import logging
 import os
 import sys
-from urllib.parse import urlsplit, urlunsplit
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
