@@ -174,6 +174,19 @@ class TestStoreContract:
         assert await store.add_jobs([first, job(id=first.id, args=[2])]) == [True, False]
         assert await store.get_job(first.id) == first
 
+    async def test_duplicates_across_calls_issued_together(self, store: Store) -> None:
+        """Of adds called together, only the first call with an id inserts it, as if awaited."""
+        first, other = job(1, args=[1]), job(2)
+        calls = [
+            store.add_jobs([first]),
+            store.add_jobs([job(3, id=first.id, args=[2]), other, job(4, id=other.id)]),
+            store.add_jobs([job(5, id=first.id, args=[3]), job(6, id=other.id)]),
+        ]
+        assert await asyncio.gather(*calls) == [[True], [False, True, False], [False, False]]
+        assert await store.get_job(first.id) == first
+        assert await store.get_job(other.id) == other
+        assert await store.count_jobs() == {("default", "queued"): 2}
+
     async def test_mark_running_then_finish_succeeded(self, store: Store) -> None:
         """queued -> running -> succeeded records worker, attempt, result and both timestamps."""
         record = job()
