@@ -633,10 +633,9 @@ class PostgresStore(Store):
         self, batch: list[Op]
     ) -> list[Outcome]:
         """Commit ``batch`` in one transaction; if an op fails, commit each op on its own."""
-        import psycopg
         try:
             return await self._transaction(batch)
-        except psycopg.Error as exc:
+        except Exception as exc:  # the driver's errors, and a value it cannot send
             if self._unwritable(exc):
                 return self._fail_unwritable(batch, exc)
             if len(batch) == 1:
@@ -647,7 +646,7 @@ class PostgresStore(Store):
         outcomes: list[Outcome] = []
         for position, op in enumerate(batch):  # nothing of the batch committed: one by one
             outcomes += await self._execute([op])
-            if not self._writable:  # the server went away meanwhile: the rest fails too
+            if isinstance(outcomes[-1][1], StoreUnwritable):  # the server went away meanwhile
                 return outcomes + self._fail_unwritable(batch[position + 1 :], None)
         return outcomes
 
