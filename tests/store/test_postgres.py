@@ -175,6 +175,22 @@ async def test_a_lost_server_connection_fails_calls_then_the_store_serves_again(
         await store.close()
 
 
+async def test_lifecycle_misuse(pg_url: str) -> None:
+    """Calls before open() raise StoreError; open() twice is fine; close() may race open()."""
+    store = PostgresStore(pg_url)
+    with pytest.raises(StoreError, match="not open"):
+        await store.add_jobs([job()])
+    await asyncio.gather(store.open(), store.open())
+    assert await store.add_jobs([job()]) == [True]
+    await store.close()
+    with pytest.raises(StoreError, match="store is closed"):
+        await store.open()
+    racing = PostgresStore(pg_url)
+    await asyncio.gather(racing.open(), racing.close())
+    with pytest.raises(StoreError, match="store is closed"):
+        await racing.get_job(new_job_id())
+
+
 async def test_write_backlog_is_bounded(pg_url: str) -> None:
     """With the table locked, writes beyond max_pending fail at once; the rest commit later."""
     store = PostgresStore(pg_url, max_pending=10)
