@@ -278,3 +278,39 @@ async def test_a_manager_on_postgres_runs_a_job_from_a_worker_and_a_client(
         assert await store.count_jobs() == {("math", "succeeded"): 1}
     finally:
         await store.close()
+
+
+async def test_a_manager_rides_out_lost_database_connections(
+    pg_url: str, pg_server: Server, manager_factory: Callable[..., Any]
+) -> None:
+    """Its PostgreSQL connections killed, a manager answers a submit with StoreError, then
+    reconnects by itself and runs the next submits of the same client and worker."""
+    manager = await manager_factory(pg_url)
+    worker = EasyJobsWorker(None, None, manager.host, manager.port, SECRET, "math", 2,
+                            backoff=FAST_BACKOFF)
+
+    @worker.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await worker.start()
+    try:
+        async with EasyJobsClient(manager.host, manager.port, SECRET) as client:
+            assert await client.call("math", "add", 1, 1) == 2
+            assert terminate_own_connections(pg_server, pg_url) >= 3
+            with pytest.raises(StoreError):
+                await client.call("math", "add", 2, 2)
+            results: list[int] = []
+
+            async def runs() -> bool:
+                try:
+                    results.append(await client.call("math", "add", 2, 3))
+                except StoreError:
+                    return False
+                return True
+
+            await wait_until(runs, what="a submit after the store reconnected")
+            assert results == [5]
+            assert manager.manager.store.writable
+    finally:
+        await worker.stop(grace=0)
