@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +18,8 @@ import pytest
 from easyjobs.client import EasyJobsClient
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import JobRecord, new_job_id
-from easyjobs.store import PostgresStore, StoreUnwritable, open_store
+from easyjobs.manager import EasyJobsManager
+from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_store
 from easyjobs.workers.worker import EasyJobsWorker
 
 from ..conftest import FAST_BACKOFF
@@ -314,3 +316,14 @@ async def test_a_manager_rides_out_lost_database_connections(
             assert manager.manager.store.writable
     finally:
         await worker.stop(grace=0)
+
+
+def test_easyjobs_db_selects_the_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """EASYJOBS_DB names the manager's store (a URL or a path), ahead of its alias DB_PATH."""
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "old.db"))
+    monkeypatch.setenv("EASYJOBS_DB", "postgresql://u:secret@127.0.0.1:5433/jobs")
+    store = EasyJobsManager(server_secret=SECRET).store
+    assert isinstance(store, PostgresStore) and store.where == "127.0.0.1:5433/jobs"
+    monkeypatch.delenv("EASYJOBS_DB")
+    fallback = EasyJobsManager(server_secret=SECRET).store
+    assert isinstance(fallback, SQLiteStore) and fallback.path == str(tmp_path / "old.db")
