@@ -36,6 +36,7 @@ from ..protocol.frames import (
     Cancel,
     Credit,
     Done,
+    DoneAck,
     Error,
     Frame,
     JobInfo,
@@ -102,6 +103,8 @@ class Active:
     """While retrying: the timer of the next attempt."""
     cancel_waiters: list[tuple[Peer, int]] = field(default_factory=list)
     """Cancel requests (peer, ref) to answer once the job's final record is committed."""
+    acks: list[tuple[Peer, DoneAck]] = field(default_factory=list)
+    """``done_ack`` frames owed once the outcome being committed is settled."""
 
 
 class Core:
@@ -435,11 +438,15 @@ class Core:
 
     def _done(self, peer: Peer, frame: Done) -> None:
         active = self.active.get(frame.job)
-        if active is None or active.finishing or active.record.status not in (
-            JobStatus.RUNNING, JobStatus.QUEUED
-        ):
-            return  # a late or duplicate result: the first one won
+        ack = DoneAck(frame.job, frame.attempt)
+        if active is not None and active.finishing:
+            active.acks.append((peer, ack))  # settled when the outcome being committed is
+            return
+        if active is None or active.record.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
+            peer.send(ack)  # a late or duplicate result: the first one won
+            return
         active.finishing = True
+        active.acks.append((peer, ack))
         record = active.record
         if frame.attempt == record.attempts + 1:
             record.attempts = frame.attempt  # a crash lost the record of this attempt's start
@@ -482,7 +489,10 @@ class Core:
                 log.warning("job %s was not running in the store when it failed", record.id)
         except StoreError:
             log.error("could not record the retry of job %s; requeueing it now", record.id)
+            active.acks.clear()  # not committed: the workers keep their outcomes
             next_at = time.time()
+        else:
+            self._send_acks(active)
         record.move(JobStatus.RETRYING)
         record.worker, active.worker_id = None, None
         record.error, record.next_attempt_at = error, next_at
@@ -538,6 +548,7 @@ class Core:
             )
         except StoreError:
             active.finishing = False
+            active.acks.clear()  # not committed: the workers keep their outcomes
             record.on_failure_job = None
             for peer, ref in active.cancel_waiters:
                 self._store_failed(peer, ref)
@@ -553,6 +564,7 @@ class Core:
                           record.status.value, record.id, record.status.value)
                 self._restore(active)
             return
+        self._send_acks(active)
         if not stored:  # retracted or finished meanwhile: the stored job and its result stand
             self.active.pop(record.id, None)
             for peer in active.watchers:
@@ -574,6 +586,13 @@ class Core:
             self._reply(peer, JobInfo(ref, record.to_wire()))
         self._activate(children)
         self._dependency_finished(record)
+
+    def _send_acks(self, active: Active) -> None:
+        """The outcome is settled: the workers that reported it for this job may forget it."""
+        for peer, ack in active.acks:
+            if peer.id in self.peers:
+                peer.send(ack)
+        active.acks.clear()
 
     def _restore(self, active: Active) -> None:
         """An outcome could not be committed: a waiting or retrying job goes on as it was."""

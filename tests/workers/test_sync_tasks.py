@@ -1,0 +1,142 @@
+"""Sync (``def``) tasks against a real manager: they run in threads bounded by the worker's slots,
+with the job's context, a timeout fails them while their thread keeps its slot, and calling other
+tasks from them is refused with a message that says what to do.
+
+Task bodies block on ``threading.Event``s the test sets: nothing waits a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from easyjobs import EasyJobsClient, EasyJobsWorker, TaskFailed
+from easyjobs.remote import current_job
+
+from ..conftest import RunningManager
+from ..mesh import registered
+from ..utils import TIMEOUT, wait_until
+
+WorkerFactory = Callable[..., EasyJobsWorker]
+
+
+async def test_sync_task_runs_in_a_thread_with_its_job_context(
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+) -> None:
+    """A def task runs off the event loop's thread, sees current_job, and returns its result."""
+    worker = worker_factory()
+    seen: list[tuple[int, str | None]] = []
+
+    @worker.task()
+    def add(a: int, b: int) -> int:
+        seen.append((threading.get_ident(), current_job.get()))
+        return a + b
+
+    await worker.start()
+    job = await client.submit("ETL", "add", 2, 3)
+    assert await job.result(timeout=TIMEOUT) == 5
+    assert await add(4, 5) == 9
+    assert seen[0] == (seen[0][0], job.id)
+    assert threading.get_ident() not in {thread for thread, _ in seen}
+
+
+async def test_sync_tasks_run_in_parallel_up_to_the_slots(
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+) -> None:
+    """Blocking def tasks run two at a time on a two-slot worker, never more, loop still free."""
+    worker = worker_factory(max_tasks=2)
+    gate = threading.Event()
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    @worker.task()
+    def block(n: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        gate.wait(TIMEOUT)
+        with lock:
+            running[0] -= 1
+        return n
+
+    await worker.start()
+    jobs = [await client.submit("ETL", "block", n) for n in range(5)]
+    await wait_until(lambda: running[0] == 2, what="two blocking bodies at once")
+    # The loop is free while both slots block: the manager still answers this worker's link.
+    assert (await jobs[0].info())["status"] == "running"
+    gate.set()
+    assert [await job.result(timeout=TIMEOUT) for job in jobs] == list(range(5))
+    assert peak[0] == 2
+
+
+async def test_sync_task_over_its_timeout_fails_and_keeps_its_slot_until_it_returns(
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+) -> None:
+    """A def task over its timeout fails with TaskTimeout; its slot frees only when it returns."""
+    worker = worker_factory(max_tasks=1)
+    release = threading.Event()
+    returned = threading.Event()
+
+    @worker.task(timeout=0.2, retry_policy="never")
+    def stuck() -> str:
+        release.wait(TIMEOUT)
+        returned.set()
+        return "late"
+
+    @worker.task()
+    def quick() -> str:
+        return "quick"
+
+    await worker.start()
+    first = await client.submit("ETL", "stuck")
+    with pytest.raises(TaskFailed) as caught:
+        await first.result(timeout=TIMEOUT)
+    assert caught.value.type == "TaskTimeout" and "0.2s timeout" in caught.value.message
+    assert not returned.is_set()
+
+    # A freed slot would have been granted back before the timeout was reported, and the
+    # manager assigns on a grant at once: the next job is still waiting for the thread.
+    second = await client.submit("ETL", "quick")
+    assert (await second.info())["status"] == "queued"
+    release.set()
+    assert await second.result(timeout=TIMEOUT) == "quick"
+    info = await first.info()
+    assert (info["status"], info["attempts"], info["result"]) == ("failed", 1, None)
+
+
+async def test_sync_task_cannot_call_other_tasks(
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+) -> None:
+    """Calling or submitting a task from a def task fails that job, saying to use async def."""
+    worker = worker_factory()
+
+    @worker.task()
+    async def child(n: int) -> int:
+        return n
+
+    @worker.task()
+    def calls_child(n: int) -> int:
+        return asyncio.run(child(n))
+
+    @worker.task()
+    def submits_child(n: int) -> str:
+        return asyncio.run(child.submit(n)).id
+
+    @worker.task()
+    def calls_through_a_client(n: int) -> int:
+        return asyncio.run(client.call("ETL", "child", n))  # type: ignore[no-any-return]
+
+    await worker.start()
+    names = ("calls_child", "submits_child", "calls_through_a_client")
+    await registered(manager, "ETL", "child", *names)
+    for name in names:
+        job = await client.submit("ETL", name, 1)
+        with pytest.raises(TaskFailed) as caught:
+            await job.result(timeout=TIMEOUT)
+        assert caught.value.type == "ConfigurationError"
+        assert "make the task 'async def'" in caught.value.message
+    assert await child(3) == 3  # the worker is unharmed
