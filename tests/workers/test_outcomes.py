@@ -161,7 +161,7 @@ async def test_manager_task_outcomes_are_acknowledged_through_the_loopback(
     local = manager.manager._local
 
     @manager.manager.task(namespace="general")
-    def local_work(n: int) -> int:
+    async def local_work(n: int) -> int:
         return n + 1
 
     assert await client.call("general", "local_work", 1) == 2
