@@ -234,7 +234,6 @@ class Runner:
         assign = running.assign
         current_job.set(assign.job)
         current_slot.set(lambda: self._lend(running))
-        stop: BaseException | None = None
         try:
             if fn is None:
                 raise LookupError(f"this worker has no task {assign.task!r}")
@@ -255,21 +254,17 @@ class Runner:
                     "msgpack-serializable: return None, bool, int, float, str, bytes, list or dict"
                 )
             done = Done(assign.job, assign.attempt, JobStatus.SUCCEEDED.value, value)
-        except asyncio.CancelledError:
-            self._finish(running)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            self._finish(running)  # cancelled, or the process was told to stop: it does
             raise
-        except BaseException as exc:  # whatever the task raised, its attempt failed
+        except BaseException as exc:  # anything else the task raised fails its attempt
             done = Done(assign.job, assign.attempt, JobStatus.FAILED.value, None, failure(exc))
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                stop = exc  # reported, and then the process still stops as it was told
         self._finish(running)
         try:
             self._report(done)
         except SerializationError as exc:  # too big for a frame
             self._report(Done(assign.job, assign.attempt, JobStatus.FAILED.value, None,
                               failure(exc)))
-        if stop is not None:
-            raise stop
 
     async def _run_in_thread(
         self, running: _Running, fn: Callable[..., Any], timeout: float | None

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from easyjobs import EasyJobsClient, EasyJobsWorker, TaskFailed
+from easyjobs import ConfigurationError, EasyJobsClient, EasyJobsWorker, TaskFailed
+from easyjobs.errors import JobCancelled
 from easyjobs.remote import current_job
 
 from ..conftest import RunningManager
@@ -140,3 +141,53 @@ async def test_sync_task_cannot_call_other_tasks(
         assert caught.value.type == "ConfigurationError"
         assert "make the task 'async def'" in caught.value.message
     assert await child(3) == 3  # the worker is unharmed
+
+
+async def test_cancelled_sync_task_keeps_its_slot_until_its_thread_returns(
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+) -> None:
+    """Cancelling a running def task reports nothing; the next job waits for the thread."""
+    worker = worker_factory(max_tasks=1)
+    started = threading.Event()
+    release = threading.Event()
+
+    @worker.task()
+    def stuck() -> str:
+        started.set()
+        release.wait(TIMEOUT)
+        return "late"
+
+    @worker.task()
+    def quick() -> str:
+        return "quick"
+
+    await worker.start()
+    first = await client.submit("ETL", "stuck")
+    await asyncio.to_thread(started.wait, TIMEOUT)
+    assert (await first.cancel())["status"] == "cancelled"
+    with pytest.raises(JobCancelled):
+        await first.result(timeout=TIMEOUT)
+    second = await client.submit("ETL", "quick")
+    assert (await second.info())["status"] == "queued"
+    release.set()
+    assert await second.result(timeout=TIMEOUT) == "quick"
+    assert (await first.info())["status"] == "cancelled"
+
+
+def test_generators_and_non_functions_are_refused_at_decoration() -> None:
+    """A generator function or a callable object cannot be a task: the error says why."""
+    worker = EasyJobsWorker(None, None, "127.0.0.1", 1, "secret", "ETL")
+
+    def produce() -> object:
+        yield 1
+
+    with pytest.raises(ConfigurationError, match="generator function: a task must return"):
+        worker.task()(produce)
+
+    class Handler:
+        __name__ = "callable_object"
+
+        def __call__(self) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="must be a function .def or async def., not"):
+        worker.task()(Handler())
