@@ -174,7 +174,7 @@ class _Stderr:
 
     def feed(self, chunk: bytes) -> None:
         text = self._decoder.decode(chunk, final=not chunk)
-        if text:
+        if text and sys.stderr is not None:
             _forwarder.write(sys.stderr, text)
         *lines, partial = (self._partial + text).split("\n")
         self._lines.extend(line[-STDERR_LINE:] + "\n" for line in lines)
@@ -194,8 +194,8 @@ class _Forwarder:
     """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[TextIO, str] | asyncio.Future[None]] = \
-            queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[TextIO, str] | asyncio.Future[None]]
+        self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._waiting = 0
         self._dropped = 0
@@ -215,15 +215,16 @@ class _Forwarder:
                 self._thread = threading.Thread(target=self._serve, name="easyjobs stderr",
                                                 daemon=True)
                 self._thread.start()
-        self._queue.put((stream, text))
+            self._queue.put((stream, text))
 
     def written(self) -> asyncio.Future[None]:
         """A future resolved once everything written so far has been handed to its stream."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._thread is None:
-            future.set_result(None)
-        else:
-            self._queue.put(future)
+        with self._lock:
+            if self._thread is None:
+                future.set_result(None)
+            else:
+                self._queue.put(future)
         return future
 
     def _serve(self) -> None:
