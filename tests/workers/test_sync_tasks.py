@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from easyjobs import ConfigurationError, EasyJobsClient, EasyJobsWorker, TaskFailed
 from easyjobs.errors import JobCancelled
+from easyjobs.protocol.session import MISSED_HEARTBEATS
 from easyjobs.remote import current_job
 
 from ..conftest import RunningManager
@@ -74,6 +78,32 @@ async def test_sync_tasks_run_in_parallel_up_to_the_slots(
     assert peak[0] == 2
 
 
+async def test_sync_task_sleeping_past_the_heartbeat_window_completes_once(
+    manager_factory: Callable[..., Any], tmp_path: Path, worker_factory: WorkerFactory,
+    client_factory: Callable[..., Any],
+) -> None:
+    """A def task in time.sleep for twice the heartbeat window: no drop, one attempt."""
+    heartbeat = 0.2
+    fast = await manager_factory(db=tmp_path / "fast.db", heartbeat=heartbeat)
+    worker = worker_factory(port=fast.port, max_tasks=1)
+    client: EasyJobsClient = await client_factory(port=fast.port)
+    runs: list[float] = []
+
+    @worker.task()
+    def nap(seconds: float) -> str:
+        runs.append(seconds)
+        time.sleep(seconds)  # the blocking call is the workload under test
+        return "rested"
+
+    await worker.start()
+    sessions = set(fast.manager.core.peers)
+    job = await client.submit("ETL", "nap", 2 * MISSED_HEARTBEATS * heartbeat)
+    assert await job.result(timeout=TIMEOUT) == "rested"
+    info = await job.info()
+    assert (info["status"], info["attempts"], len(runs)) == ("succeeded", 1, 1)
+    assert set(fast.manager.core.peers) == sessions  # nobody was dropped and reconnected
+
+
 async def test_sync_task_over_its_timeout_fails_and_keeps_its_slot_until_it_returns(
     manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
 ) -> None:
@@ -129,7 +159,7 @@ async def test_sync_task_cannot_call_other_tasks(
 
     @worker.task()
     def calls_through_a_client(n: int) -> int:
-        return asyncio.run(client.call("ETL", "child", n))  # type: ignore[no-any-return]
+        return asyncio.run(client.call("ETL", "child", n))
 
     await worker.start()
     names = ("calls_child", "submits_child", "calls_through_a_client")
