@@ -34,6 +34,7 @@ from .frames import (
     Challenge,
     Credit,
     Done,
+    DoneAck,
     Error,
     Frame,
     Heartbeat,
@@ -102,7 +103,7 @@ _ACCEPTS: dict[tuple[str, State], frozenset[type[Frame]]] = {
     ("client", State.OPEN): _SERVER_SENDS,
     ("worker", State.AWAIT_CHALLENGE): frozenset({Challenge, Error}),
     ("worker", State.AWAIT_WELCOME): frozenset({Welcome, Error}),
-    ("worker", State.OPEN): _SERVER_SENDS | {Assign, Abort},
+    ("worker", State.OPEN): _SERVER_SENDS | {Assign, Abort, DoneAck},
 }
 
 

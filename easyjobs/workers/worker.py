@@ -7,6 +7,7 @@ owns its process) decides when to call ``stop``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from ..protocol.frames import (
     Assign,
     Credit,
     Done,
+    DoneAck,
     Error,
     Frame,
     Pause,
@@ -29,7 +31,7 @@ from ..remote import Calls, RemoteTask
 from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
 from .child import child_runner, script_for
 from .link import DEFAULT_BACKOFF, Link
-from .runner import Runner
+from .runner import NESTED_CALL_IN_THREAD, Runner, in_task_thread
 
 log = logging.getLogger("easyjobs.worker")
 
@@ -84,7 +86,8 @@ class EasyJobsWorker:
         self.max_tasks = max_tasks_per_worker
         self.grace = grace
         self._connect_timeout = connect_timeout
-        self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any]]] = {}
+        self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any], bool]] = {}
+        """(queue, name) -> spec, the function to run, and whether it runs in a thread"""
         self._paused = False
         secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
         self._secret = secret
@@ -95,7 +98,8 @@ class EasyJobsWorker:
         link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
         self._link: LinkLike = link
         self._runner: Runner | None = None
-        self._unsent: list[Done] = []
+        self._unacked: dict[tuple[str, int], Done] = {}
+        """Outcomes reported and not yet acknowledged, by (job, attempt), oldest first."""
         self._hooked = False
 
     @classmethod
@@ -131,7 +135,11 @@ class EasyJobsWorker:
         timezone: str | None = None,
         task_dir: str | None = None,
     ) -> Callable[[Callable[..., Any]], RemoteTask]:
-        """Register an async function as a task of this worker's queue (or ``namespace``).
+        """Register a function as a task of this worker's queue (or ``namespace``).
+
+        An ``async def`` task runs on the worker's event loop; a ``def`` task runs in a thread
+        of its own, one per slot, so it may block (but cannot call other tasks, and a thread
+        that outlives its ``timeout`` keeps its slot until it returns).
 
         The options are those of easyjobs 0.x plus ``timeout`` (seconds per attempt; an attempt
         over it is cancelled and fails), ``timezone`` (for ``schedule``; default UTC) and
@@ -151,22 +159,28 @@ class EasyJobsWorker:
             run = fn
             if options.subprocess:
                 run = child_runner(script_for(spec.name, task_dir), self._secret)
-            specs = {key: known for key, (known, _) in self._tasks.items()}
+            specs = {key: known for key, (known, _, _) in self._tasks.items()}
             specs[(queue, spec.name)] = spec
             cycle = find_cycle(specs)
             if cycle:
                 raise ConfigurationError(f"run_before cycle: {' -> '.join(cycle)}")
-            self._tasks[(queue, spec.name)] = (spec, run)
+            self._tasks[(queue, spec.name)] = (spec, run, not inspect.iscoroutinefunction(run))
             if self._link.is_open:
                 self._link.send(Register([spec.to_wire()], self.max_tasks))
-            return RemoteTask(lambda: self._link.calls, queue, spec.name, fn)
+            return RemoteTask(self._task_calls, queue, spec.name, fn)
 
         return register
 
     def remote(self, queue: str, name: str) -> RemoteTask:
         """An awaitable remote function for a task registered elsewhere (another worker or
         the manager): ``await worker.remote('general', 'general_work')(data)``."""
-        return RemoteTask(lambda: self._link.calls, queue, name)
+        return RemoteTask(self._task_calls, queue, name)
+
+    def _task_calls(self) -> Calls:
+        """The calls of a remote task; refused in a sync task's thread (the loop owns them)."""
+        if in_task_thread():
+            raise ConfigurationError(NESTED_CALL_IN_THREAD)
+        return self._link.calls
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -217,10 +231,11 @@ class EasyJobsWorker:
     def _on_open(self) -> None:
         assert self._runner is not None
         if self._tasks:
-            self._link.send(Register([spec.to_wire() for spec, _ in self._tasks.values()],
+            self._link.send(Register([spec.to_wire() for spec, _, _ in self._tasks.values()],
                                      self.max_tasks))
-        unsent, self._unsent = self._unsent, []
-        for done in unsent:  # finished while the link was down: the first result still wins
+        # Outcomes the manager has not acknowledged: finished while the link was down, or sent
+        # on a connection that closed before the manager committed them. The first one wins.
+        for done in self._unacked.values():
             self._link.send(done)
         if self._runner.running_jobs:
             self._link.send(Resume(self._runner.running_jobs))
@@ -240,8 +255,10 @@ class EasyJobsWorker:
             if entry is None:
                 self._runner.start(frame, None)
             else:
-                spec, fn = entry
-                self._runner.start(frame, fn, spec.options.timeout)
+                spec, fn, in_thread = entry
+                self._runner.start(frame, fn, spec.options.timeout, in_thread)
+        elif isinstance(frame, DoneAck):
+            self._unacked.pop((frame.job, frame.attempt), None)
         elif isinstance(frame, Abort):
             self._runner.abort(frame.job)
         elif isinstance(frame, Error):
@@ -258,12 +275,19 @@ class EasyJobsWorker:
             self._link.send(Revoke(n))
 
     def _report(self, done: Done) -> None:
-        """Send an attempt's outcome, or keep it for the next connection if the link is down."""
+        """Send an attempt's outcome and keep it until the manager acknowledges it.
+
+        Unacknowledged outcomes are re-sent on every new connection. They are all kept, however
+        many: each is a result the task computed, and the manager acknowledges each one it
+        commits, so they pile up only while it cannot.
+        """
+        sent = False
         if self._link.is_open:
             try:
                 self._link.send(done)
-                return
-            except ConnectionLost:  # the link just closed under us: keep it for the next one
+                sent = True
+            except ConnectionLost:  # the link just closed under us: re-sent on the next one
                 pass
-        encode_frame(done)  # a result that can never be sent fails now, as when connected
-        self._unsent.append(done)
+        if not sent:
+            encode_frame(done)  # a result that can never be sent fails now, as when connected
+        self._unacked[(done.job, done.attempt)] = done

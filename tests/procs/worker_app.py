@@ -33,7 +33,10 @@ worker = EasyJobsWorker(
 
 
 def _announce(marker: str) -> None:
-    Path(marker).write_text(str(os.getpid()))
+    """Write the marker whole (renamed into place: the test must never read half a file)."""
+    partial = Path(marker + ".partial")
+    partial.write_text(str(os.getpid()))
+    partial.rename(marker)
 
 
 @worker.task()
