@@ -122,7 +122,7 @@ class Runner:
         if previous is not None and previous.task is not None:
             previous.task.cancel()
         running.task = asyncio.get_running_loop().create_task(
-            self._run(running, fn, timeout), name=f"easyjobs job {assign.job}"
+            self._run(running, fn, timeout), name=f"{assign.task} job {assign.job}"
         )
 
     def abort(self, job_id: str) -> bool:
