@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 from easyjobs import EasyJobsWorker
@@ -66,3 +67,13 @@ async def hold(marker: str) -> str:
     finally:
         loop.remove_signal_handler(signal.SIGUSR1)
     return "released"
+
+
+@worker.task()
+async def block(seconds: float, runs: str) -> str:
+    """Append a line to ``runs``, then block the event loop for ``seconds`` (as careless user
+    code does, calling a blocking library from an ``async def``)."""
+    with open(runs, "a") as fh:  # noqa: ASYNC230 (a few bytes)
+        fh.write(f"{os.getpid()}\n")
+    time.sleep(seconds)  # noqa: ASYNC251 (what the task is for)
+    return "slept"
