@@ -408,8 +408,8 @@ class Link:
                 except (AuthenticationError, UnsupportedVersion, ProtocolError) as exc:
                     error = exc
                     if isinstance(exc, AuthenticationError):
-                        log.error("the manager at %s refused us: %s; fix the secret "
-                                  "(EASYJOBS_SECRET); not retrying", self.address, exc)
+                        log.error("authentication failed: %s (manager at %s); fix the secret, "
+                                  "not retrying", exc, self.address)
                     else:
                         log.error("link to the manager at %s failed for good: %s",
                                   self.address, exc)

@@ -105,6 +105,7 @@ class EasyJobsWorker:
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
         self._error: EasyJobsError | None = None
+        self._started = False
 
     @classmethod
     async def create(cls, server: Any = None, *args: Any, **kwargs: Any) -> EasyJobsWorker:
@@ -212,6 +213,7 @@ class EasyJobsWorker:
             self._runner = Runner(self.max_tasks, self._grant, self._report, self._revoke)
         self._hook_shutdown()
         await self._link.start(self._connect_timeout)
+        self._started = True
         if not self._link.is_open:
             log.warning("worker %s: no manager answered at %s within %gs; still trying in "
                         "the background (check that `easyjobs manager` is running there)",
@@ -276,10 +278,11 @@ class EasyJobsWorker:
             self._runner.link_lost()
 
     def _on_failed(self, error: EasyJobsError) -> None:
-        """The link ended for good after start-up: no more jobs come; tell the host."""
+        """The link ended for good: no more jobs come; tell the host (``start`` raises itself)."""
         self._error = error
-        log.error("worker %s takes no more jobs: its link to the manager at %s failed for "
-                  "good (%s)", self.name, self._address, error)
+        if self._started:
+            log.error("worker %s takes no more jobs: its link to the manager at %s failed "
+                      "for good (%s)", self.name, self._address, error)
         if self._runner is not None:
             self._runner.link_lost()
         self._closed.set()

@@ -50,7 +50,7 @@ async def test_fatal_close_after_start_up_ends_the_worker_process(
     await first.stop()
     await manager_factory(port=first.port, secret="another-secret")
     assert await finished(proc, TIMEOUT) == 1
-    assert "ERROR" in proc.output() and "refused" in proc.output()
+    assert "ERROR" in proc.output() and "authentication failed" in proc.output()
 
 
 async def test_wait_closed_raises_when_the_link_fails_for_good(
