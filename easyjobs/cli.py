@@ -174,14 +174,15 @@ async def _worker(args: argparse.Namespace) -> int:
             connected = loop.create_task(worker.wait_connected())
             await asyncio.wait({connected, closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
             connected.cancel()
-        if worker.connected:
+        if not (closed.done() or stopping.done()):  # connected
             log.info("worker %s running; SIGINT or SIGTERM stops it", worker.name)
             await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-    if closed.done():
+    if closed.done():  # the link failed for good (logged): nothing more to do here
+        failed = closed.exception() is not None
         await worker.stop(0)
-        return 1 if worker.error is not None else 0
+        return 1 if failed else 0
     closed.cancel()
     log.info("stopping: draining running jobs")
     await worker.stop(args.grace)

@@ -383,6 +383,8 @@ class Link:
             self._ping += 1
             self._ping_at = now
             self._post(self._answer_ping, self._ping)
+        elif not self._owner_loop.is_running():  # stopped, not blocked: nothing to blame
+            self._ping_at = now
         elif self._stall is None and now - self._ping_at >= STALL_WARNING:
             task = asyncio.current_task(self._owner_loop)
             self._stall = f"task {task.get_name()!r}" if task is not None else "a callback"
@@ -421,7 +423,7 @@ class Link:
                 except (OSError, asyncio.TimeoutError, InvalidHandshake,
                         ConnectionClosed) as exc:
                     if not self._closing:
-                        log.info("manager at %s unreachable (%s); retrying", self.address,
+                        log.info("manager unreachable at %s (%s); retrying", self.address,
                                  exc.__class__.__name__)
                 except Exception:  # a bug of ours: keep the link alive rather than die unseen
                     log.exception("link to manager failed unexpectedly; reconnecting")
