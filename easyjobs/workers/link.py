@@ -113,7 +113,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class Link:
-    """Keeps one session to the manager open and routes its frames."""
+    """Keeps one session to the manager open and routes its frames.
+
+    ``thread``: run the I/O loop in a daemon thread of its own (workers). ``request_timeout``:
+    seconds a request waits while the link is down before it fails with ``ConnectionLost``
+    (None: it waits for the link to come back). ``on_failed`` is called with the error when the
+    link ends for good (wrong secret, protocol mismatch), before or after start-up.
+    """
 
     def __init__(
         self,
