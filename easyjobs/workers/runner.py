@@ -216,7 +216,7 @@ class Runner:
         if previous is not None and previous.task is not None:
             previous.task.cancel()
         running.task = asyncio.get_running_loop().create_task(
-            self._run(running, fn, timeout, in_thread), name=f"easyjobs job {assign.job}"
+            self._run(running, fn, timeout, in_thread), name=f"{assign.task} job {assign.job}"
         )
 
     def abort(self, job_id: str) -> bool:

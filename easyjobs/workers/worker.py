@@ -1,18 +1,21 @@
 """EasyJobsWorker: the tasks a program registers, a link to the manager, and a runner.
 
 Lifecycle only: the link knows nothing about running tasks and the runner nothing about sockets;
-this class joins them. It installs no signal handlers — the host application (or the CLI, which
-owns its process) decides when to call ``stop``.
+this class joins them. The link runs in a thread of its own (``Link(thread=True)``), so a task
+that blocks the event loop does not silence the worker's heartbeats. It installs no signal
+handlers — the host application (or the CLI, which owns its process) decides when to call
+``stop``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import ConfigurationError, ConnectionLost
+from ..errors import ConfigurationError, ConnectionLost, EasyJobsError
 from ..protocol.frames import (
     Abort,
     Assign,
@@ -91,16 +94,22 @@ class EasyJobsWorker:
         self._paused = False
         secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
         self._secret = secret
+        self._address = "the manager's loopback"
         if link is None:
             assert secret is not None
             link = Link(manager_host, manager_port, secret, role="worker", name=name,
-                        backoff=backoff)
+                        backoff=backoff, thread=True, on_failed=self._on_failed)
+            self._address = link.address
         link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
         self._link: LinkLike = link
         self._runner: Runner | None = None
         self._unacked: dict[tuple[str, int], Done] = {}
         """Outcomes reported and not yet acknowledged, by (job, attempt), oldest first."""
         self._hooked = False
+        self._connected = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._error: EasyJobsError | None = None
+        self._started = False
 
     @classmethod
     async def create(cls, server: Any = None, *args: Any, **kwargs: Any) -> EasyJobsWorker:
@@ -112,6 +121,30 @@ class EasyJobsWorker:
     @property
     def name(self) -> str:
         return self._link.name
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the manager is open now."""
+        return self._link.is_open
+
+    @property
+    def error(self) -> EasyJobsError | None:
+        """Why the link ended for good on its own (say, the manager now refuses the secret)."""
+        return self._error
+
+    async def wait_connected(self) -> None:
+        """Return once the link to the manager is open."""
+        await self._connected.wait()
+
+    async def wait_closed(self) -> None:
+        """Return once the worker has stopped; raise ``error`` if its link failed for good.
+
+        A worker whose link fails after start-up takes no more jobs: a host application
+        awaits this to learn of it (``easyjobs worker`` exits 1).
+        """
+        await self._closed.wait()
+        if self._error is not None:
+            raise self._error
 
     @property
     def calls(self) -> Calls:
@@ -185,11 +218,20 @@ class EasyJobsWorker:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect to the manager and start taking jobs (see ``Link.start`` for errors)."""
+        """Connect to the manager and start taking jobs (see ``Link.start`` for errors).
+
+        If no manager answers within ``connect_timeout``, this logs a warning and returns;
+        the worker keeps trying in the background and takes jobs once connected.
+        """
         if self._runner is None:
             self._runner = Runner(self.max_tasks, self._grant, self._report, self._revoke)
         self._hook_shutdown()
         await self._link.start(self._connect_timeout)
+        self._started = True
+        if not self._link.is_open:
+            log.warning("worker %s: no manager answered at %s within %gs; still trying in "
+                        "the background (check that `easyjobs manager` is running there)",
+                        self.name, self._address, self._connect_timeout)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work, let running jobs finish within ``grace`` seconds, then leave.
@@ -205,6 +247,7 @@ class EasyJobsWorker:
                 log.warning("stopped with %d job(s) unfinished; the manager requeues them",
                             len(leftover))
         await self._link.close()
+        self._closed.set()
 
     async def __aenter__(self) -> EasyJobsWorker:
         await self.start()
@@ -230,6 +273,7 @@ class EasyJobsWorker:
 
     def _on_open(self) -> None:
         assert self._runner is not None
+        self._connected.set()
         if self._tasks:
             self._link.send(Register([spec.to_wire() for spec, _, _ in self._tasks.values()],
                                      self.max_tasks))
@@ -244,8 +288,19 @@ class EasyJobsWorker:
         self._runner.open()
 
     def _on_lost(self) -> None:
+        self._connected.clear()
         if self._runner is not None:
             self._runner.link_lost()
+
+    def _on_failed(self, error: EasyJobsError) -> None:
+        """The link ended for good: no more jobs come; tell the host (``start`` raises itself)."""
+        self._error = error
+        if self._started:
+            log.error("worker %s takes no more jobs: its link to the manager at %s failed "
+                      "for good (%s)", self.name, self._address, error)
+        if self._runner is not None:
+            self._runner.link_lost()
+        self._closed.set()
 
     def _on_frame(self, frame: Frame) -> None:
         if self._runner is None:
