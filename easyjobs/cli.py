@@ -6,7 +6,8 @@
     easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
     easyjobs job JOB_ID | easyjobs cancel JOB_ID | easyjobs schedules
 
-Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line.
+Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line. Every
+client command takes ``--timeout S`` and exits 1, naming the address, when no manager answers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from .client import EasyJobsClient
 
 log = logging.getLogger("easyjobs.cli")
+
+CLIENT_TIMEOUT = 10.0
+"""Seconds a client command waits for the manager when ``--timeout`` is not given."""
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--args", default="[]", help="positional arguments as a JSON list")
     call.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
     call.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    call.add_argument("--timeout", type=float, default=None, help="seconds to wait for a result")
+    call.add_argument("--timeout", type=float, default=None,
+                      help="seconds to wait for the manager and the result (default: "
+                      f"{CLIENT_TIMEOUT:g}s for the manager, then the result for ever)")
 
     jobs = commands.add_parser("jobs", help="list recent jobs, newest first, with their links")
     _connection_args(jobs)
@@ -82,18 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--status", choices=[s.value for s in JobStatus])
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    _timeout_arg(jobs)
 
     job = commands.add_parser("job", help="print one job's record as JSON")
     _connection_args(job)
     job.add_argument("job_id")
+    _timeout_arg(job)
 
     cancel = commands.add_parser("cancel", help="cancel a job that has not finished")
     _connection_args(cancel)
     cancel.add_argument("job_id")
+    _timeout_arg(cancel)
 
     schedules = commands.add_parser("schedules", help="list cron schedules and next fire times")
     _connection_args(schedules)
+    _timeout_arg(schedules)
     return parser
+
+
+def _timeout_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"seconds to wait for the manager (default {CLIENT_TIMEOUT:g})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,8 +168,23 @@ async def _worker(args: argparse.Namespace) -> int:
     except EasyJobsError as exc:
         log.error("%s", exc)
         return 1
-    log.info("worker %s running; SIGINT or SIGTERM stops it", worker.name)
-    await stop.wait()
+    closed = loop.create_task(worker.wait_closed())
+    stopping = loop.create_task(stop.wait())
+    try:
+        if not worker.connected:  # the worker warned and keeps trying in the background
+            connected = loop.create_task(worker.wait_connected())
+            await asyncio.wait({connected, closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            connected.cancel()
+        if not (closed.done() or stopping.done()):  # connected
+            log.info("worker %s running; SIGINT or SIGTERM stops it", worker.name)
+            await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if closed.done():  # the link failed for good (logged): nothing more to do here
+        failed = closed.exception() is not None
+        await worker.stop(0)
+        return 1 if failed else 0
+    closed.cancel()
     log.info("stopping: draining running jobs")
     await worker.stop(args.grace)
     return 0
@@ -163,13 +193,16 @@ async def _worker(args: argparse.Namespace) -> int:
 async def _client_command(args: argparse.Namespace) -> int:
     """Run one of the commands that talk to a manager as a client."""
     from .client import EasyJobsClient
-    from .manager.app import read_secret
+    from .config import read_secret
 
     command = {"call": _call, "jobs": _jobs, "job": _job, "cancel": _cancel,
                "schedules": _schedules}[args.command]
     secret = read_secret(secret_file=args.secret_file)
+    timeout = CLIENT_TIMEOUT if args.timeout is None else args.timeout
+    args.deadline = asyncio.get_running_loop().time() + timeout  # for call's result
     try:
-        async with EasyJobsClient(args.host, args.port, secret) as client:
+        async with EasyJobsClient(args.host, args.port, secret, connect_timeout=timeout,
+                                  request_timeout=timeout) as client:
             return await command(client, args)
     except ConfigurationError:
         raise  # a usage error: exit code 2
@@ -193,7 +226,10 @@ async def _call(client: EasyJobsClient, args: argparse.Namespace) -> int:
     if args.no_wait:
         _print_json({"job_id": job.id})
         return 0
-    _print_json(await job.result(args.timeout))
+    left = None
+    if args.timeout is not None:  # the whole command keeps within --timeout
+        left = max(0.0, args.deadline - asyncio.get_running_loop().time())
+    _print_json(await job.result(left))
     return 0
 
 

@@ -3,7 +3,9 @@
     async with EasyJobsClient("127.0.0.1", 8220, secret) as client:
         result = await client.call("ETL", "extract", url="x")
 
-Results are pushed by the manager over the client's one WebSocket; nothing polls.
+Results are pushed by the manager over the client's one WebSocket; nothing polls. The link runs
+on the caller's own event loop (a worker's runs in a thread): a caller that blocks its loop only
+delays its own calls, and keeping to one loop keeps a call's round trip at its shortest.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .errors import ConnectionLost
 from .remote import Job, RemoteTask
 from .workers.link import DEFAULT_BACKOFF, Link
 
 
 class EasyJobsClient:
-    """A connection to a manager for callers that are not workers."""
+    """A connection to a manager for callers that are not workers.
+
+    ``connect_timeout``: seconds ``connect`` waits for a manager. ``request_timeout``: seconds
+    a request (``submit``, ``job``, ``cancel``, ``jobs``, ``schedules``) waits while the link is
+    down before it fails with ``ConnectionLost`` (None: wait for the link to come back).
+    """
 
     def __init__(
         self,
@@ -27,14 +35,28 @@ class EasyJobsClient:
         name: str | None = None,
         backoff: Callable[[int], float] = DEFAULT_BACKOFF,
         connect_timeout: float = 10.0,
+        request_timeout: float | None = 30.0,
     ) -> None:
         key = secret.encode() if isinstance(secret, str) else secret
-        self._link = Link(host, port, key, role="client", name=name, backoff=backoff)
+        self._link = Link(host, port, key, role="client", name=name, backoff=backoff,
+                          request_timeout=request_timeout)
         self._connect_timeout = connect_timeout
 
+    @property
+    def address(self) -> str:
+        """The manager's ``host:port``."""
+        return self._link.address
+
     async def connect(self) -> None:
-        """Connect; ``AuthenticationError`` if the manager refuses the secret."""
+        """Connect; ``ConnectionLost`` if no manager answered within ``connect_timeout``,
+        ``AuthenticationError`` if the manager refuses the secret."""
         await self._link.start(self._connect_timeout)
+        if not self._link.is_open:
+            await self._link.close()
+            raise ConnectionLost(
+                f"no manager answered at {self._link.address} within "
+                f"{self._connect_timeout:g}s; check that `easyjobs manager` is running there "
+                "and that the host and port are right")
 
     async def close(self) -> None:
         """Disconnect; calls still waiting fail with ``ConnectionLost``."""

@@ -3,7 +3,8 @@
 ``Calls`` is the caller's side of the protocol's request frames. It never touches a socket: it
 hands frames to a ``send`` callable and is fed the manager's replies through ``handle``. Because
 job ids are chosen here and every request is idempotent, ``pending_frames`` can be re-sent as-is
-after a reconnect; only ``fail_all`` (the link closed for good) fails the waiting callers.
+after a reconnect; only ``fail_all`` (the link closed for good) and ``expire`` (the link has been
+down too long) fail the waiting callers.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ current_job: ContextVar[str | None] = ContextVar("easyjobs_current_job", default
 class _Pending:
     frame: Frame
     future: asyncio.Future[Any]
+    since: float
+    """The loop time the call was made."""
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -82,9 +85,10 @@ class Calls:
         ref = next(self._refs)
         frame = make(ref)
         self._send(frame)  # raises SerializationError before anything is registered
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         future.add_done_callback(_retrieve)
-        self._pending[ref] = _Pending(frame, future)
+        self._pending[ref] = _Pending(frame, future, loop.time())
         return future
 
     async def submit(
@@ -127,9 +131,10 @@ class Calls:
         if self._closed is not None:
             raise self._closed
         ref = next(self._refs)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         future.add_done_callback(_retrieve)
-        self._pending[ref] = _Pending(Watch(ref, job), future)
+        self._pending[ref] = _Pending(Watch(ref, job), future, loop.time())
         self._watching[job] = ref
         if send:
             self._send(self._pending[ref].frame)
@@ -214,6 +219,21 @@ class Calls:
     def pending_frames(self) -> list[Frame]:
         """Every unanswered request, in the order it was made, to re-send after a reconnect."""
         return [p.frame for _, p in sorted(self._pending.items())]
+
+    def expire(self, before: float, error: EasyJobsError) -> float | None:
+        """Fail the requests made before loop time ``before`` with ``error`` (watches wait on:
+        a result has its own timeout); returns when the oldest request left was made."""
+        oldest: float | None = None
+        for ref, pending in list(self._pending.items()):
+            if isinstance(pending.frame, Watch):
+                continue
+            if pending.since > before:
+                oldest = pending.since if oldest is None else min(oldest, pending.since)
+                continue
+            del self._pending[ref]
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        return oldest
 
     def fail_all(self, error: EasyJobsError) -> None:
         """The link is gone for good: fail every waiting caller with ``error``, refuse new calls."""

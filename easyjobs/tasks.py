@@ -220,9 +220,15 @@ def describe(fn: Callable[..., Any]) -> tuple[Param, ...]:
 
 
 def spec_for(fn: Callable[..., Any], queue: str, options: TaskOptions) -> TaskSpec:
-    """The spec of a decorated function; ``ConfigurationError`` if it cannot be a task."""
-    if not inspect.iscoroutinefunction(fn):
-        raise ConfigurationError(f"task {getattr(fn, '__name__', fn)!r} must be an async function")
+    """The spec of a decorated function (``async def`` or ``def``); ``ConfigurationError`` if
+    it cannot be a task."""
+    name = getattr(fn, "__name__", fn)
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(f"task {name!r} is a generator function: a task must return "
+                                 "its result, not yield it")
+    if not (inspect.iscoroutinefunction(fn) or inspect.isfunction(fn) or inspect.ismethod(fn)):
+        raise ConfigurationError(f"task {name!r} must be a function (def or async def), "
+                                 f"not {type(fn).__name__}")
     spec = TaskSpec(check_name(fn.__name__, "task name"), queue, describe(fn), options)
     if options.schedule is not None:
         # A schedule fires with default_args, or with no arguments when there are none.

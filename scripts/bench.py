@@ -1,11 +1,21 @@
-"""Benchmark: a real manager process (SQLite on disk) and a real worker process; prints JSON.
+"""Benchmark: real manager, worker and client processes; figures beside floors of the same run.
 
-    python scripts/bench.py [--jobs 5000] [--calls 300] [--chains 200]
+    python scripts/bench.py [--jobs 5000] [--calls 300] [--chains 200] [--rounds 3]
+                            [--against PATH] [--backlog 200000]
 
-(a) latency of sequential ``await noop(x)`` calls from a client (p50/p90/p99 ms);
-(b) throughput of N no-op jobs submitted by one client and run by one worker
-    (max_tasks_per_worker=100), from first submit to last result received;
-(c) a 3-step chain: a task that awaits three tasks in turn (p50 ms).
+Floors, measured first in the same run (what the machine can do at all today):
+  a bare websockets echo round trip, a single SQLite commit (WAL, synchronous=NORMAL), and a
+  bare Starlette route over HTTP/1.1 keep-alive.
+Per version (this tree, and the tree at ``--against PATH``, e.g. a worktree of the previous
+main; rounds alternate between them so both see the same machine):
+  (a) round trip of sequential ``await noop(x)`` calls from a client (p50/p90/p99 ms);
+  (b) throughput of N no-op jobs submitted at once by one client, run by one worker
+      (max_tasks_per_worker=100), first submit to last result;
+  (c) a task awaiting three tasks in turn (p50 ms).
+With ``--backlog N`` (per version, once): N jobs queued for a task no worker serves, then the
+manager's RSS growth per queued job, throughput of a served task beside them, and the time a
+restarted manager takes to serve again.
+Each figure is the median over the rounds; the JSON also keeps every round.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -23,34 +34,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from easyjobs import EasyJobsClient, EasyJobsWorker  # noqa: E402
+TREE = Path(os.environ.get("BENCH_TREE", HERE.parent))
+sys.path.insert(0, str(TREE))
 
 SECRET = "bench-secret"
+QUEUE = "bench"
 
 
-def worker_main(port: int) -> None:
-    worker = EasyJobsWorker(None, None, "127.0.0.1", port, SECRET, "bench",
-                            max_tasks_per_worker=100)
-
-    @worker.task()
-    async def noop(x: int) -> int:
-        return x
-
-    @worker.task()
-    async def chain(x: int) -> int:
-        a = await noop(x)
-        b = await noop(a + 1)
-        return int(await noop(b + 1))
-
-    async def run() -> None:
-        await worker.start()
-        await asyncio.Event().wait()
-
-    asyncio.run(run())
+# ---------------------------------------------------------------------------- helpers
 
 
 def free_port() -> int:
@@ -59,12 +53,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def pct(values: list[float], q: float) -> float:
+def ms(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
 
-async def wait_port(port: int, timeout: float = 20.0) -> None:
+async def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -72,65 +66,293 @@ async def wait_port(port: int, timeout: float = 20.0) -> None:
             writer.close()
             return
         except OSError:
+            await asyncio.sleep(0.01)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def child_env(tree: Path) -> dict[str, str]:
+    return {**os.environ, "EASYJOBS_SECRET": SECRET, "BENCH_TREE": str(tree),
+            "PYTHONPATH": str(tree)}
+
+
+def run_json(tree: Path, *args: str) -> Any:
+    """Run this script in a child process against ``tree``; the JSON it prints."""
+    out = subprocess.run([sys.executable, str(HERE / "bench.py"), *args],
+                         env=child_env(tree), check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+# ---------------------------------------------------------------------------- floors
+
+
+def floor_sqlite(n: int = 300) -> float:
+    """Median of single-row INSERT + COMMIT in WAL mode, synchronous=NORMAL (ms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 100,))
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - t0)
+        conn.close()
+    return ms(times, 0.5)
+
+
+def echo_server(port: int) -> None:
+    from websockets.asyncio.server import serve
+
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", port, compression=None):
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def route_server(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    uvicorn.run(Starlette(routes=[Route("/", hello)]), host="127.0.0.1", port=port,
+                log_level="warning")
+
+
+async def floor_echo(port: int, n: int = 300) -> float:
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
+        times = []
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            await ws.send(b"x" * 64)
+            await ws.recv()
+            if i >= 20:
+                times.append(time.perf_counter() - t0)
+    return ms(times, 0.5)
+
+
+async def floor_route(port: int, n: int = 300) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    times = []
+    for i in range(n + 20):
+        t0 = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        if i >= 20:
+            times.append(time.perf_counter() - t0)
+    writer.close()
+    return ms(times, 0.5)
+
+
+def floors() -> dict[str, float]:
+    out = {"sqlite_commit_p50_ms": floor_sqlite()}
+    for name, flag, measure in (("websockets_echo_p50_ms", "--echo-server", floor_echo),
+                                ("starlette_route_p50_ms", "--route-server", floor_route)):
+        port = free_port()
+        server = subprocess.Popen([sys.executable, str(HERE / "bench.py"), flag, str(port)],
+                                  env=child_env(TREE))
+        try:
+            asyncio.run(wait_port(port))
+            out[name] = asyncio.run(measure(port))
+        finally:
+            server.terminate()
+            server.wait(10)
+    return out
+
+
+# ---------------------------------------------------------------------------- the mesh
+
+
+def worker_main(port: int, serve_idle: bool) -> None:
+    from easyjobs import EasyJobsWorker
+
+    worker = EasyJobsWorker(None, None, "127.0.0.1", port, SECRET, QUEUE,
+                            max_tasks_per_worker=100)
+    if serve_idle:  # registers the task, then leaves: its jobs wait for nobody
+        @worker.task()
+        async def idle(x: int) -> int:
+            return x
+    else:
+        @worker.task()
+        async def noop(x: int) -> int:
+            return x
+
+        @worker.task()
+        async def chain(x: int) -> int:
+            a = await noop(x)
+            b = await noop(a + 1)
+            return int(await noop(b + 1))
+
+    async def run() -> None:
+        await worker.start()
+        if serve_idle:
+            await worker.stop()
+            return
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+async def warm(client: Any) -> None:
+    """Wait (bounded) until the worker serves ``noop``."""
+    noop = client.task(QUEUE, "noop")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await asyncio.wait_for(noop(0), 2)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
             await asyncio.sleep(0.05)
-    raise RuntimeError("manager did not start")
 
 
-async def measure(port: int, jobs: int, calls: int, chains: int) -> dict[str, object]:
+async def throughput(client: Any, jobs: int) -> float:
+    noop = client.task(QUEUE, "noop")
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(noop(i) for i in range(jobs)))
+    elapsed = time.perf_counter() - t0
+    assert results == list(range(jobs))
+    return round(jobs / elapsed, 1)
+
+
+async def client_main(port: int, jobs: int, calls: int, chains: int) -> dict[str, Any]:
+    from easyjobs import EasyJobsClient
+
     async with EasyJobsClient("127.0.0.1", port, SECRET) as client:
-        noop = client.task("bench", "noop")
-        chain = client.task("bench", "chain")
-        for _ in range(50):  # warm up, and wait for the worker to register
-            try:
-                await noop(0)
-            except Exception:
-                await asyncio.sleep(0.1)
+        await warm(client)
+        noop, chain = client.task(QUEUE, "noop"), client.task(QUEUE, "chain")
+        for i in range(50):
+            await noop(i)
         latencies = []
         for i in range(calls):
             t0 = time.perf_counter()
             await noop(i)
             latencies.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(noop(i) for i in range(jobs)))
-        elapsed = time.perf_counter() - t0
-        assert results == list(range(jobs))
+        rate = await throughput(client, jobs)
         chain_times = []
         for i in range(chains):
-            t1 = time.perf_counter()
+            t0 = time.perf_counter()
             await chain(i)
-            chain_times.append(time.perf_counter() - t1)
-    return {
-        "roundtrip_ms": {"p50": pct(latencies, 0.5), "p90": pct(latencies, 0.9),
-                         "p99": pct(latencies, 0.99), "calls": calls},
-        "throughput_jobs_per_s": round(jobs / elapsed, 1),
-        "throughput_jobs": jobs,
-        "chain3_ms": {"p50": round(statistics.median(chain_times) * 1000, 3),
-                      "p90": pct(chain_times, 0.9), "chains": chains},
-    }
+            chain_times.append(time.perf_counter() - t0)
+    return {"roundtrip_p50_ms": ms(latencies, 0.5), "roundtrip_p90_ms": ms(latencies, 0.9),
+            "roundtrip_p99_ms": ms(latencies, 0.99), "throughput_jobs_per_s": rate,
+            "chain3_p50_ms": ms(chain_times, 0.5)}
 
 
 @contextmanager
-def running_mesh() -> Iterator[int]:
-    """A manager process (SQLite in a temporary directory) and a worker process with the bench
-    tasks; yields the manager's port and stops both afterwards."""
+def manager_process(tree: Path, port: int, db: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "easyjobs", "--log-level", "WARNING", "manager",
+         "--host", "127.0.0.1", "--port", str(port), "--db", str(db)],
+        env=child_env(tree), cwd=tree)
+    try:
+        asyncio.run(wait_port(port))
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextmanager
+def worker_process(tree: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "bench.py"), "--worker", str(port)],
+                            env=child_env(tree))
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def mesh_round(tree: Path, jobs: int, calls: int, chains: int) -> dict[str, Any]:
     port = free_port()
-    env = {**os.environ, "EASYJOBS_SECRET": SECRET, "EASYJOBS_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as tmp, \
+            manager_process(tree, port, Path(tmp) / "bench.db"), worker_process(tree, port):
+        result: dict[str, Any] = run_json(tree, "--client", str(port), "--jobs", str(jobs),
+                                          "--calls", str(calls), "--chains", str(chains))
+        return result
+
+
+async def fill_backlog(port: int, n: int) -> float:
+    """Queue ``n`` jobs for ``idle`` (which nobody serves); seconds it took."""
+    from easyjobs import EasyJobsClient
+
+    async with EasyJobsClient("127.0.0.1", port, SECRET) as client:
+        t0 = time.perf_counter()
+        batch = 2000
+        for start in range(0, n, batch):
+            await asyncio.gather(*(client.submit(QUEUE, "idle", i)
+                                   for i in range(start, min(n, start + batch))))
+        return time.perf_counter() - t0
+
+
+async def time_to_serve(port: int) -> float:
+    """Seconds until a client gets an answer from the manager at ``port`` (a job listing)."""
+    from easyjobs import EasyJobsClient
+
+    t0 = time.perf_counter()
+    await wait_port(port, 120)
+    async with EasyJobsClient("127.0.0.1", port, SECRET) as client:
+        await client.jobs(limit=1)
+    return time.perf_counter() - t0
+
+
+def backlog_run(tree: Path, n: int, jobs: int) -> dict[str, Any]:
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        manager = subprocess.Popen(
+        db = Path(tmp) / "bench.db"
+        with manager_process(tree, port, db) as manager:
+            subprocess.run([sys.executable, str(HERE / "bench.py"), "--idle-worker", str(port)],
+                           env=child_env(tree), check=True)
+            with worker_process(tree, port):
+                empty = run_json(tree, "--throughput", str(port), "--jobs", str(jobs))
+                before = rss(manager.pid)
+                filled_in = asyncio.run(fill_backlog(port, n))
+                after = rss(manager.pid)
+                beside = run_json(tree, "--throughput", str(port), "--jobs", str(jobs))
+        restart = subprocess.Popen(
             [sys.executable, "-m", "easyjobs", "--log-level", "WARNING", "manager",
-             "--port", str(port), "--db", str(Path(tmp) / "bench.db")],
-            env=env, cwd=HERE.parent)
-        worker = None
+             "--host", "127.0.0.1", "--port", str(port), "--db", str(db)],
+            env=child_env(tree), cwd=tree)
         try:
-            asyncio.run(wait_port(port))
-            worker = subprocess.Popen(
-                [sys.executable, str(HERE / "bench.py"), "--worker", str(port)], env=env)
-            yield port
+            serving_after = asyncio.run(time_to_serve(port))
         finally:
-            for proc in (worker, manager):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(10)
+            restart.terminate()
+            restart.wait(30)
+    return {"queued_jobs": n, "submit_jobs_per_s": round(n / filled_in, 1),
+            "rss_bytes_per_queued_job": round((after - before) / n, 1),
+            "throughput_empty_jobs_per_s": empty, "throughput_beside_backlog_jobs_per_s": beside,
+            "throughput_ratio": round(beside / empty, 3),
+            "restart_serving_s": round(serving_after, 3)}
+
+
+# ---------------------------------------------------------------------------- main
 
 
 def main() -> None:
@@ -138,14 +360,54 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--chains", type=int, default=200)
-    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--backlog", type=int, default=0, help="queued jobs for the backlog run")
+    for hidden in ("--worker", "--idle-worker", "--client", "--throughput", "--echo-server",
+                   "--route-server"):
+        parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker_main(args.worker)
-        return
-    with running_mesh() as port:
-        report = asyncio.run(measure(port, args.jobs, args.calls, args.chains))
-    print(json.dumps(report, indent=2))
+    if args.worker or args.idle_worker:
+        worker_main(args.worker or args.idle_worker, serve_idle=bool(args.idle_worker))
+    elif args.client:
+        print(json.dumps(asyncio.run(client_main(args.client, args.jobs, args.calls,
+                                                 args.chains))))
+    elif args.throughput:
+        async def measure() -> float:
+            from easyjobs import EasyJobsClient
+
+            async with EasyJobsClient("127.0.0.1", args.throughput, SECRET) as client:
+                await warm(client)
+                return await throughput(client, args.jobs)
+        print(json.dumps(asyncio.run(measure())))
+    elif args.echo_server:
+        echo_server(args.echo_server)
+    elif args.route_server:
+        route_server(args.route_server)
+    else:
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    trees = {"this": TREE}
+    if args.against:
+        trees["against"] = args.against.resolve()
+    out: dict[str, Any] = {"trees": {name: str(tree) for name, tree in trees.items()},
+                           "floors": floors()}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            rounds[name].append(mesh_round(tree, args.jobs, args.calls, args.chains))
+    out["medians"] = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                      for name, runs in rounds.items()}
+    if args.against:
+        this, other = out["medians"]["this"], out["medians"]["against"]
+        out["this_over_against"] = {key: round(this[key] / other[key], 3) for key in this}
+    if args.backlog:
+        out["backlog"] = {name: backlog_run(tree, args.backlog, args.jobs)
+                          for name, tree in trees.items()}
+    out["rounds"] = rounds
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 
 from easyjobs.protocol.auth import new_nonce
-from easyjobs.protocol.frames import Credit, Frame, Register
+from easyjobs.protocol.frames import Credit, DoneAck, Frame, Register
 from easyjobs.protocol.session import ClientSession, State
 from easyjobs.tasks import TaskSpec, describe
 from easyjobs.workers.link import WS_PATH
@@ -26,13 +26,15 @@ class RawPeer:
     """A worker or client driven frame by frame over a real WebSocket.
 
     ``ClientSession`` builds and checks the bytes; nothing drives its clock, so the peer sends
-    no heartbeats: it goes silent as soon as the test stops calling ``send``.
+    no heartbeats: it goes silent as soon as the test stops calling ``send``. ``done_ack``
+    frames are collected in ``acks`` rather than expected.
     """
 
     def __init__(self, ws: ClientConnection, session: ClientSession) -> None:
         self.ws = ws
         self.session = session
         self._inbox: list[Frame] = []
+        self.acks: list[DoneAck] = []
         self.last_sent = 0.0
 
     @classmethod
@@ -77,7 +79,11 @@ class RawPeer:
         while not self._inbox:
             data = await self.ws.recv()
             assert isinstance(data, bytes)
-            self._inbox.extend(self.session.receive(data, loop.time()))
+            for frame in self.session.receive(data, loop.time()):
+                if isinstance(frame, DoneAck):
+                    self.acks.append(frame)
+                else:
+                    self._inbox.append(frame)
 
     async def close(self) -> None:
         await self.ws.close()

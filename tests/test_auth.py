@@ -19,7 +19,7 @@ from easyjobs import (
 
 from .conftest import RunningManager
 from .mesh import registered
-from .utils import SECRET, TIMEOUT
+from .utils import SECRET, TIMEOUT, wait_until
 
 WRONG = "wrong-secret-c41d"
 QUICKLY = 3.0
@@ -101,7 +101,9 @@ async def test_refused_worker_stops_trying(
     with pytest.raises(AuthenticationError):
         await asyncio.wait_for(worker.start(), QUICKLY)
     link_task = worker._link._task  # type: ignore[attr-defined]
-    assert link_task is not None and link_task.done()  # nothing left that could retry
+    # Nothing is left that could retry (the link's own thread finishes its task just after).
+    await wait_until(lambda: link_task is not None and link_task.done(), QUICKLY,
+                     what="the refused link to end")
     with pytest.raises(AuthenticationError):
         await add(1, 2)
     manager_lines = [r for r in caplog.records if r.name == "easyjobs.manager"

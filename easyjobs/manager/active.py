@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ..jobs import JobRecord
+from ..protocol.frames import DoneAck
 from .peers import Peer
 
 
@@ -26,6 +27,8 @@ class Active:
     """How many times a worker was lost while running this job (this manager's count)."""
     cancel_waiters: list[tuple[Peer, int]] = field(default_factory=list)
     """Cancel requests (peer, ref) to answer once the job's final record is committed."""
+    acks: list[tuple[Peer, DoneAck]] = field(default_factory=list)
+    """``done_ack`` frames owed once the outcome being committed is settled."""
 
 
 ActiveJobs = dict[str, Active]

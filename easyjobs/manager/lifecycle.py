@@ -33,6 +33,7 @@ from ..protocol.frames import (
     Assign,
     Cancel,
     Done,
+    DoneAck,
     Error,
     JobInfo,
     Lookup,
@@ -283,12 +284,17 @@ class Lifecycle:
         })
 
     def done(self, peer: Peer, frame: Done) -> None:
+        """An outcome from a worker; it is acknowledged (``done_ack``) once settled."""
         active = self.active.get(frame.job)
-        if active is None or active.finishing or active.record.status not in (
-            JobStatus.RUNNING, JobStatus.QUEUED
-        ):
-            return  # a late or duplicate result: the first one won
+        ack = DoneAck(frame.job, frame.attempt)
+        if active is not None and active.finishing:
+            active.acks.append((peer, ack))  # settled when the outcome being committed is
+            return
+        if active is None or active.record.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
+            peer.send(ack)  # a late or duplicate result: the first one won
+            return
         active.finishing = True
+        active.acks.append((peer, ack))
         record = active.record
         if frame.attempt == record.attempts + 1:
             record.attempts = frame.attempt  # a crash lost the record of this attempt's start
@@ -337,7 +343,10 @@ class Lifecycle:
                 log.warning("job %s was not running in the store when it failed", record.id)
         except StoreError as exc:
             self._health.failed(exc, f"the retry of job {record.id} (it is requeued now)")
+            active.acks.clear()  # not committed: the workers keep their outcomes
             next_at = time.time()
+        else:
+            self._send_acks(active)
         record.move(JobStatus.RETRYING)
         record.worker, active.worker_id = None, None
         record.error, record.next_attempt_at = error, next_at
@@ -403,10 +412,11 @@ class Lifecycle:
             self._health.failed(exc, f"the outcome of job {record.id}")
             if self._health.writable:
                 self._not_concluded(active)
-            else:  # kept, not run again: recorded once the store writes
+            else:  # kept, not run again: recorded (and acknowledged) once the store writes
                 self._unrecorded.append(
                     lambda: self._conclude(active, status, value, error, children))
             return
+        self._send_acks(active)
         self.active.pop(record.id, None)
         if not committed:  # retracted or finished meanwhile: the stored job and its result stand
             self._watchers.reread(active)
@@ -423,6 +433,13 @@ class Lifecycle:
         self.activate(children)
         self._dependency_finished(record)
 
+    def _send_acks(self, active: Active) -> None:
+        """The outcome is settled: the workers that reported it for this job may forget it."""
+        for peer, ack in active.acks:
+            if peer.id in self._peers:
+                peer.send(ack)
+        active.acks.clear()
+
     def store_writable(self) -> None:
         """The store writes again: record the outcomes it refused meanwhile."""
         unrecorded, self._unrecorded = self._unrecorded, []
@@ -433,6 +450,7 @@ class Lifecycle:
         """The outcome could not be committed: the job goes on as the store still has it."""
         record = active.record
         active.finishing = False
+        active.acks.clear()  # not committed: the workers keep their outcomes
         record.on_failure_job = None
         for peer, ref in active.cancel_waiters:
             self._peers.store_failed(peer, ref)

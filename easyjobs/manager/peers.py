@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 from ..errors import SerializationError, StoreError
 from ..jobs import JobStatus
@@ -49,6 +50,10 @@ class Peers:
 
     def __contains__(self, peer_id: object) -> bool:
         return peer_id in self.by_id
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids of the connected peers."""
+        return iter(self.by_id)
 
     def get(self, peer_id: str | None) -> Peer | None:
         return self.by_id.get(peer_id) if peer_id is not None else None

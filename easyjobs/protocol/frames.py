@@ -275,6 +275,16 @@ class ScheduleInfo(Frame):
 
 
 @dataclass(frozen=True, slots=True)
+class DoneAck(Frame):
+    """The outcome a worker reported for this attempt is settled (committed, or the job had
+    already finished): the worker stops keeping it for re-sending."""
+
+    type: ClassVar[str] = "done_ack"
+    job: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class Abort(Frame):
     """Stop running this job: it was cancelled. The worker reports nothing for it."""
 
@@ -287,7 +297,7 @@ FRAME_TYPES: dict[str, type[Frame]] = {
     for cls in (
         Challenge, Hello, Welcome, Heartbeat, Error, Submit, Watch, Lookup, Register,
         Credit, Pause, Resume, Done, Accepted, JobInfo, Result, Assign, Cancel, ListJobs,
-        Schedules, JobList, ScheduleInfo, Abort, Revoke,
+        Schedules, JobList, ScheduleInfo, Abort, Revoke, DoneAck,
     )
 }
 

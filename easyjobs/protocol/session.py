@@ -13,6 +13,7 @@ States (one table, ``_ACCEPTS``, says which frames each state takes from the pee
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 from ..errors import (
@@ -34,6 +35,7 @@ from .frames import (
     Challenge,
     Credit,
     Done,
+    DoneAck,
     Error,
     Frame,
     Heartbeat,
@@ -78,6 +80,12 @@ MAX_BACKLOG = 16 << 20
 MISSED_HEARTBEATS = 5
 """A peer silent for this many heartbeat intervals is dead."""
 
+MAX_HEARTBEAT = 3600.0
+"""The longest ``welcome.heartbeat`` a peer accepts (seconds); longer would hide a dead manager."""
+
+MAX_MESSAGE_LIMIT = 16 << 20
+"""The largest ``welcome.max_message`` a peer accepts (and the largest message it reads)."""
+
 ROLES = ("worker", "client")
 MAX_NAME = 200
 
@@ -102,7 +110,7 @@ _ACCEPTS: dict[tuple[str, State], frozenset[type[Frame]]] = {
     ("client", State.OPEN): _SERVER_SENDS,
     ("worker", State.AWAIT_CHALLENGE): frozenset({Challenge, Error}),
     ("worker", State.AWAIT_WELCOME): frozenset({Welcome, Error}),
-    ("worker", State.OPEN): _SERVER_SENDS | {Assign, Abort},
+    ("worker", State.OPEN): _SERVER_SENDS | {Assign, Abort, DoneAck},
 }
 
 
@@ -137,7 +145,13 @@ class _Session:
         """Queue a frame; ``SerializationError`` if it cannot be encoded (nothing is queued)."""
         if self.state is State.CLOSED:
             raise ConnectionLost("the connection is closed")
-        data = encode_frame(frame, self.max_message)
+        self.send_encoded(encode_frame(frame, self.max_message))
+
+    def send_encoded(self, data: bytes) -> None:
+        """Queue a frame already encoded within ``max_message`` (a worker encodes on its own
+        thread); ``ConnectionLost`` if the session is closed or the peer stopped reading."""
+        if self.state is State.CLOSED:
+            raise ConnectionLost("the connection is closed")
         if self._backlog + len(data) > MAX_BACKLOG:
             self.error = ConnectionLost(f"peer not reading: over {MAX_BACKLOG} bytes queued")
             self._closed(CLOSE_BACKLOG, "peer too slow")
@@ -232,8 +246,11 @@ class _Session:
             self.error = ConnectionLost(f"peer silent for {timeout:g}s")
             self._closed(CLOSE_TIMEOUT, "heartbeat timeout")
             return now + self.heartbeat
-        if now - self._last_sent >= self.heartbeat and not self._out:
-            self.send(Heartbeat())
+        if now - self._last_sent >= self.heartbeat:
+            if not self._out:
+                self.send(Heartbeat())
+            # Frames already queued count as sent: they leave before any heartbeat would, and
+            # a writer stuck behind them must not make the next tick due at once, for ever.
             self._last_sent = now
         return min(self._last_sent + self.heartbeat, self._last_received + timeout)
 
@@ -370,6 +387,11 @@ class ClientSession(_Session):
                 self.error = AuthenticationError("the manager could not prove it knows the secret")
                 self._closed(CLOSE_AUTH_FAILED, "authentication failed")
                 return []
+            fault = _welcome_fault(frame)
+            if fault:
+                self.fail(CLOSE_PROTOCOL_ERROR, ProtocolError(
+                    f"welcome: {fault}; the manager is misconfigured or not an easyjobs manager"))
+                return []
             self.state = State.OPEN
             self.heartbeat = frame.heartbeat
             self.max_message = frame.max_message
@@ -384,3 +406,12 @@ class ClientSession(_Session):
             self._closed(code, frame.message[:120])
             return []
         return [frame]
+
+
+def _welcome_fault(welcome: Welcome) -> str:
+    """What is wrong with the limits a ``welcome`` sets (PROTOCOL.md section 4), or ""."""
+    if not (math.isfinite(welcome.heartbeat) and 0 < welcome.heartbeat <= MAX_HEARTBEAT):
+        return f"heartbeat {welcome.heartbeat!r} is not within (0, {MAX_HEARTBEAT:g}] seconds"
+    if not 0 < welcome.max_message <= MAX_MESSAGE_LIMIT:
+        return f"max_message {welcome.max_message} is not within [1, {MAX_MESSAGE_LIMIT}] bytes"
+    return ""

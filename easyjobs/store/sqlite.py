@@ -480,9 +480,9 @@ class SQLiteStore(Store):
     def _run(self, ready: asyncio.Future[None]) -> None:
         try:
             conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             logger.exception("cannot open SQLite store at %s", self._path)
-            _deliver([(ready, StoreError("cannot open the store (see the log)"), None)])
+            _deliver([(ready, self._open_error(exc, "cannot open the store (see the log)"), None)])
             return
         readers: list[tuple[sqlite3.Connection, queue.SimpleQueue[Read | None]]] = []
         try:
@@ -504,7 +504,7 @@ class SQLiteStore(Store):
             conn.close()
             if not isinstance(exc, StoreError):
                 logger.exception("cannot prepare SQLite store at %s", self._path)
-                exc = StoreError("cannot prepare the store (see the log)")
+                exc = self._open_error(exc, "cannot prepare the store (see the log)")
             _deliver([(ready, exc, None)])
             return
         threads = [
@@ -527,6 +527,12 @@ class SQLiteStore(Store):
             conn.close()
             if self._stopped is not None:
                 _deliver([(self._stopped, None, None)])
+
+    def _open_error(self, exc: BaseException, otherwise: str) -> StoreError:
+        """What open() raises for ``exc``: say so plainly when the file cannot be written."""
+        if _unwritable(exc):
+            return StoreUnwritable(self._unwritable_message())
+        return StoreError(otherwise)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")

@@ -2,10 +2,11 @@
 
 The child is started without a shell, in its own process group, with the job's arguments on
 its stdin (never on argv) and a private pipe for the outcome (``easyjobs.workers.task``). Its
-stdout is the worker's; its stderr is forwarded to the worker's stderr and the last lines are
-kept for the error report. It never sees the manager's secret: variables holding it are removed
-from its environment. Cancellation (timeout, job cancelled, worker shutdown) kills the whole
-process group, so nothing is left behind.
+stdout is the worker's; its stderr is forwarded to the worker's stderr (by a thread: a stderr
+that blocks must not stop the event loop) and the last lines are kept for the error report. It
+never sees the manager's secret: variables holding it are removed from its environment.
+Cancellation (timeout, job cancelled, worker shutdown) kills the whole process group, so nothing
+is left behind.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import asyncio
 import codecs
 import contextlib
 import os
+import queue
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import msgpack
 
@@ -39,6 +42,10 @@ if __name__ == '__main__':
 
 STDERR_TAIL = 20
 STDERR_LINE = 2000
+STDERR_BACKLOG = 1 << 20
+"""Characters of children's stderr waiting for the worker's stderr before more is dropped."""
+STDERR_FLUSH_WAIT = 1.0
+"""Seconds a finished job waits for its child's stderr to be written before it reports."""
 ERROR_KEYS = ("type", "message", "traceback")
 SECRET_VARIABLES = ("EASYJOBS_SECRET", "EASYJOBS_SECRET_FILE")
 
@@ -136,6 +143,8 @@ async def run_child(script: Path, args: list[Any], kwargs: dict[str, Any],
         result_pipe.close()
         err_pipe.close()
     stderr.feed(b"")
+    with contextlib.suppress(asyncio.TimeoutError):  # the output first, unless stderr is stuck
+        await asyncio.wait_for(_forwarder.written(), STDERR_FLUSH_WAIT)
     return _result(b"".join(outcome), code, stderr.tail(), script.stem)
 
 
@@ -165,7 +174,8 @@ class _Stderr:
 
     def feed(self, chunk: bytes) -> None:
         text = self._decoder.decode(chunk, final=not chunk)
-        sys.stderr.write(text)
+        if text and sys.stderr is not None:
+            _forwarder.write(sys.stderr, text)
         *lines, partial = (self._partial + text).split("\n")
         self._lines.extend(line[-STDERR_LINE:] + "\n" for line in lines)
         self._partial = partial[-STDERR_LINE:]
@@ -173,6 +183,71 @@ class _Stderr:
     def tail(self) -> str:
         lines = [*self._lines, self._partial] if self._partial else list(self._lines)
         return "".join(lines[-STDERR_TAIL:])
+
+
+class _Forwarder:
+    """Writes children's stderr to the worker's in a thread of its own, in order.
+
+    Writing on the event loop would stop it (heartbeats, every job) whenever the worker's stderr
+    blocks, say a pipe nobody reads. At most ``STDERR_BACKLOG`` characters wait; what comes
+    beyond is dropped, and a line says how much once output fits again.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[TextIO, str] | asyncio.Future[None]]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._dropped = 0
+        self._thread: threading.Thread | None = None
+
+    def write(self, stream: TextIO, text: str) -> None:
+        with self._lock:
+            if self._waiting + len(text) > STDERR_BACKLOG:
+                self._dropped += len(text)
+                return
+            dropped, self._dropped = self._dropped, 0
+            if dropped:
+                text = (f"[easyjobs: {dropped} characters of subprocess stderr dropped: "
+                        "this process's stderr was not being read]\n" + text)
+            self._waiting += len(text)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="easyjobs stderr",
+                                                daemon=True)
+                self._thread.start()
+            self._queue.put((stream, text))
+
+    def written(self) -> asyncio.Future[None]:
+        """A future resolved once everything written so far has been handed to its stream."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._thread is None:
+                future.set_result(None)
+            else:
+                self._queue.put(future)
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, asyncio.Future):
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                    item.get_loop().call_soon_threadsafe(_resolve, item)
+                continue
+            stream, text = item
+            with contextlib.suppress(OSError, ValueError):  # closed or broken: output is lost
+                stream.write(text)
+                stream.flush()
+            with self._lock:
+                self._waiting -= len(text)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_forwarder = _Forwarder()
 
 
 async def _read_pipe(pipe: BinaryIO, on_chunk: Callable[[bytes], None]) -> None:

@@ -4,7 +4,16 @@ A thin pump over ``ClientSession``: read a message, feed the session, hand frame
 the session wants sent. Replies to calls go to ``Calls``; anything else (``assign``) goes to the
 ``on_frame`` callback. Transient failures reconnect with exponential backoff and jitter, and the
 calls in flight are re-sent (they are idempotent). Fatal ones (wrong secret, protocol version)
-end the link and fail every pending call.
+end the link, fail every pending call and are passed to ``on_failed``.
+
+Two event loops take part. The owner's loop (the one that awaits ``start``) is where ``send``,
+``calls`` and the callbacks live. The I/O loop reads, writes and keeps the heartbeats. With
+``thread=True`` (workers) the I/O loop runs in a daemon thread of its own, so the manager hears
+heartbeats while a task blocks the owner's loop, and a watchdog there logs such stalls with the
+blocking task's name. Frames cross with ``call_soon_threadsafe``: one hop per message received,
+one per batch of frames sent. Without a thread (clients) both loops are the same and the hops are
+plain calls. A stalled connection is aborted within the heartbeat window, whatever is queued:
+the session times out a silent manager, and a write that does not drain in that window ends it.
 """
 
 from __future__ import annotations
@@ -14,14 +23,20 @@ import logging
 import os
 import random
 import socket
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.uri import parse_uri
 
 from ..errors import (
     AuthenticationError,
+    ConfigurationError,
     ConnectionLost,
     EasyJobsError,
     ProtocolError,
@@ -29,14 +44,17 @@ from ..errors import (
     UnsupportedVersion,
 )
 from ..protocol.auth import new_nonce
-from ..protocol.frames import Frame, encode_frame
+from ..protocol.frames import HANDSHAKE_MAX_MESSAGE, Frame, encode_frame
 from ..protocol.session import (
     CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
     CLOSE_GRACE,
     CLOSE_NORMAL,
+    CLOSE_TIMEOUT,
     CLOSE_UNSUPPORTED_VERSION,
     FATAL_CLOSE_CODES,
+    MAX_MESSAGE_LIMIT,
+    MISSED_HEARTBEATS,
     ClientSession,
     State,
 )
@@ -46,8 +64,14 @@ from ..ticker import Ticker
 log = logging.getLogger("easyjobs.link")
 
 WS_PATH = "/ws/jobs"
-MAX_RECEIVE = 16 << 20
+MAX_RECEIVE = MAX_MESSAGE_LIMIT
 """Largest WebSocket message read before the session's own (smaller) limit applies."""
+
+STALL_WARNING = 1.0
+"""Seconds the owner's loop may be blocked before the watchdog logs the task blocking it."""
+
+WATCHDOG_INTERVAL = 0.25
+"""How often the watchdog pings the owner's loop (a stall's length is known to about this)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +94,32 @@ def default_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(slots=True)
+class _Outbox:
+    """Frames the owner encoded for session ``gen``; a batch crosses to the I/O loop at once."""
+
+    gen: int
+    frames: deque[bytes] = field(default_factory=deque)
+    scheduled: bool = False
+
+
+def _now(fn: Callable[..., object], *args: Any) -> None:
+    fn(*args)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Link:
-    """Keeps one session to the manager open and routes its frames."""
+    """Keeps one session to the manager open and routes its frames.
+
+    ``thread``: run the I/O loop in a daemon thread of its own (workers). ``request_timeout``:
+    seconds a request waits while the link is down before it fails with ``ConnectionLost``
+    (None: it waits for the link to come back). ``on_failed`` is called with the error when the
+    link ends for good (wrong secret, protocol mismatch), before or after start-up.
+    """
 
     def __init__(
         self,
@@ -84,120 +132,328 @@ class Link:
         on_frame: Callable[[Frame], None] | None = None,
         on_open: Callable[[], None] | None = None,
         on_lost: Callable[[], None] | None = None,
+        on_failed: Callable[[EasyJobsError], None] | None = None,
         backoff: Callable[[int], float] = DEFAULT_BACKOFF,
+        thread: bool = False,
+        request_timeout: float | None = None,
     ) -> None:
-        self._uri = f"ws://{_host(host)}:{port}{WS_PATH}"
+        self.address = f"{_host(host)}:{port}"
+        self._uri = f"ws://{self.address}{WS_PATH}"
+        try:
+            parse_uri(self._uri)
+        except (InvalidURI, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot connect to host {host!r} port {port}: {exc}") from None
         self._secret = secret
         self.role = role
         self.name = name or default_name(role)
         self.on_frame = on_frame
         self.on_open = on_open
         self.on_lost = on_lost
+        self.on_failed = on_failed
         self._backoff = backoff
+        self._threaded = thread
+        self._request_timeout = request_timeout
         self.calls = Calls(self.send)
-        self._session: ClientSession | None = None
-        self._wake = asyncio.Event()
-        self._opened = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self.error: EasyJobsError | None = None
+        # The owner's side.
+        self._owner_loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: _Outbox | None = None
+        self._max_message = HANDSHAKE_MAX_MESSAGE
+        self._opened = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._to_io: Callable[..., object] = _now
+        # The I/O side.
+        self._io_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: ClientSession | None = None
+        self._ws: ClientConnection | None = None
+        self._gen = 0
+        self._wake: asyncio.Event  # made on the I/O loop by _run
+        self._writing_since: float | None = None
+        self._written_waiters: list[Callable[[], None]] = []
+        self._got_welcome = False
+        self._closing = False
+        # The watchdog: pings cross to the owner's loop; an unanswered one is a stall.
+        self._ping = 0
+        self._ping_at = 0.0
+        self._pong = 0
+        self._pong_at = 0.0
+        self._stall: str | None = None
 
     @property
     def is_open(self) -> bool:
-        return self._session is not None and self._session.state is State.OPEN
+        """Whether the owner may send (a session is open, as far as the owner has heard)."""
+        return self._outbox is not None
+
+    # ------------------------------------------------------------------ the owner's side
 
     def send(self, frame: Frame) -> None:
-        """Queue a frame for the manager; while reconnecting, calls are re-sent on open."""
-        session = self._session
-        if session is not None and session.state is State.OPEN:
-            session.send(frame)
-            self._wake.set()
+        """Queue a frame for the manager; while reconnecting, calls are re-sent on open.
+
+        Raises ``SerializationError`` (nothing queued) for a frame that cannot be encoded.
+        """
+        box = self._outbox
+        if box is not None:
+            box.frames.append(encode_frame(frame, self._max_message))
+            if not box.scheduled:
+                box.scheduled = True
+                try:
+                    self._to_io(self._flush, box)
+                except RuntimeError:  # the I/O loop has just closed: as if the socket had
+                    pass
         elif self.error is not None:
             raise self.error
         else:
             encode_frame(frame)  # still refuse what can never be sent
-
-    # ------------------------------------------------------------------ lifecycle
+            if self._request_timeout is not None and self._expiry is None \
+                    and self._owner_loop is not None:
+                self._expiry = self._owner_loop.call_later(self._request_timeout, self._expire)
 
     async def start(self, connect_timeout: float = 10.0) -> None:
-        """Connect; return once open, raise on a fatal error, or keep trying in the background.
+        """Start the link and wait up to ``connect_timeout`` seconds for it to open.
 
-        Raises ``AuthenticationError`` or ``UnsupportedVersion`` when the manager refuses us.
-        If the manager is unreachable for ``connect_timeout`` seconds this returns anyway (with
-        a warning) and the link keeps reconnecting; calls made meanwhile wait for it.
+        Raises ``AuthenticationError``, ``UnsupportedVersion`` or ``ProtocolError`` when the
+        manager refuses us. If no manager answered in time this returns with ``is_open`` False
+        and the link keeps trying in the background.
         """
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="easyjobs link")
+        if self._owner_loop is None:
+            loop = self._owner_loop = asyncio.get_running_loop()
+            if self._threaded:
+                self._io_loop = asyncio.new_event_loop()
+                self._to_io = self._io_loop.call_soon_threadsafe
+                self._thread = threading.Thread(
+                    target=self._thread_main, name=f"easyjobs link {self.name}", daemon=True)
+                self._thread.start()
+            else:
+                self._io_loop = loop
+                self._task = loop.create_task(self._run(), name="easyjobs link")
         opened = asyncio.ensure_future(self._opened.wait())
+        ended = asyncio.ensure_future(self._ended.wait())
         try:
-            await asyncio.wait({opened, self._task}, timeout=connect_timeout,
+            await asyncio.wait({opened, ended}, timeout=connect_timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             opened.cancel()
+            ended.cancel()
         if self.error is not None:
             raise self.error
-        if not self.is_open:
-            log.warning("manager at %s not reachable yet; still trying", self._uri)
+        if self._threaded and self.is_open:
+            # What ``on_open`` sent (a worker's tasks) is on the wire before this returns, as
+            # without a thread: a caller may submit to those tasks at once.
+            written = self._owner_loop.create_future()
+            self._to_io(self._io_when_written, lambda: self._post(_resolve, written))
+            await asyncio.wait({written}, timeout=connect_timeout)
 
     async def close(self) -> None:
-        """Close the link for good; pending calls fail with ``ConnectionLost``."""
-        self._closing = True
-        if self._session is not None and self._session.state is not State.CLOSED:
-            self._session.close(CLOSE_NORMAL, "closing")
-            self._wake.set()
-        if self._task is not None:
+        """Close the link for good (its thread too); pending calls fail with ``ConnectionLost``."""
+        if self._owner_loop is not None and not self._ended.is_set():
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 2.0)
-            except asyncio.TimeoutError:
-                self._task.cancel()
-            except Exception:  # the error is already recorded and logged
-                pass
-            if not self._task.done():
-                await asyncio.gather(self._task, return_exceptions=True)
+                self._to_io(self._io_close)
+                await asyncio.wait_for(self._ended.wait(), CLOSE_GRACE + 1)
+            except (asyncio.TimeoutError, RuntimeError):
+                log.warning("the link to %s did not close in time; abandoning it", self.address)
+        if self._thread is not None:
+            self._thread.join(1.0)  # its loop is closing: this is short
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.calls.fail_all(ConnectionLost("the link to the manager was closed"))
 
-    async def _run(self) -> None:
-        attempt = 0
-        while not self._closing:
+    def _opened_now(self, gen: int, max_message: int) -> None:
+        self._max_message = max_message
+        self._outbox = _Outbox(gen)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._opened.set()
+        log.info("connected to manager at %s as %s", self.address, self.name)
+        if self.on_open is not None:
+            self.on_open()
+        for frame in self.calls.pending_frames():
             try:
-                async with connect(
-                    self._uri, max_size=MAX_RECEIVE, compression=None, ping_interval=None,
-                    open_timeout=10, close_timeout=2,
-                ) as ws:
-                    await self._serve(ws)
-            except (AuthenticationError, UnsupportedVersion, ProtocolError) as exc:
-                self.error = exc
-                if isinstance(exc, AuthenticationError):
-                    log.error("authentication failed: %s", exc)
-                else:
-                    log.error("link to manager failed for good: %s", exc)
-                self.calls.fail_all(exc)
-                return
-            except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI,
-                    ConnectionClosed) as exc:
-                if not self._closing:
-                    log.info("manager unreachable (%s); retrying", exc.__class__.__name__)
-            except Exception:  # a bug of ours: keep the link alive rather than die unseen
-                log.exception("link to manager failed unexpectedly; reconnecting")
-            finally:
-                if self._opened.is_set():
+                self.send(frame)
+            except SerializationError:  # cannot happen: it was encodable when first sent
+                log.exception("dropping a pending call that can no longer be encoded")
+
+    def _deliver(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if not self.calls.handle(frame) and self.on_frame is not None:
+                self.on_frame(frame)
+
+    def _lost_now(self) -> None:
+        self._outbox = None
+        self._opened.clear()
+        if self.on_lost is not None:
+            self.on_lost()
+        self._expire()
+
+    def _ended_now(self, error: EasyJobsError | None) -> None:
+        self._outbox = None
+        if error is not None:
+            self.error = error
+            self.calls.fail_all(error)
+            if self.on_failed is not None:
+                self.on_failed(error)
+        self._ended.set()
+
+    def _expire(self) -> None:
+        """Fail requests the link has been down for longer than ``request_timeout``."""
+        self._expiry = None
+        if self._request_timeout is None or self._outbox is not None or self._ended.is_set():
+            return
+        assert self._owner_loop is not None
+        error = ConnectionLost(
+            f"no answer from the manager at {self.address} within {self._request_timeout:g}s: "
+            "the link is down; check that `easyjobs manager` is running there")
+        oldest = self.calls.expire(self._owner_loop.time() - self._request_timeout, error)
+        if oldest is not None:
+            self._expiry = self._owner_loop.call_at(oldest + self._request_timeout, self._expire)
+
+    def _answer_ping(self, ping: int) -> None:
+        self._pong_at = time.monotonic()
+        self._pong = ping
+
+    # ------------------------------------------------------------------ the I/O side
+
+    def _post(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn`` on the owner's loop: at once without a thread, in order with one."""
+        if not self._threaded:
+            fn(*args)
+            return
+        assert self._owner_loop is not None
+        try:
+            self._owner_loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the owner's loop is closed: nobody is left to serve
+            self._io_close()
+
+    def _thread_main(self) -> None:
+        loop = self._io_loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            self._task = loop.create_task(self._run(), name="easyjobs link")
+            loop.call_soon(self._watch_owner)
+            loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _io_close(self) -> None:
+        self._closing = True
+        session, ws = self._session, self._ws
+        if session is None or ws is None:  # connecting or backing off: nothing to flush
+            if self._task is not None:
+                self._task.cancel()
+            return
+        if session.state is not State.CLOSED:
+            session.close(CLOSE_NORMAL, "closing")
+            self._wake.set()
+        # A manager that stopped reading gets CLOSE_GRACE seconds to take our close, not ever.
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, ws.transport.abort)
+
+    def _io_when_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once what the session holds now has been written (or is lost)."""
+        if self._session is None:
+            callback()
+            return
+        self._written_waiters.append(callback)
+        self._wake.set()
+
+    def _flush(self, box: _Outbox) -> None:
+        """Move a batch the owner encoded into the session it was meant for."""
+        box.scheduled = False  # before draining: a frame appended from now on schedules anew
+        session = self._session
+        frames = box.frames
+        if box.gen != self._gen or session is None or session.state is not State.OPEN:
+            frames.clear()  # that session is gone: as if written to a closed socket
+            return
+        try:
+            while frames:
+                session.send_encoded(frames.popleft())
+        except ConnectionLost:  # the manager stopped reading (close 4004): reconnect
+            frames.clear()
+        self._wake.set()
+
+    def _watch_owner(self) -> None:
+        """Ping the owner's loop; log a ping left unanswered as a stall, naming its task."""
+        assert self._owner_loop is not None and self._io_loop is not None
+        now = time.monotonic()
+        if self._pong == self._ping:
+            if self._stall is not None:
+                log.warning("%s blocked the event loop for %.1fs", self._stall,
+                            self._pong_at - self._ping_at)
+                self._stall = None
+            self._ping += 1
+            self._ping_at = now
+            self._post(self._answer_ping, self._ping)
+        elif not self._owner_loop.is_running():  # stopped, not blocked: nothing to blame
+            self._ping_at = now
+        elif self._stall is None and now - self._ping_at >= STALL_WARNING:
+            task = asyncio.current_task(self._owner_loop)
+            self._stall = f"task {task.get_name()!r}" if task is not None else "a callback"
+            log.warning("%s has blocked the event loop for %.1fs so far (heartbeats go on "
+                        "from the link's thread; move blocking work to a thread or process)",
+                        self._stall, now - self._ping_at)
+        if not self._closing:
+            self._io_loop.call_later(WATCHDOG_INTERVAL, self._watch_owner)
+
+    async def _run(self) -> None:
+        self._wake = asyncio.Event()
+        error: EasyJobsError | None = None
+        attempt = 0
+        try:
+            while not self._closing:
+                self._got_welcome = False
+                try:
+                    async with connect(
+                        self._uri, max_size=MAX_RECEIVE, compression=None, ping_interval=None,
+                        open_timeout=10, close_timeout=2,
+                    ) as ws:
+                        await self._serve(ws)
+                except (AuthenticationError, UnsupportedVersion, ProtocolError) as exc:
+                    error = exc
+                    if isinstance(exc, AuthenticationError):
+                        log.error("authentication failed: %s (manager at %s); fix the secret, "
+                                  "not retrying", exc, self.address)
+                    else:
+                        log.error("link to the manager at %s failed for good: %s",
+                                  self.address, exc)
+                    return
+                except InvalidURI as exc:  # a redirect to somewhere we cannot go
+                    error = ConfigurationError(f"cannot connect to {self.address}: {exc}")
+                    log.error("%s", error)
+                    return
+                except (OSError, asyncio.TimeoutError, InvalidHandshake,
+                        ConnectionClosed) as exc:
+                    if not self._closing:
+                        log.info("manager unreachable at %s (%s); retrying", self.address,
+                                 exc.__class__.__name__)
+                except Exception:  # a bug of ours: keep the link alive rather than die unseen
+                    log.exception("link to manager failed unexpectedly; reconnecting")
+                if self._got_welcome:
                     attempt = 0  # got past the handshake: the backoff starts afresh
-                self._session = None
-                self._opened.clear()
-            if self._closing:
-                break
-            delay = self._backoff(attempt)
-            attempt += 1
-            await asyncio.sleep(delay)
+                if self._closing:
+                    break
+                delay = self._backoff(attempt)
+                attempt += 1
+                await asyncio.sleep(delay)
+        finally:
+            self._post(self._ended_now, error)
 
     async def _serve(self, ws: ClientConnection) -> None:
         """Run one connection, from the handshake until it closes."""
         loop = asyncio.get_running_loop()
         session = ClientSession(self._secret, loop.time(), role=self.role, name=self.name,
                                 nonce=new_nonce())
-        self._session = session
+        self._gen += 1
+        gen = self._gen
+        self._session, self._ws = session, ws
+        self._writing_since = None
         writer = loop.create_task(self._write(ws, session))
-        ticker = Ticker(session, self._wake.set)
+        ticker = Ticker(session, lambda: self._ticked(ws, session))
         opened = False
         try:
             while session.state is not State.CLOSED:
@@ -210,18 +466,19 @@ class Link:
                     session.fail(4000, ProtocolError("text messages are not allowed"))
                     break
                 frames = session.receive(data, loop.time())
-                for frame in frames:
-                    if not opened:  # the first frame out of receive() is the welcome
-                        opened = True
-                        ticker.reschedule()
-                        self._opened_now()
-                        continue
-                    if not self.calls.handle(frame) and self.on_frame is not None:
-                        self.on_frame(frame)
+                if frames and not opened:  # the first frame out of receive() is the welcome
+                    opened = self._got_welcome = True
+                    ticker.reschedule()
+                    self._post(self._opened_now, gen, session.max_message)
+                    frames = frames[1:]
+                if frames:
+                    self._post(self._deliver, frames)
                 self._wake.set()
             if session.error is not None and session.close_code in FATAL_CLOSE_CODES:
                 raise session.error
         finally:
+            if opened:  # first: what the owner sends from now on cannot reach this session
+                self._post(self._lost_now)
             if session.state is not State.CLOSED:
                 writer.cancel()  # the socket is gone: nothing more can be sent on it
             self._wake.set()
@@ -231,19 +488,29 @@ class Link:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             ticker.cancel()
-            if opened and self.on_lost is not None:
-                self.on_lost()
+            self._session = self._ws = None
+            waiters, self._written_waiters = self._written_waiters, []
+            for callback in waiters:
+                callback()
 
-    def _opened_now(self) -> None:
-        self._opened.set()
-        log.info("connected to manager at %s as %s", self._uri, self.name)
-        if self.on_open is not None:
-            self.on_open()
-        for frame in self.calls.pending_frames():
-            try:
-                self.send(frame)
-            except SerializationError:  # cannot happen: it was encodable when first sent
-                log.exception("dropping a pending call that can no longer be encoded")
+    def _ticked(self, ws: ClientConnection, session: ClientSession) -> None:
+        """After each tick: flush, and abort a connection that stalled (the session knows when
+        the manager went silent; a write pending for the whole window means it stopped reading).
+        """
+        self._wake.set()
+        if session.state is State.CLOSED:
+            if session.close_code == CLOSE_TIMEOUT:
+                log.warning("the manager at %s went silent (%s); reconnecting",
+                            self.address, session.error)
+                ws.transport.abort()  # presumed gone: no closing handshake to wait for
+            return
+        since = self._writing_since
+        window = session.heartbeat * MISSED_HEARTBEATS
+        if since is not None and asyncio.get_running_loop().time() - since >= window:
+            log.warning("the manager at %s read nothing we sent for %gs; reconnecting",
+                        self.address, window)
+            session.close(CLOSE_TIMEOUT, "not reading")
+            ws.transport.abort()
 
     def _raise_fatal(self, exc: ConnectionClosed) -> None:
         code = exc.rcvd.code if exc.rcvd is not None else None
@@ -261,8 +528,16 @@ class Link:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                waiters = None
+                if self._written_waiters:
+                    waiters, self._written_waiters = self._written_waiters, []
                 for message in session.data_to_send(loop.time()):
+                    self._writing_since = loop.time()
                     await ws.send(message)
+                self._writing_since = None
+                if waiters is not None:
+                    for callback in waiters:
+                        callback()
                 if session.state is State.CLOSED:
                     code = session.close_code or CLOSE_GOING_AWAY
                     await ws.close(code, session.close_reason)
@@ -273,4 +548,3 @@ class Link:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-

@@ -10,19 +10,29 @@ even with one slot. When it resumes it takes a slot back at once (waiting for on
 credit the manager holds but has no job to spend: a deadlock) and revokes the credit its slot
 became. Only an assignment already on its way when the revoke leaves can make ``active`` exceed
 ``capacity``, by one per resumed job, until a job finishes; no credit is granted meanwhile.
+
+Sync (``def``) tasks run in threads of their own, one per running job, with the job's context
+(``current_job`` and the caller's context variables) copied in. A thread cannot be stopped: a
+sync task that times out fails at once with ``TaskTimeout`` and one that is cancelled reports
+nothing, as async ones do, but its slot stays taken until its thread returns, so a worker never
+runs more task bodies at once than it has slots. A sync task cannot call other tasks (they run
+on the event loop): it gets a ``ConfigurationError`` saying to make it ``async def``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import queue
+import threading
 import traceback
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SerializationError, TaskTimeout
+from ..errors import ConfigurationError, SerializationError, TaskTimeout
 from ..jobs import JobStatus
 from ..protocol.frames import MAX_DEPTH, Assign, Done, is_plain
 from ..remote import current_job, current_slot
@@ -31,12 +41,93 @@ from .child import ChildFailed
 log = logging.getLogger("easyjobs.runner")
 
 
+NESTED_CALL_IN_THREAD = (
+    "a sync (def) task cannot call or submit other tasks: tasks are called on the worker's "
+    "event loop, and a sync task runs in a thread; make the task 'async def' and await them"
+)
+
+
 @dataclass(slots=True)
 class _Running:
     assign: Assign
     task: asyncio.Task[None] | None = None
     lent: int = 0
     holds_slot: bool = True
+    thread: asyncio.Future[Any] | None = None
+    """A sync task's body, running in a thread: its slot is held until it returns."""
+
+
+_thread_state = threading.local()
+
+
+def in_task_thread() -> bool:
+    """True in the thread of a sync task (where calling other tasks is refused)."""
+    return getattr(_thread_state, "task_thread", False)
+
+
+def _refuse_nested_call() -> AbstractAsyncContextManager[None]:
+    """``current_slot`` in a sync task's thread: lending a slot from there is refused."""
+    raise ConfigurationError(NESTED_CALL_IN_THREAD)
+
+
+_Body = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context,
+              Callable[..., Any], list[Any], dict[str, Any]]
+
+
+class _TaskThreads:
+    """The threads that run sync task bodies: an idle one is reused, else one more starts.
+
+    The runner hands it at most one body per slot, so there are never more threads than
+    slots have been busy at once. Daemon threads: a body stuck in a blocking call must not keep
+    the process alive after the worker stopped (``ThreadPoolExecutor`` joins its threads at exit).
+    """
+
+    def __init__(self) -> None:
+        self._bodies: queue.SimpleQueue[_Body] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+
+    def run(self, context: contextvars.Context, fn: Callable[..., Any], args: list[Any],
+            kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in ``context`` in a thread; the future gets its outcome."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1
+        self._bodies.put((loop, future, context, fn, args, kwargs))
+        if not reuse:
+            self._started += 1
+            threading.Thread(target=self._serve, name=f"easyjobs task thread {self._started}",
+                             daemon=True).start()
+        return future
+
+    def _serve(self) -> None:
+        _thread_state.task_thread = True
+        while True:
+            loop, future, context, fn, args, kwargs = self._bodies.get()
+            try:
+                outcome: tuple[bool, Any] = (True, context.run(fn, *args, **kwargs))
+            except BaseException as exc:  # the task's to report, whatever it is
+                outcome = (False, exc)
+            del context, fn, args, kwargs
+            with self._lock:  # idle before the loop hears of it: the next body may come at once
+                self._idle += 1
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the loop is closed: nobody waits for this body any more
+                pass
+            del loop, future, outcome
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if not future.done():
+        if outcome[0]:
+            future.set_result(outcome[1])
+        else:
+            future.set_exception(outcome[1])
 
 
 def failure(exc: BaseException) -> dict[str, str]:
@@ -72,6 +163,7 @@ class Runner:
         self._accepting = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._threads = _TaskThreads()
 
     # ---------------------------------------------------------------- credit
 
@@ -103,12 +195,14 @@ class Runner:
     # ---------------------------------------------------------------- running
 
     def start(
-        self, assign: Assign, fn: Callable[..., Any] | None, timeout: float | None = None
+        self, assign: Assign, fn: Callable[..., Any] | None, timeout: float | None = None,
+        in_thread: bool = False,
     ) -> None:
         """Run one assigned attempt; ``fn`` is None when this worker does not have the task.
 
-        An attempt running longer than ``timeout`` seconds is cancelled and fails with
-        ``TaskTimeout``.
+        ``fn`` is a coroutine function, or with ``in_thread`` a plain function run in a thread.
+        An attempt running longer than ``timeout`` seconds is cancelled (a thread is left to
+        return) and fails with ``TaskTimeout``.
         """
         if self._granted > 0:
             self._granted -= 1
@@ -122,7 +216,7 @@ class Runner:
         if previous is not None and previous.task is not None:
             previous.task.cancel()
         running.task = asyncio.get_running_loop().create_task(
-            self._run(running, fn, timeout), name=f"easyjobs job {assign.job}"
+            self._run(running, fn, timeout, in_thread), name=f"{assign.task} job {assign.job}"
         )
 
     def abort(self, job_id: str) -> bool:
@@ -134,7 +228,8 @@ class Runner:
         return True
 
     async def _run(
-        self, running: _Running, fn: Callable[..., Any] | None, timeout: float | None
+        self, running: _Running, fn: Callable[..., Any] | None, timeout: float | None,
+        in_thread: bool,
     ) -> None:
         assign = running.assign
         current_job.set(assign.job)
@@ -142,7 +237,9 @@ class Runner:
         try:
             if fn is None:
                 raise LookupError(f"this worker has no task {assign.task!r}")
-            if timeout is None:
+            if in_thread:
+                value = await self._run_in_thread(running, fn, timeout)
+            elif timeout is None:
                 value = await fn(*assign.args, **assign.kwargs)
             else:
                 try:
@@ -157,10 +254,10 @@ class Runner:
                     "msgpack-serializable: return None, bool, int, float, str, bytes, list or dict"
                 )
             done = Done(assign.job, assign.attempt, JobStatus.SUCCEEDED.value, value)
-        except asyncio.CancelledError:
-            self._finish(running)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            self._finish(running)  # cancelled, or the process was told to stop: it does
             raise
-        except Exception as exc:
+        except BaseException as exc:  # anything else the task raised fails its attempt
             done = Done(assign.job, assign.attempt, JobStatus.FAILED.value, None, failure(exc))
         self._finish(running)
         try:
@@ -169,14 +266,45 @@ class Runner:
             self._report(Done(assign.job, assign.attempt, JobStatus.FAILED.value, None,
                               failure(exc)))
 
+    async def _run_in_thread(
+        self, running: _Running, fn: Callable[..., Any], timeout: float | None
+    ) -> Any:
+        """Run a sync task's body in a thread; a timeout fails the attempt without waiting."""
+        assign = running.assign
+        context = contextvars.copy_context()
+        context.run(current_slot.set, _refuse_nested_call)
+        running.thread = self._threads.run(context, fn, assign.args, assign.kwargs)
+        finished, _ = await asyncio.wait((running.thread,), timeout=timeout)
+        if not finished:
+            raise TaskTimeout(f"{assign.task} ran longer than its {timeout:g}s timeout")
+        return running.thread.result()
+
     def _finish(self, running: _Running) -> None:
         if self._running.get(running.assign.job) is running:
             del self._running[running.assign.job]
+        if not self._running:
+            self._idle.set()
+        thread = running.thread
+        if thread is not None and not thread.done():
+            log.warning("%s (job %s) timed out or was cancelled while its thread runs; a thread "
+                        "cannot be stopped, so it keeps its slot until it returns",
+                        running.assign.task, running.assign.job)
+            thread.add_done_callback(lambda _: self._thread_returned(running))
+        else:
+            self._release(running)
+
+    def _thread_returned(self, running: _Running) -> None:
+        assert running.thread is not None
+        if not running.thread.cancelled():
+            running.thread.exception()  # nobody wants this outcome any more: mark it seen
+        log.info("the thread of %s (job %s) returned; its slot is free",
+                 running.assign.task, running.assign.job)
+        self._release(running)
+
+    def _release(self, running: _Running) -> None:
         if running.holds_slot:
             running.holds_slot = False
             self._active -= 1
-        if not self._running:
-            self._idle.set()
         self._rebalance()
 
     @asynccontextmanager

@@ -1,22 +1,27 @@
 """EasyJobsWorker: the tasks a program registers, a link to the manager, and a runner.
 
 Lifecycle only: the link knows nothing about running tasks and the runner nothing about sockets;
-this class joins them. It installs no signal handlers — the host application (or the CLI, which
-owns its process) decides when to call ``stop``.
+this class joins them. The link runs in a thread of its own (``Link(thread=True)``), so a task
+that blocks the event loop does not silence the worker's heartbeats. It installs no signal
+handlers — the host application (or the CLI, which owns its process) decides when to call
+``stop``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import ConfigurationError, ConnectionLost
+from ..errors import ConfigurationError, ConnectionLost, EasyJobsError
 from ..protocol.frames import (
     Abort,
     Assign,
     Credit,
     Done,
+    DoneAck,
     Error,
     Frame,
     Pause,
@@ -29,7 +34,7 @@ from ..remote import Calls, RemoteTask
 from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
 from .child import child_runner, script_for
 from .link import DEFAULT_BACKOFF, Link
-from .runner import Runner
+from .runner import NESTED_CALL_IN_THREAD, Runner, in_task_thread
 
 log = logging.getLogger("easyjobs.worker")
 
@@ -84,19 +89,27 @@ class EasyJobsWorker:
         self.max_tasks = max_tasks_per_worker
         self.grace = grace
         self._connect_timeout = connect_timeout
-        self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any]]] = {}
+        self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any], bool]] = {}
+        """(queue, name) -> spec, the function to run, and whether it runs in a thread"""
         self._paused = False
         secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
         self._secret = secret
+        self._address = "the manager's loopback"
         if link is None:
             assert secret is not None
             link = Link(manager_host, manager_port, secret, role="worker", name=name,
-                        backoff=backoff)
+                        backoff=backoff, thread=True, on_failed=self._on_failed)
+            self._address = link.address
         link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
         self._link: LinkLike = link
         self._runner: Runner | None = None
-        self._unsent: list[Done] = []
+        self._unacked: dict[tuple[str, int], Done] = {}
+        """Outcomes reported and not yet acknowledged, by (job, attempt), oldest first."""
         self._hooked = False
+        self._connected = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._error: EasyJobsError | None = None
+        self._started = False
 
     @classmethod
     async def create(cls, server: Any = None, *args: Any, **kwargs: Any) -> EasyJobsWorker:
@@ -108,6 +121,30 @@ class EasyJobsWorker:
     @property
     def name(self) -> str:
         return self._link.name
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the manager is open now."""
+        return self._link.is_open
+
+    @property
+    def error(self) -> EasyJobsError | None:
+        """Why the link ended for good on its own (say, the manager now refuses the secret)."""
+        return self._error
+
+    async def wait_connected(self) -> None:
+        """Return once the link to the manager is open."""
+        await self._connected.wait()
+
+    async def wait_closed(self) -> None:
+        """Return once the worker has stopped; raise ``error`` if its link failed for good.
+
+        A worker whose link fails after start-up takes no more jobs: a host application
+        awaits this to learn of it (``easyjobs worker`` exits 1).
+        """
+        await self._closed.wait()
+        if self._error is not None:
+            raise self._error
 
     @property
     def calls(self) -> Calls:
@@ -131,7 +168,11 @@ class EasyJobsWorker:
         timezone: str | None = None,
         task_dir: str | None = None,
     ) -> Callable[[Callable[..., Any]], RemoteTask]:
-        """Register an async function as a task of this worker's queue (or ``namespace``).
+        """Register a function as a task of this worker's queue (or ``namespace``).
+
+        An ``async def`` task runs on the worker's event loop; a ``def`` task runs in a thread
+        of its own, one per slot, so it may block (but cannot call other tasks, and a thread
+        that outlives its ``timeout`` keeps its slot until it returns).
 
         The options are those of easyjobs 0.x plus ``timeout`` (seconds per attempt; an attempt
         over it is cancelled and fails), ``timezone`` (for ``schedule``; default UTC) and
@@ -151,31 +192,46 @@ class EasyJobsWorker:
             run = fn
             if options.subprocess:
                 run = child_runner(script_for(spec.name, task_dir), self._secret)
-            specs = {key: known for key, (known, _) in self._tasks.items()}
+            specs = {key: known for key, (known, _, _) in self._tasks.items()}
             specs[(queue, spec.name)] = spec
             cycle = find_cycle(specs)
             if cycle:
                 raise ConfigurationError(f"run_before cycle: {' -> '.join(cycle)}")
-            self._tasks[(queue, spec.name)] = (spec, run)
+            self._tasks[(queue, spec.name)] = (spec, run, not inspect.iscoroutinefunction(run))
             if self._link.is_open:
                 self._link.send(Register([spec.to_wire()], self.max_tasks))
-            return RemoteTask(lambda: self._link.calls, queue, spec.name, fn)
+            return RemoteTask(self._task_calls, queue, spec.name, fn)
 
         return register
 
     def remote(self, queue: str, name: str) -> RemoteTask:
         """An awaitable remote function for a task registered elsewhere (another worker or
         the manager): ``await worker.remote('general', 'general_work')(data)``."""
-        return RemoteTask(lambda: self._link.calls, queue, name)
+        return RemoteTask(self._task_calls, queue, name)
+
+    def _task_calls(self) -> Calls:
+        """The calls of a remote task; refused in a sync task's thread (the loop owns them)."""
+        if in_task_thread():
+            raise ConfigurationError(NESTED_CALL_IN_THREAD)
+        return self._link.calls
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect to the manager and start taking jobs (see ``Link.start`` for errors)."""
+        """Connect to the manager and start taking jobs (see ``Link.start`` for errors).
+
+        If no manager answers within ``connect_timeout``, this logs a warning and returns;
+        the worker keeps trying in the background and takes jobs once connected.
+        """
         if self._runner is None:
             self._runner = Runner(self.max_tasks, self._grant, self._report, self._revoke)
         self._hook_shutdown()
         await self._link.start(self._connect_timeout)
+        self._started = True
+        if not self._link.is_open:
+            log.warning("worker %s: no manager answered at %s within %gs; still trying in "
+                        "the background (check that `easyjobs manager` is running there)",
+                        self.name, self._address, self._connect_timeout)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work, let running jobs finish within ``grace`` seconds, then leave.
@@ -191,6 +247,7 @@ class EasyJobsWorker:
                 log.warning("stopped with %d job(s) unfinished; the manager requeues them",
                             len(leftover))
         await self._link.close()
+        self._closed.set()
 
     async def __aenter__(self) -> EasyJobsWorker:
         await self.start()
@@ -216,11 +273,13 @@ class EasyJobsWorker:
 
     def _on_open(self) -> None:
         assert self._runner is not None
+        self._connected.set()
         if self._tasks:
-            self._link.send(Register([spec.to_wire() for spec, _ in self._tasks.values()],
+            self._link.send(Register([spec.to_wire() for spec, _, _ in self._tasks.values()],
                                      self.max_tasks))
-        unsent, self._unsent = self._unsent, []
-        for done in unsent:  # finished while the link was down: the first result still wins
+        # Outcomes the manager has not acknowledged: finished while the link was down, or sent
+        # on a connection that closed before the manager committed them. The first one wins.
+        for done in self._unacked.values():
             self._link.send(done)
         if self._runner.running_jobs:
             self._link.send(Resume(self._runner.running_jobs))
@@ -229,8 +288,19 @@ class EasyJobsWorker:
         self._runner.open()
 
     def _on_lost(self) -> None:
+        self._connected.clear()
         if self._runner is not None:
             self._runner.link_lost()
+
+    def _on_failed(self, error: EasyJobsError) -> None:
+        """The link ended for good: no more jobs come; tell the host (``start`` raises itself)."""
+        self._error = error
+        if self._started:
+            log.error("worker %s takes no more jobs: its link to the manager at %s failed "
+                      "for good (%s)", self.name, self._address, error)
+        if self._runner is not None:
+            self._runner.link_lost()
+        self._closed.set()
 
     def _on_frame(self, frame: Frame) -> None:
         if self._runner is None:
@@ -240,8 +310,10 @@ class EasyJobsWorker:
             if entry is None:
                 self._runner.start(frame, None)
             else:
-                spec, fn = entry
-                self._runner.start(frame, fn, spec.options.timeout)
+                spec, fn, in_thread = entry
+                self._runner.start(frame, fn, spec.options.timeout, in_thread)
+        elif isinstance(frame, DoneAck):
+            self._unacked.pop((frame.job, frame.attempt), None)
         elif isinstance(frame, Abort):
             self._runner.abort(frame.job)
         elif isinstance(frame, Error):
@@ -258,12 +330,19 @@ class EasyJobsWorker:
             self._link.send(Revoke(n))
 
     def _report(self, done: Done) -> None:
-        """Send an attempt's outcome, or keep it for the next connection if the link is down."""
+        """Send an attempt's outcome and keep it until the manager acknowledges it.
+
+        Unacknowledged outcomes are re-sent on every new connection. They are all kept, however
+        many: each is a result the task computed, and the manager acknowledges each one it
+        commits, so they pile up only while it cannot.
+        """
+        sent = False
         if self._link.is_open:
             try:
                 self._link.send(done)
-                return
-            except ConnectionLost:  # the link just closed under us: keep it for the next one
+                sent = True
+            except ConnectionLost:  # the link just closed under us: re-sent on the next one
                 pass
-        encode_frame(done)  # a result that can never be sent fails now, as when connected
-        self._unsent.append(done)
+        if not sent:
+            encode_frame(done)  # a result that can never be sent fails now, as when connected
+        self._unacked[(done.job, done.attempt)] = done

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,23 +25,6 @@ def job(n: int) -> JobRecord:
 def wal_pages(path: str) -> int:
     """How many 4 KiB pages the WAL file of the database at ``path`` takes."""
     return os.path.getsize(path + "-wal") // 4096
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs of our own, unmounted afterwards; skipped where mounting is not allowed."""
-    where = tmp_path / "fs"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-        capture_output=True, text=True, check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root, as CI has): {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
 
 
 async def test_a_full_disk_fails_clearly_and_recovers_once_space_is_freed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
 from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, new_job_id
-from easyjobs.store import PostgresStore, SQLiteStore, Store, open_store
+from easyjobs.store import PostgresStore, SQLiteStore, Store, StoreUnwritable, open_store
 from easyjobs.store.base import MAX_PAGE
 
 from ..utils import is_job_id
@@ -918,9 +919,10 @@ class TestSQLiteStore:
             SQLiteStore(path, synchronous="OFF")
 
     async def test_open_failure_is_a_store_error(self, tmp_path: Path) -> None:
-        """A path SQLite cannot open fails open() with StoreError, and calls say it is not open."""
-        store = SQLiteStore(str(tmp_path / "missing-dir" / "jobs.db"))
-        with pytest.raises(StoreError):
+        """A path SQLite cannot open fails open() as unwritable, and calls say it is not open."""
+        path = str(tmp_path / "missing-dir" / "jobs.db")
+        store = SQLiteStore(path)
+        with pytest.raises(StoreUnwritable, match=re.escape(f"full or unwritable ({path})")):
             await store.open()
         with pytest.raises(StoreError, match="not open"):
             await store.get_job(new_job_id())

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from easyjobs import ConfigurationError, EasyJobsClient, EasyJobsWorker, TaskFailed
 from easyjobs.errors import JobCancelled
 from easyjobs.protocol.session import MISSED_HEARTBEATS
-from easyjobs.workers.child import STDERR_TAIL
+from easyjobs.workers.child import STDERR_TAIL, run_child
 
 from ..conftest import RunningManager
 from ..utils import SECRET, TIMEOUT, wait_until
@@ -634,6 +635,53 @@ async def test_output_reaches_the_worker_and_cannot_corrupt_the_result(
     assert "stdout line 1999" in out and "stdout marker END" in out
     assert "stderr line 1999" in err and "z" * 200_000 in err
     assert err.rstrip().endswith("no newline at the end")
+
+
+async def test_child_stderr_nobody_reads_does_not_stop_the_event_loop(
+    task_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the worker's stderr a full pipe, the job still finishes; the output follows later."""
+    size = 300_000  # several times what a pipe holds
+    script = write_script(task_dir, "loud", """\
+        import sys
+        from easyjobs.workers.task import subprocess
+
+        @subprocess
+        def work(n):
+            sys.stderr.write("e" * n)
+            return n
+
+        if __name__ == "__main__":
+            work()
+        """)
+    read_fd, write_fd = os.pipe()
+    stuck = os.fdopen(write_fd, "w")
+    finished = threading.Event()
+    loop_was_stuck = threading.Event()
+    received = bytearray()
+
+    def reader() -> None:
+        """Read nothing until the job finished; if it cannot, the loop was stuck: unstick it."""
+        if not finished.wait(TIMEOUT):
+            loop_was_stuck.set()
+        while len(received) < size and (chunk := os.read(read_fd, 65536)):
+            received.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    monkeypatch.setattr(sys, "stderr", stuck)
+    try:
+        assert await asyncio.wait_for(run_child(script, [size], {}), TIMEOUT) == size
+        finished.set()
+        await asyncio.to_thread(thread.join, TIMEOUT)
+    finally:
+        finished.set()
+        monkeypatch.undo()
+        thread.join(TIMEOUT)
+        stuck.close()
+        os.close(read_fd)
+    assert not loop_was_stuck.is_set()
+    assert bytes(received) == b"e" * size
 
 
 # ------------------------------------------------------------------ killing the process group
