@@ -5,8 +5,9 @@ answer), put on a FIFO when the method is called; the writer task takes everythi
 to ``MAX_BATCH``) and sends it as ``BEGIN; op; op; ...; COMMIT`` in one pipeline, one round
 trip, then resolves the whole batch. Every op is a single statement (data-modifying CTEs make
 ``finish`` with children and ``fire_schedule`` one statement each), so the batch needs no answer
-back before it commits. At most ``max_pending`` writes may wait to commit; one more fails at once
-with ``StoreError``.
+back before it commits; consecutive calls of one kind (e.g. a burst of ``add_jobs``) go as one
+statement over arrays of rows. At most ``max_pending`` writes may wait to commit; one more
+fails at once with ``StoreError``.
 
 Reads run on pooled autocommit connections beside the writer: one pool for point reads (a job,
 the counts, tasks, schedules) and one for listings, so a burst of ``list_jobs`` neither delays a
@@ -187,27 +188,46 @@ def _when(new: JobStatus) -> str:
     return f"status IN ({', '.join(repr(s) for s in old)})"
 
 
+# The status changes take one row per job as arrays (ending with the ids), so that the writer
+# can send consecutive calls of one kind as one statement; RETURNING says which jobs changed.
 MARK_RUNNING = (
-    f"UPDATE ej_jobs SET status = '{JobStatus.RUNNING.value}', attempts = %s, worker = %s,"
-    f" started_at = %s WHERE id = %s AND {_when(JobStatus.RUNNING)}"
+    f"UPDATE ej_jobs j SET status = '{JobStatus.RUNNING.value}', attempts = u.attempts,"
+    " worker = u.worker, started_at = u.at"
+    " FROM unnest(%b::int4[], %b::text[], %b::float8[], %b::text[]) AS u(attempts, worker, at, id)"
+    f" WHERE j.id = u.id AND {_when(JobStatus.RUNNING)} RETURNING j.id"
 )
 REQUEUE = (
     f"UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
-    f" next_attempt_at = NULL WHERE id = ANY(%s::text[]) AND {_when(JobStatus.QUEUED)}"
+    f" next_attempt_at = NULL WHERE id = ANY(%b::text[]) AND {_when(JobStatus.QUEUED)}"
 )
 RETRY = (
-    f"UPDATE ej_jobs SET status = '{JobStatus.RETRYING.value}', error = %s,"
-    f" next_attempt_at = %s, worker = NULL WHERE id = %s AND {_when(JobStatus.RETRYING)}"
+    f"UPDATE ej_jobs j SET status = '{JobStatus.RETRYING.value}', error = u.error,"
+    " next_attempt_at = u.due, worker = NULL"
+    " FROM unnest(%b::bytea[], %b::float8[], %b::text[]) AS u(error, due, id)"
+    f" WHERE j.id = u.id AND {_when(JobStatus.RETRYING)} RETURNING j.id"
 )
 FINISH = {
-    status: f"UPDATE ej_jobs SET status = '{status.value}', result = %s, error = %s,"
-    " finished_at = %s, on_failure_job = COALESCE(%s, on_failure_job), next_attempt_at = NULL"
-    f" WHERE id = %s AND {_when(status)}"
+    status: f"UPDATE ej_jobs j SET status = '{status.value}', result = u.result,"
+    " error = u.error, finished_at = u.at,"
+    " on_failure_job = COALESCE(u.on_failure_job, j.on_failure_job), next_attempt_at = NULL"
+    " FROM unnest(%b::bytea[], %b::bytea[], %b::float8[], %b::text[], %b::text[])"
+    " AS u(result, error, at, on_failure_job, id)"
+    f" WHERE j.id = u.id AND {_when(status)} RETURNING j.id"
     for status in TERMINAL
 }
+MERGEABLE = {
+    INSERT_JOBS: (0, False),
+    REQUEUE: (0, False),
+    MARK_RUNNING: (3, True),
+    RETRY: (2, True),
+    **{sql: (4, True) for sql in FINISH.values()},
+}
+"""Statements whose consecutive calls may be sent as one: the index of the ids among their
+arrays, and whether an id already in the statement must start a new one (an update changes a
+row at most once per statement, where calls one after the other would see each other)."""
 # The children go in only if the outcome did, in the same statement: all or nothing.
 FINISH_WITH_CHILDREN = {
-    status: f"WITH done AS ({sql} RETURNING 1),"
+    status: f"WITH done AS ({sql}),"
     f" children AS ({INSERT_ROWS.format(cond=' WHERE EXISTS (SELECT FROM done)')})"
     " SELECT count(*) FROM done"
     for status, sql in FINISH.items()
@@ -352,7 +372,8 @@ class PostgresStore(Store):
     def mark_running(
         self, job_id: str, worker: str, attempt: int, at: float
     ) -> asyncio.Future[None]:
-        return self._write("mark_running", MARK_RUNNING, (attempt, worker, at, job_id), _none)
+        params = ([attempt], [worker], [float(at)], [job_id])
+        return self._write("mark_running", MARK_RUNNING, params, _none)
 
     def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:
         return self._write("requeue", REQUEUE, (list(job_ids),), _none)
@@ -360,7 +381,7 @@ class PostgresStore(Store):
     def retry(
         self, job_id: str, error: dict[str, str], next_attempt_at: float
     ) -> asyncio.Future[bool]:
-        params = (pack(error, f"job {job_id} error"), next_attempt_at, job_id)
+        params = ([pack(error, f"job {job_id} error")], [float(next_attempt_at)], [job_id])
         return self._write("retry", RETRY, params, _changed_one)
 
     def finish(
@@ -376,12 +397,12 @@ class PostgresStore(Store):
     ) -> asyncio.Future[bool]:
         if status not in TERMINAL:
             raise ValueError(f"finish() needs a terminal status, not {status.value!r}")
-        params: tuple[Any, ...] = (
-            None if result is None else pack(result, f"job {job_id} result"),
-            None if error is None else pack(error, f"job {job_id} error"),
-            at,
-            on_failure_job,
-            job_id,
+        params: tuple[list[Any], ...] = (
+            [None if result is None else pack(result, f"job {job_id} result")],
+            [None if error is None else pack(error, f"job {job_id} error")],
+            [float(at)],
+            [on_failure_job],
+            [job_id],
         )
         if not children:
             return self._write("finish", FINISH[status], params, _changed_one)
@@ -653,15 +674,10 @@ class PostgresStore(Store):
     async def _transaction(self, batch: list[Op]) -> list[Outcome]:
         """Run ``batch`` as BEGIN, its statements and COMMIT, in one round trip.
 
-        Consecutive ``add_jobs`` ops become one insert (their rows in call order), which the
-        database runs far faster than one statement each.
+        Consecutive ops of one kind (``MERGEABLE``) become one statement, their rows in call
+        order, which the database runs far faster than one statement each.
         """
-        groups: list[list[Op]] = []
-        for op in batch:
-            if groups and op[1] is INSERT_JOBS and groups[-1][-1][1] is INSERT_JOBS:
-                groups[-1].append(op)
-            else:
-                groups.append([op])
+        groups = _groups(batch)
         conn = await self._writer_connection()
         cursors = []
         try:
@@ -688,10 +704,12 @@ class PostgresStore(Store):
             if len(group) == 1:
                 outcomes.append((group[0][4], None, group[0][3](cursor.rowcount, rows)))
                 continue
-            inserted = {row[0] for row in rows}
-            for _, _, params, extract, fut in group:  # an id inserted belongs to its first op
-                mine = [(job_id,) for job_id in dict.fromkeys(params[0]) if job_id in inserted]
-                inserted.difference_update(params[0])
+            changed = {row[0] for row in rows}
+            column = MERGEABLE[group[0][1]][0]
+            for _, _, params, extract, fut in group:  # a row changed belongs to its first op
+                ids = params[column]
+                mine = [(job_id,) for job_id in dict.fromkeys(ids) if job_id in changed]
+                changed.difference_update(ids)
                 outcomes.append((fut, None, extract(len(mine), mine)))
         return outcomes
 
@@ -789,11 +807,29 @@ def _driver() -> None:
         ) from None
 
 
+def _groups(batch: list[Op]) -> list[list[Op]]:
+    """``batch`` cut into runs of ops that one statement each can do (see ``MERGEABLE``)."""
+    groups: list[list[Op]] = []
+    group_ids: set[str] = set()
+    for op in batch:
+        merge = MERGEABLE.get(op[1])
+        if merge is not None and groups and groups[-1][0][1] is op[1]:
+            ids, once = op[2][merge[0]], merge[1]
+            if not once or group_ids.isdisjoint(ids):
+                groups[-1].append(op)
+                group_ids.update(ids)
+                continue
+        groups.append([op])
+        group_ids = set(op[2][merge[0]]) if merge is not None else set()
+    return groups
+
+
 def _merged(group: list[Op]) -> Sequence[Any]:
     """The parameters of one statement doing ``group``'s ops: column lists joined in order."""
     if len(group) == 1:
         return group[0][2]
-    return tuple([value for op in group for value in op[2][i]] for i in range(len(ARRAY_TYPES)))
+    columns = zip(*(op[2] for op in group), strict=True)
+    return tuple([value for part in parts for value in part] for parts in columns)
 
 
 def _none(_: int, __: Rows) -> None:

@@ -188,6 +188,38 @@ class TestStoreContract:
         assert await store.get_job(other.id) == other
         assert await store.count_jobs() == {("default", "queued"): 2}
 
+    async def test_status_changes_called_together_apply_one_after_another(
+        self, store: Store
+    ) -> None:
+        """Changes called together act as if awaited in turn: the first start and outcome win."""
+        a, b, c = job(1), job(2), job(3)
+        await store.add_jobs([a, b, c])
+        calls = [
+            store.mark_running(a.id, "w1", 1, at=2.0),
+            store.mark_running(b.id, "w1", 1, at=2.0),
+            store.mark_running(a.id, "w2", 2, at=3.0),
+            store.mark_running(c.id, "w3", 1, at=3.0),
+        ]
+        assert await asyncio.gather(*calls) == [None] * 4
+        outcomes = [
+            store.finish(a.id, JobStatus.SUCCEEDED, "first", None, at=4.0),
+            store.finish(b.id, JobStatus.SUCCEEDED, "b", None, at=4.0),
+            store.finish(a.id, JobStatus.SUCCEEDED, "second", None, at=5.0),
+            store.retry(c.id, ERROR, next_attempt_at=9.0),
+            store.retry(c.id, ERROR, next_attempt_at=10.0),
+            store.finish(new_job_id(), JobStatus.SUCCEEDED, 1, None, at=5.0),
+        ]
+        assert await asyncio.gather(*outcomes) == [True, True, False, True, False, False]
+        first, second, third = [await store.get_job(j.id) for j in (a, b, c)]
+        assert first is not None and (first.worker, first.attempts, first.result) == (
+            "w1", 1, "first")
+        assert second is not None and second.result == "b"
+        assert third is not None and (third.status, third.next_attempt_at) == (
+            JobStatus.RETRYING, 9.0)
+        store.requeue([c.id])
+        store.requeue([c.id, a.id])
+        assert await store.count_jobs() == {("default", "succeeded"): 2, ("default", "queued"): 1}
+
     async def test_mark_running_then_finish_succeeded(self, store: Store) -> None:
         """queued -> running -> succeeded records worker, attempt, result and both timestamps."""
         record = job()
