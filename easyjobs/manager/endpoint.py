@@ -46,12 +46,13 @@ class WebSocketPeer(Peer):
 
     def __init__(self, connection: Connection, peer_id: str) -> None:
         super().__init__(peer_id, connection.session.name, connection.session.role)
+        self.session = connection.session
         self._connection = connection
         self._wake = connection.wake
 
     def send(self, frame: Frame) -> None:
         try:
-            self._connection.session.send(frame)
+            self.session.send(frame)
         except ConnectionLost:
             # Maybe called from inside the core (an assign): never re-enter it from here.
             self._connection.closed()
