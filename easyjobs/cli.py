@@ -129,8 +129,9 @@ def _manager(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .manager.app import connection_limits, create_app, http_guard_options
-    from .manager.guard import guarded_http
+    from .manager.guard import guarded_http, guarded_websockets
     from .protocol.frames import DEFAULT_MAX_MESSAGE
+    from .protocol.session import CLOSE_GRACE
 
     limits = connection_limits(
         handshake_timeout=args.handshake_timeout, max_backlog=args.max_backlog,
@@ -140,11 +141,12 @@ def _manager(args: argparse.Namespace) -> int:
                      metrics_public=True if args.metrics_public else None, **limits)
     log.info("manager listening on %s:%s", args.host, args.port)
     # uvicorn reads whole WebSocket messages before the session's own limit applies; open
-    # dashboard streams (/events) must not hold a shutdown up for long; the guard closes
-    # connections that never send their request.
+    # dashboard streams (/events) must not hold a shutdown up for long; the guards close
+    # connections that never send their request and sockets that never drain.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
                 ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3,
-                http=guarded_http(**http_guard_options(limits)))
+                http=guarded_http(**http_guard_options(limits)),
+                ws=guarded_websockets(CLOSE_GRACE))
     return 0
 
 

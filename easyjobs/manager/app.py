@@ -7,8 +7,9 @@ Configuration comes from arguments or the environment: ``EASYJOBS_SECRET`` or
 connection limits of ``connection_limits``.
 
 uvicorn accepts raw connections before the app sees them; serve the app with
-``http=guarded_http(**http_guard_options(limits))`` (as ``easyjobs manager`` does) so that a
-connection that never sends its request is closed too.
+``http=guarded_http(**http_guard_options(limits))`` and ``ws=guarded_websockets(CLOSE_GRACE)``
+(as ``easyjobs manager`` does) so that a connection that never sends its request, or a socket
+that never drains, is closed too.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from ..protocol.session import (
 )
 from ..ticker import Ticker
 from .core import Core, Peer
+from .memory import Trimmer
 
 log = logging.getLogger("easyjobs.manager")
 
@@ -106,10 +107,12 @@ class Endpoint:
         self._max_unauthenticated = max_unauthenticated
         self._open: dict[ServerSession, Connection] = {}
         self._closing = False
+        self._trimmer = Trimmer()
 
     def close_all(self) -> None:
         """Close every connection with 1001 (peers reconnect to the next manager)."""
         self._closing = True
+        self._trimmer.cancel()
         for session, connection in self._open.items():
             session.close(CLOSE_GOING_AWAY, "manager shutting down")
             connection.closed()
@@ -170,6 +173,8 @@ class Endpoint:
                     log.error("connection %s failed", session_id, exc_info=outcome)
             ticker.cancel()
             self._open.pop(session, None)
+            if session.error is not None and not self._closing:
+                self._trimmer.soon()  # what a dropped peer cost goes back to the OS
 
     async def _read(self, websocket: WebSocket, connection: Connection, ticker: Ticker) -> None:
         loop = asyncio.get_running_loop()

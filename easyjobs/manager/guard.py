@@ -8,9 +8,15 @@ head's size, not its time. ``guarded_http`` extends uvicorn's h11 protocol with 
 rules. A request must arrive whole (head and body) within ``request_timeout`` of its first
 byte, or of the connection, else it gets 408 and the connection closes. Over
 ``max_connections`` connections at once (HTTP and WebSocket), a new one gets 503. Over
-``max_waiting`` connections waiting for their request, a new one gets 503 too::
+``max_waiting`` connections waiting for their request, a new one gets 503 too.
 
-    uvicorn.run(app, http=guarded_http(request_timeout=5, max_connections=1000, max_waiting=100))
+Once the app is done with a WebSocket, uvicorn closes its transport gracefully, which waits for
+the write buffer to drain: a peer that stopped reading would keep the socket, and the buffer,
+for as long as its TCP stays up. ``guarded_websockets`` aborts such a socket ``linger`` seconds
+after the app returned::
+
+    uvicorn.run(app, http=guarded_http(request_timeout=5, max_connections=1000, max_waiting=100),
+                ws=guarded_websockets(linger=2))
 """
 
 from __future__ import annotations
@@ -20,17 +26,20 @@ import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 log = logging.getLogger("easyjobs.manager")
 
 
-def _reply(transport: asyncio.Transport, status: int, reason: str, text: str) -> None:
-    """Answer with a short plain-text response and close (no HTTP state is kept after it)."""
+REFUSAL_LINGER = 1.0
+"""Seconds a refused connection is kept, its input discarded, so that the answer arrives
+(closing with unread input would reset the connection and lose it)."""
+
+
+def _answer(status: int, reason: str, text: str) -> bytes:
     body = f"{text}\n".encode()
-    transport.write(
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
-    transport.close()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
 
 
 def guarded_http(request_timeout: float, max_connections: int, max_waiting: int
@@ -40,21 +49,25 @@ def guarded_http(request_timeout: float, max_connections: int, max_waiting: int
 
     class GuardedH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > max_connections:
                 log.warning("refused a connection: over %d open", max_connections)
-                _reply(transport, 503, "Service Unavailable",
-                       f"this manager serves at most {max_connections} connections; retry later")
+                self._refuse(503, "Service Unavailable",
+                             f"this manager serves at most {max_connections} connections; "
+                             "retry later")
             elif len(waiting) >= max_waiting:
                 log.warning("refused a connection: %d waiting for their request", max_waiting)
-                _reply(transport, 503, "Service Unavailable",
-                       f"over {max_waiting} connections are waiting to send; retry later")
+                self._refuse(503, "Service Unavailable",
+                             f"over {max_waiting} connections are waiting to send; retry later")
             else:
                 self._arm()
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # answered already: the rest of the request is not read
             if self._deadline is None:
                 self._arm()  # the next request on a kept-alive connection
             super().data_received(data)
@@ -88,7 +101,26 @@ def guarded_http(request_timeout: float, max_connections: int, max_waiting: int
             if cycle is not None and cycle.response_started and not cycle.response_complete:
                 self.transport.close()  # the app is answering while the body still trickles
                 return
-            _reply(self.transport, 408, "Request Timeout",
-                   f"the request did not arrive within {request_timeout:g}s")
+            self._refuse(408, "Request Timeout",
+                         f"the request did not arrive within {request_timeout:g}s")
+
+        def _refuse(self, status: int, reason: str, text: str) -> None:
+            """Answer, end our side, discard what comes and close after ``REFUSAL_LINGER``."""
+            self._refused = True
+            self.transport.write(_answer(status, reason, text))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(REFUSAL_LINGER, self.transport.close)
 
     return GuardedH11Protocol
+
+
+def guarded_websockets(linger: float) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's WebSocket protocol, aborting a socket still open ``linger`` s after the app."""
+
+    class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
+        async def run_asgi(self) -> None:
+            await super().run_asgi()
+            self.loop.call_later(linger, self.transport.abort)  # a no-op once it is closed
+
+    return GuardedWebSocketsProtocol

@@ -120,7 +120,6 @@ class _Session:
         self.close_code: int | None = None
         self.close_reason = ""
         self.error: EasyJobsError | None = None
-        self.max_backlog = MAX_BACKLOG
         self._out: list[bytes] = []
         self._backlog = 0
         """Bytes in ``_out``; the writer empties it unless the peer stopped reading."""
@@ -140,12 +139,16 @@ class _Session:
         if self.state is State.CLOSED:
             raise ConnectionLost("the connection is closed")
         data = encode_frame(frame, self.max_message)
-        if self._backlog + len(data) > self.max_backlog:
-            self.error = ConnectionLost(f"peer not reading: over {self.max_backlog} bytes queued")
+        limit = self._backlog_limit()
+        if self._backlog + len(data) > limit:
+            self.error = ConnectionLost(f"peer not reading: over {limit} bytes queued")
             self._closed(CLOSE_BACKLOG, "peer too slow")
             raise self.error
         self._out.append(data)
         self._backlog += len(data)
+
+    def _backlog_limit(self) -> int:
+        return MAX_BACKLOG
 
     def data_to_send(self, now: float | None = None) -> list[bytes]:
         """The queued frames, coalesced into as few messages as the size limit allows."""
@@ -267,9 +270,11 @@ class ServerSession(_Session):
     """The manager's end: challenges the peer, then checks its proof.
 
     A writer that takes its messages with ``data_to_write`` and reports them ``written`` keeps
-    them counted against ``max_backlog`` while its socket is stuck, so one peer's cost stays
-    bounded; and a write that makes no progress for the heartbeat window closes the link
-    (4004), whatever the peer keeps sending.
+    them counted while its socket is full; then more than ``max_backlog`` bytes held for the
+    peer close the link (4004), so a peer that does not read costs little. While the socket
+    takes data, a burst queued faster than the writer runs may reach ``MAX_BACKLOG``. A write
+    that makes no progress for the heartbeat window closes the link too (4004), whatever the
+    peer keeps sending.
     """
 
     side = "server"
@@ -308,6 +313,11 @@ class ServerSession(_Session):
             if self._writing_since is None:
                 self._writing_since = now
         return messages
+
+    def _backlog_limit(self) -> int:
+        if self._writing_since is None:  # not stuck: the writer has not run since the burst
+            return max(self.max_backlog, MAX_BACKLOG)
+        return self.max_backlog
 
     def written(self, size: int, now: float) -> None:
         """``size`` bytes of what ``data_to_write`` returned have left for the socket."""

@@ -11,7 +11,8 @@ import pytest
 import uvicorn
 
 from easyjobs.manager.app import connection_limits, create_app, http_guard_options
-from easyjobs.manager.guard import guarded_http
+from easyjobs.manager.guard import guarded_http, guarded_websockets
+from easyjobs.protocol.session import CLOSE_GRACE
 
 from ..conftest import RunningManager
 from ..utils import SECRET, wait_until
@@ -22,7 +23,8 @@ async def start_guarded(db: Path, heartbeat: float = 1.0, **limits: Any) -> Runn
     chosen = connection_limits(**limits)
     app = create_app(SECRET, str(db), heartbeat=heartbeat, **chosen)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                            http=guarded_http(**http_guard_options(chosen)))
+                            http=guarded_http(**http_guard_options(chosen)),
+                            ws=guarded_websockets(CLOSE_GRACE))
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_until(lambda: server.started or task.done(), what="uvicorn to start")
