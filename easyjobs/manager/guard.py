@@ -119,8 +119,16 @@ def guarded_websockets(linger: float) -> type[WebSocketsSansIOProtocol]:
     """uvicorn's WebSocket protocol, aborting a socket still open ``linger`` s after the app."""
 
     class GuardedWebSocketsProtocol(WebSocketsSansIOProtocol):
+        _linger: asyncio.TimerHandle | None = None
+
         async def run_asgi(self) -> None:
             await super().run_asgi()
-            self.loop.call_later(linger, self.transport.abort)  # a no-op once it is closed
+            if not self.disconnected:
+                self._linger = self.loop.call_later(linger, self.transport.abort)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._linger is not None:
+                self._linger.cancel()
+            super().connection_lost(exc)
 
     return GuardedWebSocketsProtocol

@@ -314,8 +314,13 @@ class ServerSession(_Session):
                 self._writing_since = now
         return messages
 
+    @property
+    def write_blocked(self) -> bool:
+        """Whether the writer holds bytes it has not written yet: the peer's socket is full."""
+        return self._writing_since is not None
+
     def _backlog_limit(self) -> int:
-        if self._writing_since is None:  # not stuck: the writer has not run since the burst
+        if self._writing_since is None:  # a burst queued before the writer could run
             return max(self.max_backlog, MAX_BACKLOG)
         return self.max_backlog
 

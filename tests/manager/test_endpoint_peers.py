@@ -4,6 +4,7 @@ is dropped within its bound and its jobs go to another worker as on a clean disc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from easyjobs import EasyJobsClient, EasyJobsWorker
-from easyjobs.protocol.frames import Heartbeat, Lookup
+from easyjobs.protocol.frames import Lookup
 from easyjobs.protocol.session import ServerSession, State
 from easyjobs.workers.link import WS_PATH, Backoff
 
@@ -136,40 +137,52 @@ async def test_a_stalled_link_with_a_large_backlog_is_dropped_and_its_jobs_reque
 async def test_a_peer_that_never_reads_is_dropped_at_the_backlog(
     guarded_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A client that keeps asking for big records but never reads is dropped once 4 MiB (the
-    default backlog) waits for it; everyone else keeps working."""
+    """A client that keeps asking for a big record but never reads is dropped once its socket
+    is full and 4 MiB (the default backlog) wait for it; everyone else keeps working."""
     running = await guarded_factory(heartbeat=5.0)
     worker = EasyJobsWorker(None, None, running.host, running.port, SECRET, "ETL",
                             backoff=FAST_BACKOFF)
+    release = asyncio.Event()
 
     @worker.task()
-    async def keep(data: str) -> int:
+    async def hold(data: str) -> int:
+        await release.wait()
         return len(data)
 
     await worker.start()
     client = EasyJobsClient(running.host, running.port, SECRET, backoff=FAST_BACKOFF)
     await client.connect()
+    core = running.manager.core
     try:
-        job = await client.submit("ETL", "keep", BIG)
-        assert await job.result(timeout=TIMEOUT) == len(BIG)
+        job = await client.submit("ETL", "hold", BIG)  # running: looked up from memory
+        await wait_until(lambda: core.active[job.id].worker_id is not None, what="it to run")
         caplog.set_level(logging.WARNING, "easyjobs.manager")
         uri = f"ws://{running.host}:{running.port}{WS_PATH}"
         async with connect(uri, max_queue=1, max_size=None, compression=None) as ws:
             session = await handshake(ws, "client")
-            peers = len(running.manager.core.peers)
-            for ref in range(40):  # ~36 MB of answers, more than any socket buffers
+            (theirs,) = [s for s in running.manager.endpoint._open if s.name == "fuzz-client"]
+            peers = len(core.peers)
+            ref = 0
+            while not theirs.write_blocked:  # one lookup at a time until the socket is full
+                heard = theirs.last_received
                 session.send(Lookup(ref, job.id))
-                session.send(Heartbeat())
+                ref += 1
                 for message in session.data_to_send():
-                    try:
-                        await ws.send(message)
-                    except ConnectionClosed:
-                        break
-            await wait_until(lambda: len(running.manager.core.peers) < peers,
+                    await ws.send(message)
+                await wait_until(lambda: theirs.last_received > heard,  # noqa: B023
+                                 what="the lookup to be answered")
+            for more in range(10):  # ~9 MB more, sent at once
+                session.send(Lookup(ref + more, job.id))
+            for message in session.data_to_send():
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(message)
+            await wait_until(lambda: len(core.peers) < peers,
                              what="the peer that does not read to be dropped")
         assert any("over 4194304 bytes queued" in r.getMessage() for r in caplog.records)
-        assert await client.call("ETL", "keep", "still here") == len("still here")
+        release.set()
+        assert await job.result(timeout=TIMEOUT) == len(BIG)
     finally:
+        release.set()
         await client.close()
         await worker.stop(grace=0)
 
