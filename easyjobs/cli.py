@@ -1,6 +1,6 @@
 """The ``easyjobs`` command: a thin shell over the library, and the only code that owns a process.
 
-    easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F]
+    easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F] [--max-connections N] ...
     easyjobs worker MODULE:ATTR
     easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
     easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="extra bearer tokens for the HTTP API, one per line")
     manager.add_argument("--metrics-public", action="store_true",
                          help="serve /metrics without a token")
+    manager.add_argument("--handshake-timeout", type=float, default=None,
+                         help="seconds a connection has to send its request and to "
+                         "authenticate (env EASYJOBS_HANDSHAKE_TIMEOUT, default 5)")
+    manager.add_argument("--max-connections", type=int, default=None,
+                         help="connections served at once, more get HTTP 503 "
+                         "(env EASYJOBS_MAX_CONNECTIONS, default 1000)")
+    manager.add_argument("--max-unauthenticated", type=int, default=None,
+                         help="connections still sending their request or authenticating, "
+                         "more get HTTP 503 (env EASYJOBS_MAX_UNAUTHENTICATED, default 100)")
+    manager.add_argument("--max-backlog", type=int, default=None,
+                         help="bytes held for one peer that does not read before it is "
+                         "dropped (env EASYJOBS_MAX_BACKLOG, default 4194304)")
 
     worker = commands.add_parser("worker", help="run the EasyJobsWorker object MODULE:ATTR")
     worker.add_argument("target", metavar="MODULE:ATTR")
@@ -132,17 +144,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _manager(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .manager.app import create_app
+    from .manager.app import connection_limits, create_app, http_guard_options
+    from .manager.guard import guarded_http, guarded_websockets
     from .protocol.frames import DEFAULT_MAX_MESSAGE
+    from .protocol.session import CLOSE_GRACE
 
+    limits = connection_limits(
+        handshake_timeout=args.handshake_timeout, max_backlog=args.max_backlog,
+        max_connections=args.max_connections, max_unauthenticated=args.max_unauthenticated)
     app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
                      api_token_file=args.api_token_file,
-                     metrics_public=True if args.metrics_public else None)
+                     metrics_public=True if args.metrics_public else None, **limits)
     log.info("manager listening on %s:%s", args.host, args.port)
     # uvicorn reads whole WebSocket messages before the session's own limit applies; open
-    # dashboard streams (/events) must not hold a shutdown up for long.
+    # dashboard streams (/events) must not hold a shutdown up for long; the guards close
+    # connections that never send their request and sockets that never drain.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
-                ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3)
+                ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3,
+                http=guarded_http(**http_guard_options(limits)),
+                ws=guarded_websockets(CLOSE_GRACE))
     return 0
 
 

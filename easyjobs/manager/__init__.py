@@ -17,13 +17,18 @@ from starlette.routing import WebSocketRoute
 
 from ..errors import ConfigurationError
 from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
-from ..protocol.session import MAX_BACKLOG
 from ..remote import Calls, RemoteTask
 from ..store import Store, open_store
 from ..workers.link import WS_PATH
 from ..workers.worker import EasyJobsWorker
 from .core import Core
-from .endpoint import Endpoint
+from .endpoint import (
+    HANDSHAKE_TIMEOUT,
+    MAX_BACKLOG,
+    MAX_CONNECTIONS,
+    MAX_UNAUTHENTICATED,
+    Endpoint,
+)
 from .http import HttpApi
 from .lifecycle import JobPolicy
 from .loopback import LoopbackLink
@@ -39,8 +44,13 @@ class EasyJobsManager:
     ``db_path`` (default: env ``EASYJOBS_DB`` or its alias ``DB_PATH``, else ``easyjobs.db``)
     is an SQLite file or a ``postgresql://`` URL (``open_store``); ``store`` passes any other
     ``Store``. ``heartbeat`` is the interval in seconds both
-    ends use; a peer silent for five intervals is dropped. ``handshake_timeout`` is how long a
-    new connection may take to authenticate before it is closed (4003). The caller owns
+    ends use; a peer silent for five intervals, or one whose writes make no progress for as long,
+    is dropped. ``handshake_timeout`` is how long a new connection may take to authenticate
+    before it is closed (4003). ``max_backlog`` bytes held for one peer, queued or being
+    written, drop it (4004): raise it if workers take many large jobs at once (their slots times
+    the argument size). ``max_connections`` WebSocket connections at once, and
+    ``max_unauthenticated`` of them still authenticating, are served; more get HTTP 503 (and
+    retry). The caller owns
     shutdown: call ``close()`` from the app's lifespan (FastAPI's shutdown event is hooked
     automatically). A failed attempt is retried (per the task's retry_policy) after
     ``min(retry_cap, retry_base * 2**(attempts-1))`` seconds, less up to half at random.
@@ -60,7 +70,10 @@ class EasyJobsManager:
         heartbeat: float = 1.0,
         max_message: int = DEFAULT_MAX_MESSAGE,
         max_local_tasks: int = 10,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_backlog: int = MAX_BACKLOG,
+        max_connections: int = MAX_CONNECTIONS,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
         retry_base: float = 1.0,
         retry_cap: float = 60.0,
         max_worker_losses: int = 3,
@@ -72,9 +85,12 @@ class EasyJobsManager:
             raise ConfigurationError("server_secret is required: workers authenticate with it")
         if heartbeat <= 0 or handshake_timeout <= 0:
             raise ConfigurationError("heartbeat and handshake_timeout must be positive")
-        if not HANDSHAKE_MAX_MESSAGE <= max_message <= MAX_BACKLOG // 2:
+        if not HANDSHAKE_MAX_MESSAGE <= max_message <= max_backlog // 2:
             raise ConfigurationError(
-                f"max_message must be between {HANDSHAKE_MAX_MESSAGE} and {MAX_BACKLOG // 2}")
+                f"max_message must be between {HANDSHAKE_MAX_MESSAGE} and max_backlog / 2 "
+                f"({max_backlog // 2})")
+        if max_connections < 1 or max_unauthenticated < 1:
+            raise ConfigurationError("max_connections and max_unauthenticated must be positive")
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
         self.store = store or open_store(
@@ -82,7 +98,10 @@ class EasyJobsManager:
         if max_worker_losses < 1:
             raise ConfigurationError("max_worker_losses must be at least 1")
         self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses))
-        self.endpoint = Endpoint(self.core, secret, heartbeat, max_message, handshake_timeout)
+        self.endpoint = Endpoint(
+            self.core, secret, heartbeat, max_message, handshake_timeout,
+            max_backlog=max_backlog, max_connections=max_connections,
+            max_unauthenticated=max_unauthenticated)
         self._loopback = LoopbackLink(self.core, max_message)
         self._local = EasyJobsWorker(link=self._loopback, manager_secret=secret,
                                      jobs_queue="DEFAULT", max_tasks_per_worker=max_local_tasks)

@@ -51,6 +51,9 @@ class Peers:
     def __contains__(self, peer_id: object) -> bool:
         return peer_id in self.by_id
 
+    def __len__(self) -> int:
+        return len(self.by_id)
+
     def __iter__(self) -> Iterator[str]:
         """The ids of the connected peers."""
         return iter(self.by_id)

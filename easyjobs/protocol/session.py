@@ -75,7 +75,8 @@ CLOSE_GRACE = 2.0
 """Seconds an I/O pump gives its writer to flush and close before abandoning the socket."""
 
 MAX_BACKLOG = 16 << 20
-"""Bytes queued for a peer that is not reading them before it is dropped (close 4004)."""
+"""Bytes queued for a peer that is not reading them before it is dropped (close 4004); the
+manager passes its own, lower ``max_backlog`` to each ``ServerSession``."""
 
 MISSED_HEARTBEATS = 5
 """A peer silent for this many heartbeat intervals is dead."""
@@ -152,12 +153,16 @@ class _Session:
         thread); ``ConnectionLost`` if the session is closed or the peer stopped reading."""
         if self.state is State.CLOSED:
             raise ConnectionLost("the connection is closed")
-        if self._backlog + len(data) > MAX_BACKLOG:
-            self.error = ConnectionLost(f"peer not reading: over {MAX_BACKLOG} bytes queued")
+        limit = self._backlog_limit()
+        if self._backlog + len(data) > limit:
+            self.error = ConnectionLost(f"peer not reading: over {limit} bytes queued")
             self._closed(CLOSE_BACKLOG, "peer too slow")
             raise self.error
         self._out.append(data)
         self._backlog += len(data)
+
+    def _backlog_limit(self) -> int:
+        return MAX_BACKLOG
 
     def data_to_send(self, now: float | None = None) -> list[bytes]:
         """The queued frames, coalesced into as few messages as the size limit allows."""
@@ -279,7 +284,15 @@ class _Session:
 
 
 class ServerSession(_Session):
-    """The manager's end: challenges the peer, then checks its proof."""
+    """The manager's end: challenges the peer, then checks its proof.
+
+    A writer that takes its messages with ``data_to_write`` and reports them ``written`` keeps
+    them counted while its socket is full; then more than ``max_backlog`` bytes held for the
+    peer close the link (4004), so a peer that does not read costs little. While the socket
+    takes data, a burst queued faster than the writer runs may reach ``MAX_BACKLOG``. A write
+    that makes no progress for the heartbeat window closes the link too (4004), whatever the
+    peer keeps sending.
+    """
 
     side = "server"
 
@@ -293,8 +306,12 @@ class ServerSession(_Session):
         heartbeat: float,
         max_message: int,
         handshake_timeout: float = 10.0,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         super().__init__(secret, now, handshake_timeout)
+        self.max_backlog = max_backlog
+        self._writing_since: float | None = None
+        """When the writer last made progress while it held bytes; None when it holds none."""
         self.state = State.AWAIT_HELLO
         self.role = ""
         self.name = ""
@@ -303,6 +320,42 @@ class ServerSession(_Session):
         self._heartbeat_after_hello = heartbeat
         self._max_message_after_hello = max_message
         self.send(Challenge(PROTOCOL_VERSION, nonce))
+
+    def data_to_write(self, now: float) -> list[bytes]:
+        """``data_to_send`` for a writer that reports each message ``written``: until then the
+        bytes still count against ``max_backlog``, and the heartbeat window runs."""
+        messages = self.data_to_send(now)
+        if messages:
+            self._backlog = sum(map(len, messages))
+            if self._writing_since is None:
+                self._writing_since = now
+        return messages
+
+    @property
+    def write_blocked(self) -> bool:
+        """Whether the writer holds bytes it has not written yet: the peer's socket is full."""
+        return self._writing_since is not None
+
+    def _backlog_limit(self) -> int:
+        if self._writing_since is None:  # a burst queued before the writer could run
+            return max(self.max_backlog, MAX_BACKLOG)
+        return self.max_backlog
+
+    def written(self, size: int, now: float) -> None:
+        """``size`` bytes of what ``data_to_write`` returned have left for the socket."""
+        self._backlog -= size
+        self._writing_since = now if self._backlog > 0 else None
+
+    def tick(self, now: float) -> float:
+        since = self._writing_since
+        if self.state is not State.OPEN or since is None:
+            return super().tick(now)
+        window = self.heartbeat * MISSED_HEARTBEATS
+        if now - since >= window:
+            self.error = ConnectionLost(f"peer not reading: no write progress in {window:g}s")
+            self._closed(CLOSE_BACKLOG, "peer too slow")
+            return now + self.heartbeat
+        return min(super().tick(now), since + window)
 
     def _accepts(self) -> frozenset[type[Frame]]:
         if self.state is State.OPEN and self.role == "client":
