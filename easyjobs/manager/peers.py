@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -11,6 +12,9 @@ from ..jobs import JobStatus
 from ..protocol.frames import Error, Frame, Result
 
 log = logging.getLogger("easyjobs.manager")
+
+MAX_READS_PER_PEER = 4
+"""How many of one peer's lookups and listings read the store at once."""
 
 
 class Peer:
@@ -25,6 +29,8 @@ class Peer:
         self.name = name
         self.role = role
         self.watching: set[str] = set()
+        self.reads = asyncio.Semaphore(MAX_READS_PER_PEER)
+        """Store reads done for this peer at once; more wait their turn (memory stays bounded)."""
 
     def send(self, frame: Frame) -> None:
         raise NotImplementedError
@@ -62,10 +68,13 @@ class Peers:
         return self.by_id.get(peer_id) if peer_id is not None else None
 
     def reply(self, peer: Peer, frame: Frame) -> None:
-        """Send ``frame``; one too big for a frame becomes a ``serialization_error`` instead.
+        """Send ``frame`` to a peer still connected; one too big for a frame becomes a
+        ``serialization_error`` instead.
 
         (A job record can outgrow the limit: its arguments and its result are each within it.)
         """
+        if peer.id not in self.by_id:
+            return
         try:
             peer.send(frame)
         except SerializationError as exc:

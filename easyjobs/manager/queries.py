@@ -53,9 +53,16 @@ class Queries:
             self._peers.reply(peer, JobInfo(frame.ref, record.to_wire()))
 
     async def stored(self, peer: Peer, job_id: str, ref: int | None) -> JobRecord | None:
-        """The stored job, or None once the peer has been told why there is none."""
+        """The stored job, or None once the peer has been told why there is none (or is gone).
+
+        A peer's reads take turns (``Peer.reads``), so one peer asking for many big records at
+        once cannot make the manager hold them all.
+        """
         try:
-            record = await self._store.get_job(job_id)
+            async with peer.reads:
+                if peer.id not in self._peers:
+                    return None
+                record = await self._store.get_job(job_id)
         except StoreError:
             self._peers.store_failed(peer, ref)
             return None
@@ -64,17 +71,19 @@ class Queries:
         return record
 
     def list_jobs(self, peer: Peer, frame: ListJobs) -> None:
-        limit = max(1, min(frame.limit or 50, 1000))
-        page = self._store.list_jobs(
-            queue=frame.queue, task=frame.task,
-            status=JobStatus(frame.status) if frame.status else None, limit=limit,
-            before=frame.before,
-        )
-        self._background.spawn(self._send_page(peer, frame.ref, limit, page))
+        self._background.spawn(self._send_page(peer, frame))
 
-    async def _send_page(self, peer: Peer, ref: int, limit: int, page: Any) -> None:
+    async def _send_page(self, peer: Peer, request: ListJobs) -> None:
+        limit, ref = max(1, min(request.limit or 50, 1000)), request.ref
         try:
-            records: list[JobRecord] = await page
+            async with peer.reads:  # see ``stored``
+                if peer.id not in self._peers:
+                    return
+                records = await self._store.list_jobs(
+                    queue=request.queue, task=request.task,
+                    status=JobStatus(request.status) if request.status else None, limit=limit,
+                    before=request.before,
+                )
         except StoreError:
             self._peers.store_failed(peer, ref)
             return
