@@ -1,8 +1,9 @@
 """SQLite backend: one writer thread with group commit, and reader threads beside it.
 
-Callers never touch a connection. A write becomes an op (a function of the connection), put on
-a thread-safe FIFO when the method is called; the writer thread takes everything queued (up
-to ``MAX_BATCH``), runs it in one transaction, commits, then wakes the whole batch with one
+Callers never touch a connection. A write becomes an op (a function of the connection) when the
+method is called; the ops called in one turn of the event loop go to a thread-safe FIFO
+together at its end (a submit's insert and its job's start share a transaction). The writer
+thread takes everything queued (about ``MAX_BATCH``), runs it in one transaction, commits, then wakes the whole batch with one
 ``call_soon_threadsafe`` per event loop. At most ``max_pending`` writes may wait to commit; one
 more fails at once with ``StoreError``, so a stalled disk cannot grow memory without bound.
 
@@ -189,7 +190,8 @@ class SQLiteStore(Store):
         self._path = path
         self._synchronous = mode
         self._max_pending = max_pending
-        self._writes: queue.SimpleQueue[Op | None] = queue.SimpleQueue()  # None: stop
+        self._writes: queue.SimpleQueue[list[Op] | None] = queue.SimpleQueue()  # None: stop
+        self._held: list[Op] = []  # called in this turn of the loop, handed over at its end
         self._point_reads: queue.SimpleQueue[Read | None] = queue.SimpleQueue()
         self._scan_reads: queue.SimpleQueue[Read | None] = queue.SimpleQueue()
         # Held while checking state and putting, so nothing lands after the stop marker.
@@ -250,6 +252,7 @@ class SQLiteStore(Store):
                 self._closed = True
                 if self._serving:
                     self._stopped = asyncio.get_running_loop().create_future()
+                    self._hand_over_locked()
                     self._writes.put(None)
         if self._stopped is not None and self._thread is not None:
             await asyncio.shield(self._stopped)
@@ -446,10 +449,22 @@ class SQLiteStore(Store):
                 )
             if refusal is None:
                 self._issued += 1
-                self._writes.put((name, fn, fut))
+                self._held.append((name, fn, fut))
+                if len(self._held) == 1:
+                    fut.get_loop().call_soon(self._hand_over)
         if refusal is not None:
             fut.set_exception(refusal)
         return fut
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            self._hand_over_locked()
+
+    def _hand_over_locked(self) -> None:
+        """Give the writer the ops held so far, as one item (they share a batch)."""
+        if self._held:
+            self._writes.put(self._held)
+            self._held = []
 
     def _read(
         self,
@@ -561,8 +576,8 @@ class SQLiteStore(Store):
             batch: list[Op] = []
             item = self._writes.get()
             while item is not None:
-                batch.append(item)
-                if len(batch) == MAX_BATCH:
+                batch.extend(item)
+                if len(batch) >= MAX_BATCH:
                     break
                 try:
                     item = self._writes.get_nowait()
