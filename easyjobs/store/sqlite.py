@@ -3,8 +3,9 @@
 Callers never touch a connection. A write becomes an op (a function of the connection) when the
 method is called; the ops called in one turn of the event loop go to a thread-safe FIFO
 together at its end (a submit's insert and its job's start share a transaction). The writer
-thread takes everything queued (about ``MAX_BATCH``), runs it in one transaction, commits, then wakes the whole batch with one
-``call_soon_threadsafe`` per event loop. At most ``max_pending`` writes may wait to commit; one
+thread takes everything queued (about ``MAX_BATCH``), runs it in one transaction, commits,
+then wakes the whole batch with one ``call_soon_threadsafe`` per event loop. Checkpoints run on
+a thread of their own, beside the commits. At most ``max_pending`` writes may wait to commit; one
 more fails at once with ``StoreError``, so a stalled disk cannot grow memory without bound.
 
 Reads run on read-only connections in threads of their own, which WAL lets run beside the
@@ -59,6 +60,8 @@ JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 """Bytes of WAL file kept after a checkpoint restarts it; the rest goes back to the disk."""
 TIGHT_WAL_PAGES = 64
 """WAL pages between checkpoints once the store has run out of space (SQLite's default: 1000)."""
+CHECKPOINT_COMMITS = 200
+"""Commits between two background checkpoints (a few MiB of WAL at most in between)."""
 SCHEMA_VERSION = "2"
 UNWRITABLE_CODES = frozenset(
     (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
@@ -200,6 +203,9 @@ class SQLiteStore(Store):
         self._issued = 0  # writes queued so far
         self._applied = 0  # of those, writes the writer has committed or failed
         self._commits = 0
+        self._since_checkpoint = 0  # commits since the checkpointer was last asked to run
+        self._checkpoint_due = threading.Event()
+        self._stopping = False
         self._writable = True
         self._last_error: str | None = None
         self._thread: threading.Thread | None = None
@@ -500,12 +506,18 @@ class SQLiteStore(Store):
             _deliver([(ready, self._open_error(exc, "cannot open the store (see the log)"), None)])
             return
         readers: list[tuple[sqlite3.Connection, queue.SimpleQueue[Read | None]]] = []
+        checkpointer: sqlite3.Connection | None = None
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # validated in __init__
             conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            # Checkpoints run on a thread of their own (``_serve_checkpoints``), never inside a
+            # commit, so a commit does not wait for the database file to be written and synced.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             self._create_schema(conn)
             uri = Path(self._path).absolute().as_uri() + "?mode=ro"
+            checkpointer = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S,
+                                           isolation_level=None, check_same_thread=False)
             for lane in (self._point_reads, *[self._scan_reads] * SCAN_READERS):
                 reader = sqlite3.connect(
                     uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
@@ -516,6 +528,8 @@ class SQLiteStore(Store):
             _rollback(conn)
             for reader, _ in readers:
                 reader.close()
+            if checkpointer is not None:
+                checkpointer.close()
             conn.close()
             if not isinstance(exc, StoreError):
                 logger.exception("cannot prepare SQLite store at %s", self._path)
@@ -528,6 +542,8 @@ class SQLiteStore(Store):
             )
             for reader in readers
         ]
+        threads.append(threading.Thread(target=self._serve_checkpoints, args=(checkpointer,),
+                                        name="easyjobs-store-checkpointer", daemon=True))
         for thread in threads:
             thread.start()
         self._serving = True
@@ -537,6 +553,8 @@ class SQLiteStore(Store):
         finally:
             for _, lane in readers:  # one marker per reader, after every read already queued
                 lane.put(None)
+            self._stopping = True
+            self._checkpoint_due.set()
             for thread in threads:
                 thread.join()
             conn.close()
@@ -609,6 +627,22 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
+    def _serve_checkpoints(self, conn: sqlite3.Connection) -> None:
+        """Move the WAL into the database file when the writer asks, beside its commits."""
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._stopping:
+                    return
+                if self._writable:  # while not, the writer checkpoints itself (TRUNCATE)
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:
+                        logger.debug("background WAL checkpoint failed", exc_info=exc)
+        finally:
+            conn.close()
+
     def _await_writes(self, count: int) -> None:
         """Block until the writer has applied ``count`` writes (committed or failed)."""
         if self._applied < count:
@@ -659,6 +693,10 @@ class SQLiteStore(Store):
                 ]
             else:
                 self._commits += 1
+                self._since_checkpoint += 1
+                if self._since_checkpoint >= CHECKPOINT_COMMITS:
+                    self._since_checkpoint = 0
+                    self._checkpoint_due.set()
                 if not self._writable:
                     logger.warning("the job store at %s is writable again", self._path)
                     self._writable = True
