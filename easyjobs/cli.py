@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, EasyJobsError, TaskFailed
+from .errors import ConfigurationError, EasyJobsError, StoreError, TaskFailed
 from .jobs import JobStatus
 from .jsonvalues import to_json
 
@@ -141,6 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+async def _check_store(db: str | None) -> None:
+    """Open and close the manager's store once: a wrong or unreachable one fails here."""
+    from .store import open_store, store_location
+
+    store = open_store(store_location(db))
+    try:
+        await store.open()
+    finally:
+        await store.close()
+
+
 def _manager(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -155,6 +166,11 @@ def _manager(args: argparse.Namespace) -> int:
     app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
                      api_token_file=args.api_token_file,
                      metrics_public=True if args.metrics_public else None, **limits)
+    try:
+        asyncio.run(_check_store(args.db))
+    except StoreError as exc:  # one line, before uvicorn's start-up traceback would say it
+        log.error("the manager cannot start: %s", exc)
+        return 1
     log.info("manager listening on %s:%s", args.host, args.port)
     # uvicorn reads whole WebSocket messages before the session's own limit applies; open
     # dashboard streams (/events) must not hold a shutdown up for long; the guards close

@@ -256,3 +256,15 @@ async def test_worker_stopped_past_its_grace_period_leaves_the_job_to_be_requeue
 
     await wait_until(requeued, what="the job to be requeued")
     assert_secret_hidden(proc)
+
+
+async def test_manager_with_an_unreachable_database_fails_in_one_line(tmp_path: Path) -> None:
+    """A PostgreSQL URL nobody answers: exit 1, one line naming host and port, no password."""
+    port = free_port()
+    ran = await run_cli("manager", "--port", str(free_port()),
+                        "--db", f"postgresql://easyjobs:hunter2@127.0.0.1:{port}/jobs",
+                        cwd=tmp_path)
+    assert ran.code == 1
+    lines = [line for line in ran.err.splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and f"127.0.0.1:{port}/jobs" in lines[0], ran.err
+    assert "Traceback" not in ran.err and "hunter2" not in ran.err

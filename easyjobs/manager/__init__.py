@@ -9,7 +9,6 @@ the same worker code as remote tasks.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from starlette.routing import WebSocketRoute
 from ..errors import ConfigurationError
 from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
 from ..remote import Calls, RemoteTask
-from ..store import Store, open_store
+from ..store import Store, open_store, store_location
 from ..workers.link import WS_PATH
 from ..workers.worker import EasyJobsWorker
 from .core import Core
@@ -34,9 +33,6 @@ from .lifecycle import JobPolicy
 from .loopback import LoopbackLink
 
 log = logging.getLogger("easyjobs.manager")
-
-DEFAULT_DB = "easyjobs.db"
-
 
 class EasyJobsManager:
     """A manager. ``await EasyJobsManager.create(app, server_secret=...)`` starts one in ``app``.
@@ -93,8 +89,7 @@ class EasyJobsManager:
             raise ConfigurationError("max_connections and max_unauthenticated must be positive")
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
-        self.store = store or open_store(
-            db_path or os.environ.get("EASYJOBS_DB") or os.environ.get("DB_PATH") or DEFAULT_DB)
+        self.store = store or open_store(store_location(db_path))
         if max_worker_losses < 1:
             raise ConfigurationError("max_worker_losses must be at least 1")
         self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses))

@@ -7,17 +7,29 @@ promises (call-order writes, read-your-writes, bounded write backlog, health).
 
 from __future__ import annotations
 
+import os
+
 from easyjobs.errors import ConfigurationError
 from easyjobs.store.base import Store, StoreUnwritable
 from easyjobs.store.postgres import PostgresStore
 from easyjobs.store.sqlite import SQLiteStore
 
-__all__ = ["PostgresStore", "SQLiteStore", "Store", "StoreUnwritable", "open_store"]
+__all__ = ["PostgresStore", "SQLiteStore", "Store", "StoreUnwritable", "open_store",
+           "store_location"]
+
+DEFAULT_LOCATION = "easyjobs.db"
 
 SUPPORTED = (
     "a file path, sqlite:///path (sqlite:////absolute/path)"
     " or postgresql://user@host:5432/dbname"
 )
+
+
+def store_location(given: str | None = None) -> str:
+    """Where the manager's store is: ``given``, else env ``EASYJOBS_DB`` or its older name
+    ``DB_PATH``, else ``easyjobs.db`` in the working directory."""
+    return (given or os.environ.get("EASYJOBS_DB") or os.environ.get("DB_PATH")
+            or DEFAULT_LOCATION)
 
 
 def open_store(url_or_path: str) -> Store:
