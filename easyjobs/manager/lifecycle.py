@@ -416,9 +416,9 @@ class Lifecycle:
                 self._unrecorded.append(
                     lambda: self._conclude(active, status, value, error, children))
             return
-        self._send_acks(active)
         self.active.pop(record.id, None)
         if not committed:  # retracted or finished meanwhile: the stored job and its result stand
+            self._send_acks(active)
             self._watchers.reread(active)
             for peer, ref in active.cancel_waiters:
                 self._queries.lookup(peer, Lookup(ref, record.id))
@@ -428,6 +428,7 @@ class Lifecycle:
         record.finished_at = time.time()
         self._observers.job_changed("finished", record)
         self._watchers.deliver(active, Result(record.id, status.value, value, error))
+        self._send_acks(active)  # after the result: the caller waits, the worker does not
         for peer, ref in active.cancel_waiters:
             self._peers.reply(peer, JobInfo(ref, record.to_wire()))
         self.activate(children)
