@@ -20,6 +20,7 @@ from easyjobs.workers.link import WS_PATH, Backoff
 
 from ..conftest import FAST_BACKOFF, RunningManager
 from ..processes import handshake
+from ..proxy import TcpProxy
 from ..utils import SECRET, TIMEOUT, wait_until
 from .serving import guarded_factory
 
@@ -28,52 +29,6 @@ __all__ = ["guarded_factory"]
 BIG = "x" * 900_000
 """An argument that makes each assignment (or job record) nearly a whole message."""
 NO_RECONNECT = Backoff(initial=60.0, maximum=60.0)
-
-
-class StallingProxy:
-    """A TCP proxy on 127.0.0.1 that can stop forwarding, both ways, without closing."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self.forwarding = asyncio.Event()
-        self.forwarding.set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._pipes: list[asyncio.Future[Any]] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
-        self._writers += [writer, up_writer]
-        pipes = asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
-                               return_exceptions=True)
-        self._pipes.append(pipes)
-        await pipes
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await self.forwarding.wait()
-            data = await reader.read(65536)
-            if not data:
-                writer.close()
-                return
-            await self.forwarding.wait()  # a stall holds what it read, as a dead path would
-            writer.write(data)
-            await writer.drain()
-
-    async def close(self) -> None:
-        for writer in self._writers:
-            writer.transport.abort()
-        for pipes in self._pipes:
-            pipes.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
 
 def measuring_worker(running: RunningManager, name: str, slots: int, backoff: Backoff,
@@ -101,8 +56,7 @@ async def test_a_stalled_link_with_a_large_backlog_is_dropped_and_its_jobs_reque
     is dropped within the heartbeat window, another worker runs its jobs, and the stuck socket
     is closed."""
     running = await guarded_factory(heartbeat=0.5, max_backlog=64 << 20)
-    proxy = StallingProxy(running.port)
-    await proxy.start()
+    proxy = await TcpProxy(running.port).start()
     stalled = measuring_worker(running, "behind-proxy", 12, NO_RECONNECT, port=proxy.port)
     rescuer = measuring_worker(running, "rescuer", 12, FAST_BACKOFF)
     client = EasyJobsClient("127.0.0.1", running.port, SECRET, backoff=FAST_BACKOFF)
@@ -111,7 +65,7 @@ async def test_a_stalled_link_with_a_large_backlog_is_dropped_and_its_jobs_reque
         await stalled.start()
         await wait_until(lambda: worker_named(running, "behind-proxy"), what="the worker")
         await client.connect()
-        proxy.forwarding.clear()
+        proxy.stall()
         stalled_at = loop.time()
         jobs = [await client.submit("ETL", "measure", BIG) for _ in range(12)]
         core = running.manager.core

@@ -17,74 +17,22 @@ from easyjobs.protocol.frames import Assign, Credit, Done, DoneAck, JobInfo, Loo
 
 from ..conftest import RunningManager
 from ..mesh import RawPeer, raw_worker, stored_job
+from ..proxy import TcpProxy
 from ..utils import TIMEOUT, wait_until
 
 WorkerFactory = Callable[..., EasyJobsWorker]
 
 
-class Proxy:
-    """A TCP proxy to the manager that can swallow what the worker sends, then cut the link."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self._links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self._swallowing: set[asyncio.StreamWriter] = set()
-        self.swallowed = 0
-        """Bytes the worker sent that never reached the manager."""
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def swallow(self) -> None:
-        """From now on, what the worker sends on its current connection is read and dropped."""
-        self._swallowing.update(up for _, up in self._links)
-
-    def cut(self) -> None:
-        """Close the current connections on both sides; new ones go through normally."""
-        for down, up in self._links:
-            down.close()
-            up.close()
-        self._links.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
-        self._links.append((writer, up_writer))
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                if sink in self._swallowing:
-                    self.swallowed += len(data)
-                    continue
-                sink.write(data)
-                await sink.drain()
-        except OSError:
-            pass
-        finally:
-            sink.close()
-
-
 @pytest.fixture
-async def proxy(manager: RunningManager) -> AsyncIterator[Proxy]:
+async def proxy(manager: RunningManager) -> AsyncIterator[TcpProxy]:
     """A proxy in front of ``manager``."""
-    running = Proxy(manager.port)
-    await running.start()
+    running = await TcpProxy(manager.port).start()
     yield running
     await running.close()
 
 
 async def test_outcome_sent_into_a_dropped_connection_arrives_after_the_reconnect(
-    manager: RunningManager, proxy: Proxy, worker_factory: WorkerFactory,
+    manager: RunningManager, proxy: TcpProxy, worker_factory: WorkerFactory,
     client: EasyJobsClient,
 ) -> None:
     """A done written to a link the manager never reads is re-sent: the job runs once."""
