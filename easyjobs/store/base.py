@@ -226,3 +226,34 @@ def pack(value: Any, what: str) -> bytes:
 def unpack(raw: bytes) -> Any:
     """Decode a BLOB written by ``pack``."""
     return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def record_from_row(row: tuple[Any, ...]) -> JobRecord:
+    """A job row (the columns in the order every backend's ``COLUMNS`` selects them) back as
+    a record; both backends store the same columns, encoded by ``pack``."""
+    (
+        job_id, q, task, payload, status, attempts, worker, parent, result, error,
+        created_at, started_at, finished_at,
+        dependencies, on_failure_job, handler_for, next_attempt_at,
+    ) = row  # fmt: skip
+    args, kwargs = unpack(payload)
+    return JobRecord(
+        id=job_id,
+        queue=q,
+        task=task,
+        args=args,
+        kwargs=kwargs,
+        status=JobStatus(status),
+        attempts=attempts,
+        worker=worker,
+        parent=parent,
+        result=None if result is None else unpack(result),
+        error=None if error is None else unpack(error),
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        dependencies=unpack(dependencies),
+        on_failure_job=on_failure_job,
+        handler_for=handler_for,
+        next_attempt_at=next_attempt_at,
+    )

@@ -46,7 +46,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
-from easyjobs.store.base import MAX_PAGE, Store, StoreUnwritable, TaskSpec, pack, unpack
+from easyjobs.store.base import (
+    MAX_PAGE,
+    Store,
+    StoreUnwritable,
+    TaskSpec,
+    pack,
+    record_from_row,
+    unpack,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -429,7 +437,7 @@ class PostgresStore(Store):
     def get_job(self, job_id: str) -> asyncio.Future[JobRecord | None]:
         return self._read(
             "get_job", SELECT_JOB, (job_id,),
-            lambda rows: _job_record(rows[0]) if rows else None, scan=False,
+            lambda rows: record_from_row(rows[0]) if rows else None, scan=False,
         )
 
     def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
@@ -876,34 +884,4 @@ def _job_columns(jobs: Sequence[JobRecord]) -> tuple[list[Any], ...]:
 
 
 def _job_records(rows: Rows) -> list[JobRecord]:
-    return [_job_record(row) for row in rows]
-
-
-def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    """A row selected as ``COLUMNS`` back as a record."""
-    (
-        job_id, q, task, payload, status, attempts, worker, parent, result, error,
-        created_at, started_at, finished_at,
-        dependencies, on_failure_job, handler_for, next_attempt_at,
-    ) = row  # fmt: skip
-    args, kwargs = unpack(payload)
-    return JobRecord(
-        id=job_id,
-        queue=q,
-        task=task,
-        args=args,
-        kwargs=kwargs,
-        status=JobStatus(status),
-        attempts=attempts,
-        worker=worker,
-        parent=parent,
-        result=None if result is None else unpack(result),
-        error=None if error is None else unpack(error),
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        dependencies=unpack(dependencies),
-        on_failure_job=on_failure_job,
-        handler_for=handler_for,
-        next_attempt_at=next_attempt_at,
-    )
+    return [record_from_row(row) for row in rows]

@@ -41,7 +41,15 @@ from typing import Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
-from easyjobs.store.base import MAX_PAGE, Store, StoreUnwritable, TaskSpec, pack, unpack
+from easyjobs.store.base import (
+    MAX_PAGE,
+    Store,
+    StoreUnwritable,
+    TaskSpec,
+    pack,
+    record_from_row,
+    unpack,
+)
 
 logger = logging.getLogger("easyjobs.store")
 
@@ -346,7 +354,7 @@ class SQLiteStore(Store):
     def get_job(self, job_id: str) -> asyncio.Future[JobRecord | None]:
         def read(conn: sqlite3.Connection) -> JobRecord | None:
             row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
-            return None if row is None else _job_record(row)
+            return None if row is None else record_from_row(row)
 
         return self._read("get_job", read, self._point_reads)
 
@@ -354,7 +362,7 @@ class SQLiteStore(Store):
         return self._read(
             "unfinished_jobs",
             lambda conn: [
-                _job_record(row) for row in conn.execute(SELECT_UNFINISHED, UNFINISHED_VALUES)
+                record_from_row(row) for row in conn.execute(SELECT_UNFINISHED, UNFINISHED_VALUES)
             ],
             self._scan_reads,
         )
@@ -389,7 +397,7 @@ class SQLiteStore(Store):
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-            return [_job_record(row) for row in conn.execute(sql, (*args, page))]
+            return [record_from_row(row) for row in conn.execute(sql, (*args, page))]
 
         return self._read("list_jobs", read, self._scan_reads)
 
@@ -793,34 +801,4 @@ def _job_row(job: JobRecord) -> tuple[Any, ...]:
         job.on_failure_job,
         job.handler_for,
         job.next_attempt_at,
-    )
-
-
-def _job_record(row: tuple[Any, ...]) -> JobRecord:
-    """A row selected as ``COLUMNS`` back as a record."""
-    (
-        job_id, q, task, payload, status, attempts, worker, parent, result, error,
-        created_at, started_at, finished_at,
-        dependencies, on_failure_job, handler_for, next_attempt_at,
-    ) = row  # fmt: skip
-    args, kwargs = unpack(payload)
-    return JobRecord(
-        id=job_id,
-        queue=q,
-        task=task,
-        args=args,
-        kwargs=kwargs,
-        status=JobStatus(status),
-        attempts=attempts,
-        worker=worker,
-        parent=parent,
-        result=None if result is None else unpack(result),
-        error=None if error is None else unpack(error),
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        dependencies=unpack(dependencies),
-        on_failure_job=on_failure_job,
-        handler_for=handler_for,
-        next_attempt_at=next_attempt_at,
     )
