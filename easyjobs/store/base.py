@@ -22,8 +22,13 @@ Every backend (one file each) implements ``Store`` and passes the one contract s
   limit; the caller sheds that work (answers ``StoreError``) and the store catches up;
 - status changes follow ``easyjobs.jobs.TRANSITIONS``: a change the table does not allow from
   the job's current status leaves the job untouched (and creates nothing);
-- a call that writes several rows (``add_jobs``, ``finish`` with children, ``fire_schedule``)
-  commits all of them or none: a crash between them is impossible.
+- a call that writes several rows (``add_jobs``, ``finish`` with children, ``fire_schedule``,
+  ``take_back``) commits all of them or none: a crash between them is impossible.
+
+The store is the queue: a queued job with no ``owner`` waits there for any manager to
+``claim`` it; a manager holds in memory only the unfinished jobs it owns. ``add_jobs`` (and the
+jobs ``finish`` and ``fire_schedule`` create) store each record's owner as given, ``finish``
+clears it, and the other status changes leave it as it is.
 """
 
 from __future__ import annotations
@@ -136,8 +141,8 @@ class Store(ABC):
         ``status`` must be terminal (else ``ValueError``). ``children`` (run_after jobs, the
         on_failure job) are inserted like ``add_jobs``, an existing id being left as it was;
         ``on_failure_job``, when given, is stored as the id of this job's failure handler.
-        ``next_attempt_at`` is cleared, the worker kept. Either all of it commits or none of it,
-        so a crash can neither lose nor duplicate a child.
+        ``next_attempt_at`` and the owner are cleared, the worker kept. Either all of it commits
+        or none of it, so a crash can neither lose nor duplicate a child.
 
         Returns False, changing nothing and creating no child, when the job is unknown or the
         lifecycle table does not allow ``status`` from its current one (already terminal, a
@@ -149,12 +154,37 @@ class Store(ABC):
         """The job as last committed, or None if there is no such job."""
 
     @abstractmethod
-    def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
-        """Every job in ``UNFINISHED`` (waiting, queued, running, retrying), oldest first.
+    def claim(
+        self, queue: str, task: str, limit: int, owner: str
+    ) -> asyncio.Future[list[JobRecord]]:
+        """Take up to ``limit`` free queued jobs of ``(queue, task)`` for manager ``owner``.
 
-        Ordered by ``created_at``, then id. The manager calls this at start-up to take back the
-        work a previous run left behind: requeue running jobs, re-arm retry timers, re-check
-        waiting jobs' dependencies.
+        A write. Free means queued with no owner. The lowest value of the ``priority`` column
+        (0 unless set in the database) goes first, then ``created_at``, then id (FIFO); their
+        owner becomes ``owner`` and they are returned in that order, with it set. Managers
+        claiming at once never get the same job. An index serves it, however large the
+        backlog of other tasks. ``limit`` < 1 gives ``[]`` without a write.
+        """
+
+    @abstractmethod
+    def adopt(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[list[JobRecord]]:
+        """Make ``owner`` the owner of those of ``job_ids`` that are queued with no owner.
+
+        A write, for jobs the manager has just queued itself (dependencies done, a retry
+        due) and wants to keep in memory. Returns the jobs it took, in the order of
+        ``job_ids``; any other id (unknown, owned, not queued) is left alone and not returned.
+        """
+
+    @abstractmethod
+    def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
+        """At the start of the only manager: take back what a previous run left, in one write.
+
+        Every running job goes back to the queue (worker and owner cleared, attempts kept),
+        every other queued job loses its owner, so the queue is free for claims, and every
+        waiting and retrying job gets ``owner``, whose dependency checks and retry timers the
+        caller re-arms. Returns how many running jobs were requeued, and the waiting and
+        retrying jobs oldest first (``created_at``, then id) with ``owner`` set. It touches
+        only owned, running, waiting and retrying rows, never the queued backlog as a whole.
         """
 
     @abstractmethod
@@ -234,7 +264,7 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
     (
         job_id, q, task, payload, status, attempts, worker, parent, result, error,
         created_at, started_at, finished_at,
-        dependencies, on_failure_job, handler_for, next_attempt_at,
+        dependencies, on_failure_job, handler_for, next_attempt_at, owner,
     ) = row  # fmt: skip
     args, kwargs = unpack(payload)
     return JobRecord(
@@ -256,4 +286,5 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
         on_failure_job=on_failure_job,
         handler_for=handler_for,
         next_attempt_at=next_attempt_at,
+        owner=owner,
     )

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
-from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
+from easyjobs.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
 from easyjobs.store.base import (
     MAX_PAGE,
     Store,
@@ -78,7 +78,7 @@ POOL_TIMEOUT_S = 5.0
 """How long a read waits for a pooled connection (e.g. while the server is away)."""
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_CLASS = 0x656A  # "ej": with hashtext(current_schema()) the key of the migration lock
 CONNECT_DEFAULTS: dict[str, Any] = {
     "application_name": "easyjobs",
@@ -101,7 +101,28 @@ UNWRITABLE_STATES = {
     "57P03": "the database is starting or shutting down",
 }
 
-UNFINISHED_SQL = ", ".join(f"'{s.value}'" for s in sorted(UNFINISHED))
+FREE = "status = 'queued' AND owner IS NULL"
+"""A job waiting in the queue for any manager; spelled out so the claim index matches it."""
+INDEXES = (
+    # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
+    "CREATE INDEX ej_jobs_status ON ej_jobs (status, created_at, id)",
+    # claim() reads the first free jobs of one task in order, whatever the rest of the queue.
+    f"CREATE INDEX ej_jobs_claim ON ej_jobs (queue, task, priority, created_at, id) WHERE {FREE}",
+    # take_back() frees owned jobs without reading the free ones.
+    "CREATE INDEX ej_jobs_owner ON ej_jobs (owner) WHERE owner IS NOT NULL",
+)
+"""The indexes schema version 2 added or changed."""
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Version 1 had no owner, claimed every queued job, and listed unfinished jobs by an index
+    # that also held the whole queued backlog.
+    1: (
+        "ALTER TABLE ej_jobs ADD COLUMN owner text",
+        "DROP INDEX ej_jobs_claim",
+        "DROP INDEX ej_jobs_unfinished",
+        *INDEXES,
+    ),
+}
+"""The statements that take a schema from a version to the next, kept as they ran."""
 
 SCHEMA = (
     """CREATE TABLE ej_jobs (
@@ -110,15 +131,10 @@ SCHEMA = (
         result bytea, error bytea, created_at double precision NOT NULL,
         started_at double precision, finished_at double precision,
         dependencies bytea NOT NULL, on_failure_job text, handler_for text,
-        next_attempt_at double precision, priority integer NOT NULL DEFAULT 0)""",
-    # unfinished_jobs() reads it in order; it holds only the jobs still to do.
-    "CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id)"
-    f" WHERE status IN ({UNFINISHED_SQL})",
+        next_attempt_at double precision, priority integer NOT NULL DEFAULT 0, owner text)""",
     # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
     "CREATE INDEX ej_jobs_created ON ej_jobs (created_at, id)",
-    # Claims take queued jobs of one task in priority, then FIFO, order.
-    "CREATE INDEX ej_jobs_claim ON ej_jobs (queue, task, priority, created_at, id)"
-    " WHERE status = 'queued'",
+    *INDEXES,
     """CREATE TABLE ej_tasks (
         queue text NOT NULL, name text NOT NULL, spec bytea NOT NULL,
         updated_at double precision NOT NULL, PRIMARY KEY (queue, name))""",
@@ -172,11 +188,11 @@ COUNT_JOBS = (
 COLUMNS = (
     "id, queue, task, payload, status, attempts, worker, parent, result, error,"
     " created_at, started_at, finished_at,"
-    " dependencies, on_failure_job, handler_for, next_attempt_at"
+    " dependencies, on_failure_job, handler_for, next_attempt_at, owner"
 )
 ARRAY_TYPES = (
     "text", "text", "text", "bytea", "text", "int4", "text", "text", "bytea", "bytea",
-    "float8", "float8", "float8", "bytea", "text", "text", "float8",
+    "float8", "float8", "float8", "bytea", "text", "text", "float8", "text",
 )  # fmt: skip
 """The element type of each of ``COLUMNS``, for inserting many rows as arrays."""
 # Rows go in in call order (the first of two records with one id wins) and an existing id is
@@ -217,7 +233,8 @@ RETRY = (
 FINISH = {
     status: f"UPDATE ej_jobs j SET status = '{status.value}', result = u.result,"
     " error = u.error, finished_at = u.at,"
-    " on_failure_job = COALESCE(u.on_failure_job, j.on_failure_job), next_attempt_at = NULL"
+    " on_failure_job = COALESCE(u.on_failure_job, j.on_failure_job), next_attempt_at = NULL,"
+    " owner = NULL"
     " FROM unnest(%b::bytea[], %b::bytea[], %b::float8[], %b::text[], %b::text[])"
     " AS u(result, error, at, on_failure_job, id)"
     f" WHERE j.id = u.id AND {_when(status)} RETURNING j.id"
@@ -259,10 +276,32 @@ PROBE = (
     "INSERT INTO ej_meta (key, value) VALUES ('probed_at', %s)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-SELECT_JOB = f"{SELECT_JOB_COLUMNS} WHERE id = %s"
-SELECT_UNFINISHED = (
-    f"{SELECT_JOB_COLUMNS} WHERE status IN ({UNFINISHED_SQL}) ORDER BY created_at, id"
+# Rows another manager is claiming are skipped, not waited for; a row it has claimed since
+# this statement began fails the recheck of FREE once locked. RETURNING has no order: the
+# caller sorts by the priority returned last.
+CLAIM = (
+    "UPDATE ej_jobs SET owner = %s WHERE id IN (SELECT id FROM ej_jobs"
+    f" WHERE queue = %s AND task = %s AND {FREE}"
+    " ORDER BY priority, created_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {COLUMNS}, priority"
 )
+ADOPT = f"UPDATE ej_jobs SET owner = %s WHERE id = ANY(%s::text[]) AND {FREE} RETURNING {COLUMNS}"
+HELD = f"'{JobStatus.WAITING.value}', '{JobStatus.RETRYING.value}'"
+"""The unfinished statuses whose jobs stay with the manager that takes them back."""
+# Sub-statements see one snapshot and must not change a row twice, so each takes its own
+# statuses: running jobs are requeued and freed, other owned jobs freed (by the owner index),
+# waiting and retrying jobs owned (by the status index). One row even when none is held.
+TAKE_BACK = (
+    f"WITH requeued AS (UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
+    f" owner = NULL, next_attempt_at = NULL WHERE status = '{JobStatus.RUNNING.value}'"
+    " RETURNING 1),"
+    " freed AS (UPDATE ej_jobs SET owner = NULL WHERE owner IS NOT NULL"
+    f" AND status NOT IN ('{JobStatus.RUNNING.value}', {HELD})),"
+    f" held AS (UPDATE ej_jobs SET owner = %s WHERE status IN ({HELD}) RETURNING {COLUMNS})"
+    " SELECT (SELECT count(*) FROM requeued), held.*"
+    " FROM (VALUES (1)) AS one (x) LEFT JOIN held ON true ORDER BY held.created_at, held.id"
+)
+SELECT_JOB = f"{SELECT_JOB_COLUMNS} WHERE id = %s"
 # Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); an unknown cursor
 # compares as NULL, so the page is empty.
 OLDER_THAN_CURSOR = "(created_at, id) < (SELECT created_at, id FROM ej_jobs WHERE id = %s)"
@@ -440,8 +479,34 @@ class PostgresStore(Store):
             lambda rows: record_from_row(rows[0]) if rows else None, scan=False,
         )
 
-    def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
-        return self._read("unfinished_jobs", SELECT_UNFINISHED, (), _job_records, scan=True)
+    def claim(
+        self, queue: str, task: str, limit: int, owner: str
+    ) -> asyncio.Future[list[JobRecord]]:
+        if limit < 1:
+            return self._answer([])
+
+        def extract(_: int, rows: Rows) -> list[JobRecord]:
+            rows.sort(key=lambda row: (row[-1], row[10], row[0]))  # priority, created_at, id
+            return [record_from_row(row[:-1]) for row in rows]
+
+        return self._write("claim", CLAIM, (owner, queue, task, limit), extract)
+
+    def adopt(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[list[JobRecord]]:
+        if not job_ids:
+            return self._answer([])
+        order = {job_id: n for n, job_id in enumerate(dict.fromkeys(job_ids))}
+
+        def extract(_: int, rows: Rows) -> list[JobRecord]:
+            rows.sort(key=lambda row: order[row[0]])
+            return _job_records(rows)
+
+        return self._write("adopt", ADOPT, (owner, list(job_ids)), extract)
+
+    def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
+        def extract(_: int, rows: Rows) -> tuple[int, list[JobRecord]]:
+            return rows[0][0], [record_from_row(row[1:]) for row in rows if row[1] is not None]
+
+        return self._write("take_back", TAKE_BACK, (owner,), extract)
 
     def list_jobs(
         self,
@@ -527,6 +592,16 @@ class PostgresStore(Store):
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
         return task
+
+    def _answer(self, value: T) -> asyncio.Future[T]:
+        """A call that needs nothing from the database, answered at once unless refused."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        refusal = self._refusal()
+        if refusal is not None:
+            fut.set_exception(refusal)
+        else:
+            fut.set_result(value)
+        return fut
 
     def _issued_not_applied(self) -> asyncio.Future[None] | None:
         """A future that resolves once every write called so far is applied, or None if they are."""
@@ -621,6 +696,14 @@ class PostgresStore(Store):
                     f"the database at PostgreSQL {self._where} has easyjobs schema version"
                     f" {row[0]}, newer than this easyjobs supports ({SCHEMA_VERSION}):"
                     " upgrade easyjobs here to match the managers that migrated it"
+                )
+            elif int(row[0]) < SCHEMA_VERSION:
+                for version in range(int(row[0]), SCHEMA_VERSION):
+                    for statement in MIGRATIONS[version]:
+                        await conn.execute(statement)
+                await conn.execute(
+                    "UPDATE ej_meta SET value = %s WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
                 )
 
     async def _release(self) -> None:
@@ -877,6 +960,7 @@ def _job_columns(jobs: Sequence[JobRecord]) -> tuple[list[Any], ...]:
             job.on_failure_job,
             job.handler_for,
             _float(job.next_attempt_at),
+            job.owner,
         )
         for job in jobs
     ]

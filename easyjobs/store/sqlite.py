@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
-from easyjobs.jobs import TERMINAL, TRANSITIONS, UNFINISHED, JobRecord, JobStatus
+from easyjobs.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
 from easyjobs.store.base import (
     MAX_PAGE,
     Store,
@@ -70,7 +70,9 @@ TIGHT_WAL_PAGES = 64
 """WAL pages between checkpoints once the store has run out of space (SQLite's default: 1000)."""
 CHECKPOINT_COMMITS = 200
 """Commits between two background checkpoints (a few MiB of WAL at most in between)."""
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+OLDER_VERSIONS = ("1", "2")
+"""Schema versions ``open()`` migrates: 1 had no counts table, 1 and 2 no owner or priority."""
 UNWRITABLE_CODES = frozenset(
     (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
 )
@@ -81,17 +83,17 @@ COUNT_NEW = (
 )
 UNCOUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status"
 
-SCHEMA = (
+FREE = "status = 'queued' AND owner IS NULL"
+"""A job waiting in the queue for any manager. Written out, not bound: SQLite uses a partial
+index only for a query whose WHERE clause spells out the index's own condition."""
+
+TABLES = (
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY, queue TEXT NOT NULL, task TEXT NOT NULL, payload BLOB NOT NULL,
         status TEXT NOT NULL, attempts INTEGER NOT NULL, worker TEXT, parent TEXT,
         result BLOB, error BLOB, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
         dependencies BLOB NOT NULL, on_failure_job TEXT, handler_for TEXT,
-        next_attempt_at REAL)""",
-    # Leads with status for unfinished_jobs(); the rest of the key serves its ORDER BY.
-    "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at, id)",
-    # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
-    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id)",
+        next_attempt_at REAL, owner TEXT, priority INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS tasks (
         queue TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL, updated_at REAL NOT NULL,
         PRIMARY KEY (queue, name))""",
@@ -104,6 +106,22 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS job_counts (
         queue TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
         PRIMARY KEY (queue, status)) WITHOUT ROWID""",
+)
+ADD_OWNER = (
+    "ALTER TABLE jobs ADD COLUMN owner TEXT",
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+)
+"""What versions 1 and 2 lack in ``jobs``; existing jobs come out free, at priority 0."""
+INDEXES = (
+    # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
+    "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at, id)",
+    # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id)",
+    # claim() reads the first free jobs of one task in order, whatever the rest of the queue.
+    "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, task, priority, created_at, id)"
+    f" WHERE {FREE}",
+    # take_back() frees owned jobs without reading the free ones.
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE owner IS NOT NULL",
     f"""CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
         {COUNT_NEW}; END""",
     f"""CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF queue, status ON jobs
@@ -116,7 +134,7 @@ SCHEMA = (
 COLUMNS = (
     "id, queue, task, payload, status, attempts, worker, parent, result, error,"
     " created_at, started_at, finished_at,"
-    " dependencies, on_failure_job, handler_for, next_attempt_at"
+    " dependencies, on_failure_job, handler_for, next_attempt_at, owner"
 )
 
 
@@ -129,8 +147,6 @@ def _when(new: JobStatus) -> str:
     """SQL condition (with its placeholders) true only where moving to ``new`` is legal."""
     return f"status IN ({', '.join('?' * len(_allowed_from(new)))})"
 
-
-UNFINISHED_VALUES = tuple(sorted(status.value for status in UNFINISHED))
 
 INSERT_JOB = (
     f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
@@ -150,15 +166,32 @@ RETRY = (
 )
 FINISH = {
     status: "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?,"
-    " on_failure_job = COALESCE(?, on_failure_job), next_attempt_at = NULL"
+    " on_failure_job = COALESCE(?, on_failure_job), next_attempt_at = NULL, owner = NULL"
     f" WHERE id = ? AND {_when(status)}"
     for status in TERMINAL
 }
 SELECT_JOB = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
-SELECT_UNFINISHED = (
-    f"SELECT {COLUMNS} FROM jobs WHERE status IN ({', '.join('?' * len(UNFINISHED_VALUES))})"
-    " ORDER BY created_at, id"
+# claim() reads the jobs, then owns them: the read gives the order, and the writer thread
+# runs nothing in between.
+SELECT_CLAIMABLE = (
+    f"SELECT {COLUMNS} FROM jobs WHERE queue = ? AND task = ? AND {FREE}"
+    " ORDER BY priority, created_at, id LIMIT ?"
 )
+OWN = "UPDATE jobs SET owner = ? WHERE id = ?"
+ADOPT = f"UPDATE jobs SET owner = ? WHERE id = ? AND {FREE} RETURNING {COLUMNS}"
+# take_back(), in this order: requeue the running jobs, free the other owned ones (by the
+# owner index), then own the waiting and retrying ones (by the status index).
+REQUEUE_RUNNING = (
+    f"UPDATE jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL, owner = NULL,"
+    f" next_attempt_at = NULL WHERE status = '{JobStatus.RUNNING.value}'"
+)
+HELD = (JobStatus.WAITING.value, JobStatus.RETRYING.value)
+"""The unfinished statuses whose jobs stay with the manager that takes them back."""
+FREE_OWNED = (
+    "UPDATE jobs SET owner = NULL WHERE owner IS NOT NULL"
+    f" AND status NOT IN ('{HELD[0]}', '{HELD[1]}')"
+)
+HOLD = f"UPDATE jobs SET owner = ? WHERE status IN (?, ?) RETURNING {COLUMNS}"
 SELECT_CURSOR = "SELECT created_at, id FROM jobs WHERE id = ?"
 # Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); ties on
 # created_at are broken by id, so a page boundary inside a tie neither skips nor repeats a job.
@@ -358,14 +391,42 @@ class SQLiteStore(Store):
 
         return self._read("get_job", read, self._point_reads)
 
-    def unfinished_jobs(self) -> asyncio.Future[list[JobRecord]]:
-        return self._read(
-            "unfinished_jobs",
-            lambda conn: [
-                record_from_row(row) for row in conn.execute(SELECT_UNFINISHED, UNFINISHED_VALUES)
-            ],
-            self._scan_reads,
-        )
+    def claim(
+        self, queue: str, task: str, limit: int, owner: str
+    ) -> asyncio.Future[list[JobRecord]]:
+        if limit < 1:
+            return self._answer([])
+
+        def apply(conn: sqlite3.Connection) -> list[JobRecord]:
+            jobs = [record_from_row(row)
+                    for row in conn.execute(SELECT_CLAIMABLE, (queue, task, limit))]
+            conn.executemany(OWN, [(owner, claimed.id) for claimed in jobs])
+            for claimed in jobs:
+                claimed.owner = owner
+            return jobs
+
+        return self._write("claim", apply)
+
+    def adopt(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[list[JobRecord]]:
+        if not job_ids:
+            return self._answer([])
+        ids = list(dict.fromkeys(job_ids))
+
+        def apply(conn: sqlite3.Connection) -> list[JobRecord]:
+            return [record_from_row(row)
+                    for job_id in ids for row in conn.execute(ADOPT, (owner, job_id))]
+
+        return self._write("adopt", apply)
+
+    def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
+        def apply(conn: sqlite3.Connection) -> tuple[int, list[JobRecord]]:
+            requeued = conn.execute(REQUEUE_RUNNING).rowcount
+            conn.execute(FREE_OWNED)
+            held = [record_from_row(row) for row in conn.execute(HOLD, (owner, *HELD))]
+            held.sort(key=lambda record: (record.created_at, record.id))  # RETURNING has no order
+            return requeued, held
+
+        return self._write("take_back", apply)
 
     def list_jobs(
         self,
@@ -468,6 +529,17 @@ class SQLiteStore(Store):
                     fut.get_loop().call_soon(self._hand_over)
         if refusal is not None:
             fut.set_exception(refusal)
+        return fut
+
+    def _answer(self, value: T) -> asyncio.Future[T]:
+        """A call that needs nothing from the database, answered at once unless refused."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            refusal = self._refusal()
+        if refusal is not None:
+            fut.set_exception(refusal)
+        else:
+            fut.set_result(value)
         return fut
 
     def _hand_over(self) -> None:
@@ -577,7 +649,7 @@ class SQLiteStore(Store):
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
-        for statement in SCHEMA:
+        for statement in TABLES:
             conn.execute(statement)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -585,16 +657,22 @@ class SQLiteStore(Store):
             (SCHEMA_VERSION,),
         )
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version != SCHEMA_VERSION and version not in OLDER_VERSIONS:
+            raise StoreError(f"store schema version {version} is not supported")
+        if version in OLDER_VERSIONS:  # the indexes below need the new columns
+            for statement in ADD_OWNER:
+                conn.execute(statement)
+        for statement in INDEXES:
+            conn.execute(statement)
         if version == "1":  # made before the counts table: count once, the triggers go on
             conn.execute(
                 "INSERT INTO job_counts (queue, status, n)"
                 " SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"
             )
+        if version != SCHEMA_VERSION:
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
             )
-        elif version != SCHEMA_VERSION:
-            raise StoreError(f"store schema version {version} is not supported")
         conn.execute("COMMIT")
 
     def _serve(self, conn: sqlite3.Connection) -> None:
@@ -801,4 +879,5 @@ def _job_row(job: JobRecord) -> tuple[Any, ...]:
         job.on_failure_job,
         job.handler_for,
         job.next_attempt_at,
+        job.owner,
     )
