@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
-from easyjobs.jobs import TERMINAL, JobRecord, JobStatus, can_transition, new_job_id
+from easyjobs.jobs import TERMINAL, UNFINISHED, JobRecord, JobStatus, can_transition, new_job_id
 from easyjobs.store import PostgresStore, SQLiteStore, Store, StoreUnwritable, open_store
 from easyjobs.store.base import MAX_PAGE
 
@@ -21,6 +21,7 @@ from ..utils import is_job_id
 
 StoreFactory = Callable[[], Awaitable[Store]]
 RejectInserts = Callable[[str], None]
+SetPriority = Callable[[str, int], None]
 
 BACKENDS = ["sqlite", "postgres"]
 ERROR = {"type": "RuntimeError", "message": "boom", "traceback": "tb"}
@@ -61,6 +62,21 @@ def reject_inserts_of(backend: str, location: str, job_id: str) -> None:
     raise AssertionError(f"no insert rejecter for backend {backend}")
 
 
+def set_priority_of(backend: str, location: str, job_id: str, priority: int) -> None:
+    """Give a job a claim priority in the database itself (records do not carry one)."""
+    if backend == "sqlite":
+        other = sqlite3.connect(location)
+        with other:
+            other.execute("UPDATE jobs SET priority = ? WHERE id = ?", (priority, job_id))
+        other.close()
+        return
+    if backend == "postgres":
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("UPDATE ej_jobs SET priority = %s WHERE id = %s", (priority, job_id))
+        return
+    raise AssertionError(f"no priority setter for backend {backend}")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
@@ -99,6 +115,26 @@ async def store(store_factory: StoreFactory) -> Store:
 def reject_inserts(backend: str, location: str) -> RejectInserts:
     """Call with a job id to make the open store's database refuse to insert that job."""
     return lambda job_id: reject_inserts_of(backend, location, job_id)
+
+
+@pytest.fixture
+def set_priority(backend: str, location: str) -> SetPriority:
+    """Call with a job id and a priority to set that job's claim priority."""
+    return lambda job_id, priority: set_priority_of(backend, location, job_id, priority)
+
+
+async def unfinished(store: Store) -> list[JobRecord]:
+    """Every waiting, queued, running and retrying job, oldest first (created_at, then id)."""
+    found: list[JobRecord] = []
+    for status in UNFINISHED:
+        before: str | None = None
+        while True:
+            page = await store.list_jobs(status=status, limit=MAX_PAGE, before=before)
+            found += page
+            if len(page) < MAX_PAGE:
+                break
+            before = page[-1].id
+    return sorted(found, key=lambda record: (record.created_at, record.id))
 
 
 def job(n: int = 0, **fields: Any) -> JobRecord:
@@ -340,25 +376,140 @@ class TestStoreContract:
         assert again is not None
         assert (again.status, again.worker, again.attempts) == (JobStatus.RUNNING, "w2", 2)
 
-    async def test_unfinished_jobs_oldest_first(self, store: Store) -> None:
-        """unfinished_jobs lists waiting, queued, running and retrying jobs by created_at, id."""
-        a, b = job(created_at=5.0, id="b" * 32), job(created_at=5.0, id="a" * 32)
-        late, early, done = job(created_at=9.0), job(created_at=1.0), job(created_at=0.5)
-        waiting = job(created_at=7.0, status=JobStatus.WAITING)
-        retrying, cancelled = job(created_at=8.0), job(created_at=3.0)
-        await store.add_jobs([late, a, done, b, early, waiting, retrying, cancelled])
-        await store.mark_running(late.id, "w1", 1, at=10.0)
-        await store.mark_running(done.id, "w1", 1, at=10.0)
-        await store.finish(done.id, JobStatus.FAILED, None, None, at=11.0)
+    async def test_claim_takes_free_jobs_of_one_task_by_priority_then_fifo(
+        self, store: Store, set_priority: SetPriority
+    ) -> None:
+        """claim owns the free queued jobs of its (queue, task): lowest priority value first,
+        then created_at, then id; owned, unqueued and other tasks' jobs are not taken."""
+        tie_b, tie_a = job(5, id="b" * 32), job(5, id="a" * 32)
+        late, early, urgent, lazy = job(9), job(1), job(8), job(0)
+        others = [job(0, task="other"), job(0, queue="q2"), job(0, owner="m0"),
+                  job(0, status=JobStatus.WAITING), running := job(0)]
+        await store.add_jobs([late, tie_b, urgent, early, tie_a, lazy, *others])
+        await store.mark_running(running.id, "w1", 1, at=2.0)
+        set_priority(urgent.id, -1)
+        set_priority(lazy.id, 5)
+        first = await store.claim("default", "add", 3, "m1")
+        assert first == [job(8, id=urgent.id, owner="m1"), job(1, id=early.id, owner="m1"),
+                         job(5, id=tie_a.id, owner="m1")]
+        assert [await store.get_job(j.id) for j in first] == first
+        rest = await store.claim("default", "add", 10, "m2")
+        assert [(j.id, j.owner) for j in rest] == [
+            (tie_b.id, "m2"), (late.id, "m2"), (lazy.id, "m2")]
+        assert await store.claim("default", "add", 10, "m3") == []
+        assert [j.id for j in await store.claim("default", "other", 10, "m3")] == [others[0].id]
+        held = await store.get_job(others[2].id)
+        assert held is not None and held.owner == "m0"
+        assert await store.count_jobs() == {
+            ("default", "queued"): 8, ("q2", "queued"): 1, ("default", "waiting"): 1,
+            ("default", "running"): 1}
+
+    async def test_claim_sees_writes_called_before_it_and_a_limit_below_one_writes_nothing(
+        self, store: Store
+    ) -> None:
+        """A claim is ordered with the writes around it; limit < 1 answers [] at once."""
+        records = [job(n) for n in range(5)]
+        store.add_jobs(records)
+        claimed = store.claim("default", "add", 2, "m1")
+        store.finish(records[0].id, JobStatus.CANCELLED, None, None, at=3.0)
+        later = store.claim("default", "add", 10, "m2")
+        assert [j.id for j in await claimed] == [records[0].id, records[1].id]
+        assert [j.id for j in await later] == [r.id for r in records[2:]]
+        cancelled = await store.get_job(records[0].id)
+        assert cancelled is not None and cancelled.owner is None  # finish frees it
+        assert isinstance(store, SQLiteStore | PostgresStore)
+        commits = store.commits
+        for limit in (0, -1):
+            none = store.claim("default", "add", limit, "m3")
+            assert none.done() and await none == []
+        assert store.commits == commits
+
+    async def test_owner_is_stored_kept_through_status_changes_and_cleared_by_finish(
+        self, store: Store
+    ) -> None:
+        """add_jobs, finish's children and fire_schedule store the owner given; mark_running,
+        retry and requeue keep it; finish clears it."""
+        record = job(1, owner="m1")
+        assert await store.add_jobs([record]) == [True]
+        assert await store.get_job(record.id) == record
+        await store.mark_running(record.id, "w1", 1, at=2.0)
+        assert await store.retry(record.id, ERROR, next_attempt_at=5.0)
+        await store.requeue([record.id])
+        await store.mark_running(record.id, "w1", 2, at=6.0)
+        running = await store.get_job(record.id)
+        assert running is not None and (running.status, running.owner) == (
+            JobStatus.RUNNING, "m1")
+        child = job(2, owner="m1", parent=record.id)
+        assert await store.finish(record.id, JobStatus.SUCCEEDED, 1, None, at=7.0,
+                                  children=[child])
+        done = await store.get_job(record.id)
+        assert done is not None and done.owner is None
+        assert await store.get_job(child.id) == child
+        ticked, dependency = job(3, owner="m2", status=JobStatus.WAITING), job(4, owner="m2")
+        assert await store.fire_schedule("q", "tick", 60.0, ticked, [dependency])
+        assert [await store.get_job(j.id) for j in (ticked, dependency)] == [ticked, dependency]
+
+    async def test_adopt_owns_only_free_queued_jobs_in_the_order_asked(
+        self, store: Store
+    ) -> None:
+        """adopt takes the given jobs that are queued with no owner, in the order of the ids;
+        unknown, owned, waiting, running and finished jobs are left as they are."""
+        free_a, free_b, owned = job(1), job(2), job(3, owner="m0")
+        waiting, running, done = job(4, status=JobStatus.WAITING), job(5), job(6)
+        await store.add_jobs([free_a, free_b, owned, waiting, running, done])
+        await store.mark_running(running.id, "w1", 1, at=2.0)
+        await store.finish(done.id, JobStatus.CANCELLED, None, None, at=2.0)
+        untouched = [await store.get_job(j.id) for j in (owned, waiting, running, done)]
+        asked = [free_b.id, new_job_id(), owned.id, waiting.id, free_a.id, running.id, done.id,
+                 free_b.id]
+        adopted = await store.adopt(asked, "m1")
+        assert adopted == [job(2, id=free_b.id, owner="m1"), job(1, id=free_a.id, owner="m1")]
+        assert [await store.get_job(j.id) for j in (free_b, free_a)] == adopted
+        assert [await store.get_job(j.id) for j in (owned, waiting, running, done)] == untouched
+        assert await store.adopt([free_a.id], "m2") == []
+        assert await store.adopt([], "m2") == []
+        assert await store.claim("default", "add", 10, "m2") == []
+
+    async def test_take_back_requeues_running_frees_queued_and_holds_the_rest(
+        self, store: Store
+    ) -> None:
+        """take_back requeues running jobs (worker and owner cleared, attempts kept), frees
+        owned queued jobs, and owns waiting and retrying jobs, returning them oldest first."""
+        running, queued_owned, queued_free = job(1, owner="m0"), job(2, owner="m0"), job(3)
+        waiting_b = job(5, id="b" * 32, status=JobStatus.WAITING, owner="m0")
+        waiting_a = job(5, id="a" * 32, status=JobStatus.WAITING)
+        retrying, done = job(4, owner="m0"), job(0, owner="m0")
+        await store.add_jobs(
+            [waiting_b, running, queued_owned, queued_free, waiting_a, retrying, done])
+        await store.mark_running(running.id, "w1", 2, at=10.0)
         await store.mark_running(retrying.id, "w1", 1, at=10.0)
         await store.retry(retrying.id, ERROR, next_attempt_at=12.0)
-        await store.finish(cancelled.id, JobStatus.CANCELLED, None, None, at=11.0)
-        unfinished = await store.unfinished_jobs()
-        expected = [early, b, a, waiting, retrying, late]
-        assert [j.id for j in unfinished] == [j.id for j in expected]
-        assert unfinished[0] == early and unfinished[3] == waiting
-        assert [j.status for j in unfinished[4:]] == [JobStatus.RETRYING, JobStatus.RUNNING]
-        assert unfinished[4].next_attempt_at == 12.0
+        await store.mark_running(done.id, "w1", 1, at=10.0)
+        await store.finish(done.id, JobStatus.FAILED, None, ERROR, at=11.0)
+        finished = await store.get_job(done.id)
+        requeued, held = await store.take_back("m1")
+        assert requeued == 1
+        assert [(j.id, j.status, j.owner) for j in held] == [
+            (retrying.id, JobStatus.RETRYING, "m1"), (waiting_a.id, JobStatus.WAITING, "m1"),
+            (waiting_b.id, JobStatus.WAITING, "m1")]
+        assert held[0].next_attempt_at == 12.0 and held[0].error == ERROR
+        assert [await store.get_job(j.id) for j in held] == held
+        back = await store.get_job(running.id)
+        assert back is not None
+        assert (back.status, back.worker, back.owner, back.attempts) == (
+            JobStatus.QUEUED, None, None, 2)
+        assert await store.get_job(queued_free.id) == queued_free
+        assert await store.get_job(done.id) == finished
+        assert await store.count_jobs() == {
+            ("default", "queued"): 3, ("default", "waiting"): 2, ("default", "retrying"): 1,
+            ("default", "failed"): 1}
+        claimed = await store.claim("default", "add", 10, "m1")
+        assert [j.id for j in claimed] == [running.id, queued_owned.id, queued_free.id]
+        requeued, held_again = await store.take_back("m2")
+        assert requeued == 0 and [(j.id, j.owner) for j in held_again] == [
+            (j.id, "m2") for j in held]
+        reclaimed = await store.claim("default", "add", 10, "m3")  # m1's claims were freed
+        assert [(j.id, j.owner) for j in reclaimed] == [(j.id, "m3") for j in claimed]
 
     async def test_operations_apply_in_issue_order(self, store: Store) -> None:
         """Calls issued together without awaiting in between are applied in the order issued."""
@@ -381,7 +532,8 @@ class TestStoreContract:
         started = store.mark_running(record.id, "w1", 1, at=2.0)
         finished = store.finish(record.id, JobStatus.SUCCEEDED, "r", None, at=3.0)
         assert await finished is True
-        assert await started is None and await added == [True]
+        await started
+        assert await added == [True]
         done = await store.get_job(record.id)
         assert done is not None and (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
 
@@ -443,25 +595,26 @@ class TestStoreContract:
 
         second = await store_factory()
         assert [await second.get_job(job_id) for job_id in ids] == expected
-        assert [j.id for j in await second.unfinished_jobs()] == list(ids[2:])
+        assert [j.id for j in await unfinished(second)] == list(ids[2:])
         assert await second.load_tasks() == [("default", "add", {"timeout": 5})]
         assert await second.load_schedules() == {("default", "tick"): 60.0}
 
     async def test_concurrent_adds_commit_in_few_transactions(self, store: Store) -> None:
         """2,000 concurrent add_jobs calls all commit, sharing far fewer than 2,000 transactions."""
         jobs = [job(n) for n in range(2000)]
+        assert isinstance(store, SQLiteStore | PostgresStore)
         before = store.commits
         results = await asyncio.gather(*(store.add_jobs([j]) for j in jobs))
         assert results == [[True]] * 2000
         assert store.commits - before <= 200, store.commits - before
-        assert [j.id for j in await store.unfinished_jobs()] == [j.id for j in jobs]
+        assert [j.id for j in await unfinished(store)] == [j.id for j in jobs]
 
     async def test_unencodable_value_raises_serialization_error(self, store: Store) -> None:
         """A value msgpack cannot carry fails at the call, writes nothing; the store serves on."""
         bad = job(kwargs={"when": object()})
         with pytest.raises(SerializationError):
             await store.add_jobs([job(), bad])
-        assert await store.unfinished_jobs() == []
+        assert await unfinished(store) == []
         good = job()
         await store.add_jobs([good])
         await store.mark_running(good.id, "w1", 1, at=1.0)
@@ -529,7 +682,7 @@ class TestStoreContract:
     async def test_a_writable_store_answers_the_probe(self, store: Store) -> None:
         """A healthy store is writable, has no error, and its probe write succeeds."""
         assert store.writable and store.last_error is None
-        assert await store.probe() is None
+        await store.probe()
         assert store.writable and store.last_error is None
 
     async def test_calls_after_close_raise_store_error(self, store: Store) -> None:
@@ -551,7 +704,7 @@ class TestStoreContract:
         *added, _ = await asyncio.gather(*(first.add_jobs([j]) for j in jobs), first.close())
         assert added == [[True]] * 50
         second = await store_factory()
-        assert [j.id for j in await second.unfinished_jobs()] == [j.id for j in jobs]
+        assert [j.id for j in await unfinished(second)] == [j.id for j in jobs]
 
     async def test_cancelled_caller_does_not_break_the_store(self, store: Store) -> None:
         """Cancelling a caller mid-call leaves the store serving; the write itself still lands."""
@@ -673,7 +826,7 @@ class TestStoreContract:
         assert [await store.get_job(child.id) for child in children] == children
         done = await store.get_job(parent.id)
         assert done is not None and done.on_failure_job is None
-        assert [j.id for j in await store.unfinished_jobs()] == [c.id for c in children]
+        assert [j.id for j in await unfinished(store)] == [c.id for c in children]
 
     async def test_finish_failed_links_the_failure_handler(self, store: Store) -> None:
         """A failed finish inserts the on_failure job and stores its id on the failed job."""
@@ -783,7 +936,7 @@ class TestStoreContract:
             children=[first, handler],
             on_failure_job=handler.id,
         )
-        assert [j.id for j in await store.unfinished_jobs()] == [first.id, handler.id]
+        assert [j.id for j in await unfinished(store)] == [first.id, handler.id]
 
     async def test_finish_children_must_be_encodable(self, store: Store) -> None:
         """A child msgpack cannot carry fails the call before anything is written."""
@@ -866,7 +1019,7 @@ class TestStoreContract:
         jobs = [job(n) for n in range(20)]
         fired = await asyncio.gather(*(store.fire_schedule("q", "t", 60.0, j) for j in jobs))
         assert fired == [True] + [False] * 19
-        assert [j.id for j in await store.unfinished_jobs()] == [jobs[0].id]
+        assert [j.id for j in await unfinished(store)] == [jobs[0].id]
 
     async def test_fire_schedule_inserts_dependencies_with_the_job(self, store: Store) -> None:
         """A fired job's run_before dependencies are inserted in the same transaction."""
@@ -875,8 +1028,8 @@ class TestStoreContract:
         dependent.dependencies = [d.id for d in deps]
         assert await store.fire_schedule("q", "report", 60.0, dependent, deps)
         assert not await store.fire_schedule("q", "report", 60.0, job(4), [job(5)])
-        unfinished = [j.id for j in await store.unfinished_jobs()]
-        assert unfinished == [dependent.id, *(d.id for d in deps)]
+        ids = [j.id for j in await unfinished(store)]
+        assert ids == [dependent.id, *(d.id for d in deps)]
 
     async def test_fire_schedule_survives_reopen(self, store_factory: StoreFactory) -> None:
         """After a restart the last fire time is loaded and the same tick is not fired again."""
@@ -888,7 +1041,7 @@ class TestStoreContract:
         assert await second.load_schedules() == {("q", "report"): 120.0}
         assert not await second.fire_schedule("q", "report", 120.0, job(2))
         assert await second.fire_schedule("q", "report", 180.0, job(3))
-        assert [j.id for j in await second.unfinished_jobs()][0] == fired.id
+        assert [j.id for j in await unfinished(second)][0] == fired.id
 
     async def test_fire_schedule_is_atomic_with_its_job(
         self, store: Store, reject_inserts: RejectInserts
@@ -933,7 +1086,7 @@ class TestSQLiteStore:
             assert results == [[True]] * 20
             assert "store op add_jobs failed" in caplog.text
             assert "hunter2" not in caplog.text
-            assert len(await store.unfinished_jobs()) == 20
+            assert len(await store.list_jobs(status=JobStatus.QUEUED)) == 20
         finally:
             await store.close()
 
