@@ -16,6 +16,15 @@ from easyjobs.errors import ConfigurationError, SerializationError, StoreError
 from easyjobs.jobs import TERMINAL, UNFINISHED, JobRecord, JobStatus, can_transition, new_job_id
 from easyjobs.store import PostgresStore, SQLiteStore, Store, StoreUnwritable, open_store
 from easyjobs.store.base import MAX_PAGE
+from easyjobs.store.sqlite import (
+    FREE_OWNED,
+    HELD,
+    HOLD,
+    OWN,
+    REQUEUE_RUNNING,
+    SCHEMA_VERSION,
+    SELECT_CLAIMABLE,
+)
 
 from ..utils import is_job_id
 
@@ -695,6 +704,11 @@ class TestStoreContract:
             await store.get_job(new_job_id())
         with pytest.raises(StoreError, match="store is closed"):
             await store.probe()
+        for call in (store.claim("default", "add", 1, "m1"), store.claim("default", "add", 0, "m1"),
+                     store.adopt([new_job_id()], "m1"), store.adopt([], "m1"),
+                     store.take_back("m1")):
+            with pytest.raises(StoreError, match="store is closed"):
+                await call
 
     async def test_close_drains_calls_already_issued(self, store_factory: StoreFactory) -> None:
         """Calls issued before close() still commit; close() returns after them."""
@@ -1057,6 +1071,11 @@ class TestStoreContract:
         assert await store.get_job(retried.id) == retried
 
 
+def plan_of(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[str]:
+    """What SQLite's EXPLAIN QUERY PLAN says it would do for ``sql``, one line per step."""
+    return [str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+
 class TestSQLiteStore:
     async def test_database_failure_is_a_store_error_and_spares_neighbours(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -1098,7 +1117,7 @@ class TestSQLiteStore:
         await store.close()
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("SELECT value FROM meta").fetchall() == [("2",)]
+            assert conn.execute("SELECT value FROM meta").fetchall() == [("3",)]
         conn.close()
         with pytest.raises(ConfigurationError, match="NORMAL or FULL"):
             SQLiteStore(path, synchronous="OFF")
@@ -1151,31 +1170,103 @@ class TestSQLiteStore:
         with pytest.raises(ConfigurationError, match="max_pending"):
             SQLiteStore(path, max_pending=0)
 
-    async def test_a_version_1_store_gets_its_counts(self, tmp_path: Path) -> None:
-        """A store made before the counts table is counted once on open, then kept exact."""
+    @pytest.mark.parametrize("version", ["1", "2"])
+    async def test_an_older_store_keeps_its_jobs_and_they_are_claimable(
+        self, tmp_path: Path, version: str
+    ) -> None:
+        """A version 1 (no counts, no owner) or 2 (no owner) file opens as version 3: its jobs
+        are kept, counted, free and claimable through the claim index."""
         path = str(tmp_path / "jobs.db")
         store = SQLiteStore(path)
         await store.open()
-        await store.add_jobs([job(1), job(2, queue="q2"), job(3, status=JobStatus.WAITING)])
+        kept = [job(1), job(2, queue="q2"), job(3, status=JobStatus.WAITING), job(4)]
+        await store.add_jobs(kept)
         await store.close()
-        with sqlite3.connect(path) as conn:  # what schema version 1 had: no counts at all
-            for trigger in ("insert", "update", "delete"):
-                conn.execute(f"DROP TRIGGER job_counts_{trigger}")
-            conn.execute("DROP TABLE job_counts")
-            conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        with sqlite3.connect(path) as conn:  # back to what that version had
+            for index in ("jobs_claim", "jobs_owner"):
+                conn.execute(f"DROP INDEX {index}")
+            conn.execute("ALTER TABLE jobs DROP COLUMN owner")
+            conn.execute("ALTER TABLE jobs DROP COLUMN priority")
+            if version == "1":
+                for trigger in ("insert", "update", "delete"):
+                    conn.execute(f"DROP TRIGGER job_counts_{trigger}")
+                conn.execute("DROP TABLE job_counts")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
         conn.close()
         store = SQLiteStore(path)
         await store.open()
         try:
+            assert [await store.get_job(j.id) for j in kept] == kept
             assert await store.count_jobs() == {
-                ("default", "queued"): 1, ("q2", "queued"): 1, ("default", "waiting"): 1}
-            await store.add_jobs([job(4)])
-            assert (await store.count_jobs())[("default", "queued")] == 2
+                ("default", "queued"): 2, ("q2", "queued"): 1, ("default", "waiting"): 1}
+            claimed = await store.claim("default", "add", 10, "m1")
+            assert [(j.id, j.owner) for j in claimed] == [(kept[0].id, "m1"), (kept[3].id, "m1")]
+            await store.add_jobs([job(5)])
+            assert (await store.count_jobs())[("default", "queued")] == 3
         finally:
             await store.close()
         with sqlite3.connect(path) as conn:
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-            assert version.fetchone() == ("2",)
+            version_now = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            assert version_now.fetchone() == (SCHEMA_VERSION,)
+            assert plan_of(conn, SELECT_CLAIMABLE, ("default", "add", 10)) == [
+                "SEARCH jobs USING INDEX jobs_claim (queue=? AND task=?)"]
+        conn.close()
+
+    async def test_a_newer_store_is_refused(self, tmp_path: Path) -> None:
+        """A file of a schema version this easyjobs does not know fails open() and is kept."""
+        path = str(tmp_path / "jobs.db")
+        store = SQLiteStore(path)
+        await store.open()
+        await store.close()
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        conn.close()
+        with pytest.raises(StoreError, match="schema version 4 is not supported"):
+            await SQLiteStore(path).open()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT value FROM meta").fetchall() == [("4",)]
+        conn.close()
+
+    async def test_claim_searches_its_index_in_a_large_backlog(self, tmp_path: Path) -> None:
+        """With 200,000 free jobs of another task and 1,000 of this one, the claim reads the
+        claim index from its first free job of this task on: no scan and no sort."""
+        path = str(tmp_path / "jobs.db")
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            mine = [job(n, task="mine") for n in range(1000)]
+            for start in range(0, 200_000, 20_000):
+                await store.add_jobs([job(start + n) for n in range(20_000)])
+            await store.add_jobs(mine)
+            with sqlite3.connect(path) as conn:
+                assert plan_of(conn, SELECT_CLAIMABLE, ("default", "mine", 100)) == [
+                    "SEARCH jobs USING INDEX jobs_claim (queue=? AND task=?)"]
+                assert plan_of(conn, OWN, ("m1", mine[0].id)) == [
+                    "SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)"]
+                conn.execute("ANALYZE")  # and still so once the planner knows the numbers
+                assert plan_of(conn, SELECT_CLAIMABLE, ("default", "mine", 100)) == [
+                    "SEARCH jobs USING INDEX jobs_claim (queue=? AND task=?)"]
+            conn.close()
+            claimed = await store.claim("default", "mine", 100, "m1")
+            assert [j.id for j in claimed] == [j.id for j in mine[:100]]
+        finally:
+            await store.close()
+
+    async def test_take_back_reads_only_owned_running_waiting_and_retrying_rows(
+        self, tmp_path: Path
+    ) -> None:
+        """take_back's statements search the status and owner indexes, never the backlog."""
+        path = str(tmp_path / "jobs.db")
+        store = SQLiteStore(path)
+        await store.open()
+        await store.close()
+        with sqlite3.connect(path) as conn:
+            assert plan_of(conn, REQUEUE_RUNNING, ()) == [
+                "SEARCH jobs USING COVERING INDEX jobs_status (status=?)"]
+            assert plan_of(conn, FREE_OWNED, ()) == [
+                "SEARCH jobs USING INDEX jobs_owner (owner>?)"]
+            assert plan_of(conn, HOLD, ("m1", *HELD)) == [
+                "SEARCH jobs USING COVERING INDEX jobs_status (status=?)"]
         conn.close()
 
     async def test_schema_creation_is_idempotent(self, tmp_path: Path) -> None:
