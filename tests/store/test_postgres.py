@@ -34,6 +34,33 @@ def job(n: int = 0, **fields: object) -> JobRecord:
                          "created_at": 1000.0 + n} | fields))  # type: ignore[arg-type]
 
 
+NEW_INDEXES = {
+    "ej_jobs_pkey": "(id)",
+    "ej_jobs_created": "(created_at, id)",
+    "ej_jobs_status": "(status, created_at, id)",
+    "ej_jobs_claim": "(queue, task, priority, created_at, id)"
+                     " WHERE ((status = 'queued'::text) AND (owner IS NULL))",
+    "ej_jobs_owner": "(owner) WHERE (owner IS NOT NULL)",
+}
+"""The indexes of ej_jobs in schema version 2, as pg_indexes shows them after ``USING btree``."""
+VERSION_1_INDEXES = (
+    "CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id)"
+    " WHERE status IN ('queued', 'retrying', 'running', 'waiting')",
+    "CREATE INDEX ej_jobs_claim ON ej_jobs (queue, task, priority, created_at, id)"
+    " WHERE status = 'queued'",
+)
+"""The indexes schema version 1 had that version 2 replaced, as version 1 made them."""
+
+
+def job_indexes(server: Server, schema: str) -> dict[str, str]:
+    """The indexes of ``schema``'s ej_jobs: name to key columns and condition."""
+    rows = server.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s"
+        " AND tablename = 'ej_jobs'", (schema,)).fetchall()
+    return {str(name): str(definition).partition(" USING btree ")[2]
+            for name, definition in rows}
+
+
 def terminate_own_connections(server: Server, url: str) -> int:
     """Kill every server connection of the store made from ``url``, as a failover would."""
     rows = server.execute(
@@ -74,7 +101,8 @@ async def test_wrong_database_names_it(pg_url: str) -> None:
 
 
 async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Server) -> None:
-    """open() makes ej_ tables, the claim index and version 1; opening again changes nothing."""
+    """open() makes ej_ tables, the claim and owner indexes and version 2; opening again
+    changes nothing."""
     for _ in range(2):
         store = PostgresStore(pg_url)
         await store.open()
@@ -85,14 +113,10 @@ async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Serv
         "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
     assert tables == {"ej_jobs", "ej_tasks", "ej_schedules", "ej_meta", "ej_job_counts",
                       "ej_job_count_deltas"}
-    (claim,) = pg_server.execute(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'ej_jobs_claim'",
-        (schema,)).fetchone() or ("",)
-    assert "(queue, task, priority, created_at, id)" in str(claim)
-    assert "status = 'queued'" in str(claim)
+    assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("1",)]
+    assert version == [("2",)]
     assert pg_server.execute(f"SELECT count(*) FROM {schema}.ej_jobs").fetchone() == (2,)
 
 
@@ -105,8 +129,90 @@ async def test_an_older_store_refuses_a_newer_schema(pg_url: str, pg_server: Ser
     pg_server.execute(f"UPDATE {schema}.ej_meta SET value = '99' WHERE key = 'schema_version'")
     newer = PostgresStore(pg_url)
     with pytest.raises(StoreError, match="schema version 99, newer than this easyjobs supports"
-                                         r" \(1\): upgrade easyjobs"):
+                                         r" \(2\): upgrade easyjobs"):
         await newer.open()
+
+
+async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
+    pg_url: str, pg_server: Server
+) -> None:
+    """A version 1 schema (no owner, a claim index over every queued job) opens as version 2:
+    its jobs are kept and free, its indexes replaced, and claims take its jobs."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    kept = [job(1), job(2, task="other"), job(3, status=JobStatus.WAITING), job(4)]
+    await store.add_jobs(kept)
+    await store.close()
+    schema = schema_of(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        for index in ("ej_jobs_claim", "ej_jobs_owner", "ej_jobs_status"):
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute("ALTER TABLE ej_jobs DROP COLUMN owner")
+        for statement in VERSION_1_INDEXES:
+            conn.execute(statement)
+        conn.execute("UPDATE ej_meta SET value = '1' WHERE key = 'schema_version'")
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert [await store.get_job(j.id) for j in kept] == kept
+        claimed = await store.claim("default", "add", 10, "m1")
+        assert [(j.id, j.owner) for j in claimed] == [(kept[0].id, "m1"), (kept[3].id, "m1")]
+        assert await store.count_jobs() == {("default", "queued"): 3, ("default", "waiting"): 1}
+    finally:
+        await store.close()
+    assert job_indexes(pg_server, schema) == NEW_INDEXES
+    version = pg_server.execute(
+        f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
+    assert version == [("2",)]
+
+
+async def test_stores_claiming_at_once_never_get_the_same_job(pg_url: str) -> None:
+    """Two stores on one schema claiming 500 jobs at once get disjoint sets covering all."""
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    await first.open()
+    await second.open()
+    try:
+        records = [job(n) for n in range(500)]
+        await first.add_jobs(records)
+
+        async def drain(store: PostgresStore, owner: str) -> list[str]:
+            got: list[str] = []
+            while claimed := await store.claim("default", "add", 7, owner):
+                assert {j.owner for j in claimed} == {owner}
+                got += [j.id for j in claimed]
+            return got
+
+        mine, theirs = await asyncio.gather(drain(first, "m1"), drain(second, "m2"))
+        assert not set(mine) & set(theirs)
+        assert sorted(mine + theirs) == sorted(j.id for j in records)
+        assert mine and theirs
+        owners = {j.id: j.owner for j in await first.list_jobs(limit=500)}
+        assert owners == {**dict.fromkeys(mine, "m1"), **dict.fromkeys(theirs, "m2")}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_claim_skips_jobs_another_claim_holds_instead_of_waiting(pg_url: str) -> None:
+    """Jobs locked by another manager's claim in flight are skipped: the claim takes the next
+    free ones at once."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    other = await psycopg.AsyncConnection.connect(pg_url)
+    try:
+        records = [job(n) for n in range(6)]
+        await store.add_jobs(records)
+        await other.execute("SELECT id FROM ej_jobs WHERE id = ANY(%s) FOR UPDATE",
+                            ([r.id for r in records[:2]],))
+        claimed = await asyncio.wait_for(store.claim("default", "add", 3, "m1"), 10)
+        assert [j.id for j in claimed] == [r.id for r in records[2:5]]
+        await other.rollback()
+        claimed = await store.claim("default", "add", 10, "m2")
+        assert [j.id for j in claimed] == [r.id for r in (*records[:2], records[5])]
+    finally:
+        await other.rollback()
+        await other.close()
+        await store.close()
 
 
 async def test_stores_opening_together_migrate_once(pg_url: str) -> None:
