@@ -4,10 +4,10 @@ Callers never touch a connection. A write becomes an op (one SQL statement and h
 answer), put on a FIFO when the method is called; the writer task takes everything queued (up
 to ``MAX_BATCH``) and sends it as ``BEGIN; op; op; ...; COMMIT`` in one pipeline, one round
 trip, then resolves the whole batch. Every op is a single statement (data-modifying CTEs make
-``finish`` with children and ``fire_schedule`` one statement each), so the batch needs no answer
-back before it commits; consecutive calls of one kind (e.g. a burst of ``add_jobs``) go as one
-statement over arrays of rows. At most ``max_pending`` writes may wait to commit; one more
-fails at once with ``StoreError``.
+``finish`` with children, ``fire_schedule`` and ``take_back`` one statement each), so the batch
+needs no answer back before it commits; consecutive calls of one kind (e.g. a burst of
+``add_jobs``) go as one statement over arrays of rows. At most ``max_pending`` writes may wait
+to commit; one more fails at once with ``StoreError``.
 
 Reads run on pooled autocommit connections beside the writer: one pool for point reads (a job,
 the counts, tasks, schedules) and one for listings, so a burst of ``list_jobs`` neither delays a
@@ -122,7 +122,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         *INDEXES,
     ),
 }
-"""The statements that take a schema from a version to the next, kept as they ran."""
+"""The statements that take a schema from a version to the next, run by ``open()``."""
 
 SCHEMA = (
     """CREATE TABLE ej_jobs (

@@ -112,7 +112,7 @@ ADD_OWNER = (
     "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
 )
 """What versions 1 and 2 lack in ``jobs``; existing jobs come out free, at priority 0."""
-INDEXES = (
+ON_JOBS = (
     # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
     "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at, id)",
     # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
@@ -130,6 +130,7 @@ INDEXES = (
     f"""CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
         {UNCOUNT_OLD}; END""",
 )
+"""The indexes and triggers of ``jobs``, made once its columns are all there."""
 
 COLUMNS = (
     "id, queue, task, payload, status, attempts, worker, parent, result, error,"
@@ -662,7 +663,7 @@ class SQLiteStore(Store):
         if version in OLDER_VERSIONS:  # the indexes below need the new columns
             for statement in ADD_OWNER:
                 conn.execute(statement)
-        for statement in INDEXES:
+        for statement in ON_JOBS:
             conn.execute(statement)
         if version == "1":  # made before the counts table: count once, the triggers go on
             conn.execute(
