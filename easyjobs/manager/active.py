@@ -1,4 +1,4 @@
-"""An unfinished job as the manager tracks it in memory, beside its row in the store."""
+"""An unfinished job this manager holds in memory (its row's owner), beside its row in the store."""
 
 from __future__ import annotations
 
@@ -18,13 +18,10 @@ class Active:
     worker_id: str | None = None
     finishing: bool = False
     """An outcome is being committed: further results for this job are ignored."""
-    watchers: set[Peer] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
     """While waiting: the dependencies that have not succeeded yet."""
     timer: asyncio.TimerHandle | None = None
     """While retrying: the timer of the next attempt."""
-    losses: int = 0
-    """How many times a worker was lost while running this job (this manager's count)."""
     cancel_waiters: list[tuple[Peer, int]] = field(default_factory=list)
     """Cancel requests (peer, ref) to answer once the job's final record is committed."""
     acks: list[tuple[Peer, DoneAck]] = field(default_factory=list)

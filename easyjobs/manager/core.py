@@ -5,7 +5,8 @@ call ``connect``, ``handle`` with the frames of one message, and ``disconnect``.
 
 - ``peers``: who is connected; ``observers``: who is told of changes (metrics, live feed);
 - ``registry``: the advertised task specs; ``dispatcher``: which job goes to which worker;
-- ``lifecycle``: the state machine of unfinished jobs against the store;
+- ``claims``: which queued jobs are held in memory, and refilling them from the store's queue;
+- ``lifecycle``: the state machine of the unfinished jobs held here, against the store;
 - ``watchers``: who awaits which outcome; ``queries``: read-only views (peers and HTTP API);
 - ``health``: whether the store writes (dispatch holds while not);
 - ``firing``: cron ticks into jobs; ``background``: continuations and write-behind;
@@ -18,6 +19,7 @@ and a ``result`` is pushed only after it is committed.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +44,7 @@ from ..store import Store
 from ..tasks import TaskSpec
 from .active import ActiveJobs
 from .background import Background
+from .claims import Claims
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
 from .health import StoreHealth
@@ -63,6 +66,8 @@ class Core:
     """One manager's state and rules; I/O layers call ``connect``, ``handle``, ``disconnect``."""
 
     def __init__(self, store: Store, policy: JobPolicy = DEFAULT_POLICY) -> None:
+        self.id = uuid.uuid4().hex
+        """This manager process, as the owner of the jobs it holds in the store."""
         self.store = store
         self.background = Background()
         self.peers = Peers()
@@ -75,12 +80,15 @@ class Core:
         self.background.on_store_error = self.health.failed
         self.queries = Queries(active, store, self.peers, self.background, self.dispatcher,
                                self.registry, self.scheduler, self.health)
-        self.watchers = Watchers(active, self.peers, self.queries, self.background)
+        self.watchers = Watchers(self.peers, self.queries, self.background)
+        self.claims = Claims(store, self.id, self.dispatcher, self.background, self.health,
+                             policy.lookahead,
+                             lambda records: self.lifecycle.activate(records, notify=False))
         self.lifecycle = Lifecycle(active, store, self.peers, self.observers, self.dispatcher,
                                    self.registry, self.watchers, self.queries, self.background,
-                                   self.health, policy)
-        self.health.on_writable.append(self.lifecycle.store_writable)
-        self.firing = ScheduleFiring(store, self.registry, self.lifecycle)
+                                   self.health, self.claims, policy)
+        self.health.on_writable += [self.lifecycle.store_writable, self.claims.top_up_all]
+        self.firing = ScheduleFiring(store, self.registry, self.lifecycle, self.claims)
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,
             Credit: lambda peer, frame: self.dispatcher.grant(peer.id, frame.n),
@@ -98,7 +106,7 @@ class Core:
 
     @property
     def active(self) -> ActiveJobs:
-        """Unfinished jobs by id (for tests and recovery checks)."""
+        """The unfinished jobs held in memory, by id (for tests and recovery checks)."""
         return self.lifecycle.active
 
     @property
@@ -108,9 +116,9 @@ class Core:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the store, take back every unfinished job, and start the schedules."""
+        """Open the store, take back the unfinished jobs, and start the schedules."""
         await self.store.open()
-        await recover(self.store, self.registry, self.lifecycle, self.scheduler)
+        await recover(self.store, self.registry, self.lifecycle, self.claims, self.scheduler)
 
     async def stop(self) -> None:
         """Stop the schedules and timers, wait for in-progress store work, close the store."""
@@ -179,7 +187,10 @@ class Core:
             return
         if frame.capacity is not None:
             self.dispatcher.workers[peer.id].capacity = frame.capacity
-        self.dispatcher.serve(peer.id, [(s.queue, s.name) for s in specs])
+        keys = [(s.queue, s.name) for s in specs]
+        self.dispatcher.serve(peer.id, keys)
+        for key in keys:
+            self.claims.top_up(key)
         self.observers.worker_changed("registered", peer)
 
     def _peer_error(self, peer: Peer, frame: Error) -> None:

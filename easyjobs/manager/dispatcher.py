@@ -47,6 +47,8 @@ class Dispatcher:
         self._ready: dict[Key, list[tuple[int, int, str]]] = {}
         self._queued: dict[str, int] = {}
         """job id -> the push number of its live heap entry; other entries are tombstones"""
+        self._waiting: dict[Key, int] = {}
+        """How many live entries each heap holds (its length counts the tombstones too)."""
         self._order: dict[str, int] = {}
         self._key_of: dict[str, Key] = {}
         self.workers: dict[str, WorkerState] = {}
@@ -67,10 +69,11 @@ class Dispatcher:
         else:
             push = self._queued[job_id] = next(self._pushes)
             heapq.heappush(self._ready.setdefault(key, []), (order, push, job_id))
+            self._waiting[key] = self._waiting.get(key, 0) + 1
 
     def finished(self, job_id: str, worker_id: str | None) -> None:
         """A job left the running state for good: forget it."""
-        self._queued.pop(job_id, None)
+        self.discard(job_id)
         self._order.pop(job_id, None)
         self._key_of.pop(job_id, None)
         worker = self.workers.get(worker_id) if worker_id else None
@@ -79,7 +82,29 @@ class Dispatcher:
 
     def discard(self, job_id: str) -> bool:
         """Take a queued job out of its heap (it finished or was claimed); True if it was there."""
-        return self._queued.pop(job_id, None) is not None
+        if self._queued.pop(job_id, None) is None:
+            return False
+        self._waiting[self._key_of[job_id]] -= 1
+        return True
+
+    def take_all(self, key: Key) -> list[str]:
+        """Take every queued job of ``key`` out of memory, oldest first (nobody serves it)."""
+        heap = sorted(self._ready.pop(key, []))
+        jobs = [job_id for _, push, job_id in heap if self._queued.get(job_id) == push]
+        for job_id in jobs:
+            del self._queued[job_id]
+            self._order.pop(job_id, None)
+            self._key_of.pop(job_id, None)
+        self._waiting.pop(key, None)
+        return jobs
+
+    def ready(self, key: Key) -> int:
+        """How many jobs of ``key`` wait in memory for a worker."""
+        return self._waiting.get(key, 0)
+
+    def serves(self, key: Key) -> bool:
+        """Whether a connected worker advertised ``key`` (paused or not)."""
+        return bool(self._serving.get(key))
 
     def _head(self, key: Key) -> tuple[int, int, str] | None:
         """The oldest live entry of ``key``'s heap, dropping tombstones on the way."""
@@ -179,6 +204,7 @@ class Dispatcher:
                 return
             _, _, job_id = heapq.heappop(self._ready[best_key])
             del self._queued[job_id]
+            self._waiting[best_key] -= 1
             self._give(worker, job_id)
 
     def _give(self, worker: WorkerState, job_id: str) -> None:

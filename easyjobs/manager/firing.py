@@ -10,6 +10,7 @@ from ..jobs import JobRecord, new_job_id
 from ..store import Store
 from ..tasks import TaskSpec
 from . import workflow
+from .claims import Claims
 from .dispatcher import Key
 from .lifecycle import Lifecycle
 from .registry import TaskRegistry
@@ -20,8 +21,10 @@ log = logging.getLogger("easyjobs.manager")
 class ScheduleFiring:
     """Turns ticks into jobs; the store makes each tick fire at most once."""
 
-    def __init__(self, store: Store, registry: TaskRegistry, lifecycle: Lifecycle) -> None:
+    def __init__(self, store: Store, registry: TaskRegistry, lifecycle: Lifecycle,
+                 claims: Claims) -> None:
         self._store = store
+        self._claims = claims
         self._registry = registry
         self._lifecycle = lifecycle
         self._last: dict[Key, str] = {}
@@ -35,7 +38,7 @@ class ScheduleFiring:
         """
         key = (spec.queue, spec.name)
         previous = self._last.get(key, "")
-        if self._lifecycle.not_started(previous):
+        if await self._lifecycle.not_started(previous):
             log.info("schedule of %s.%s skipped a tick: job %s has not started yet",
                      spec.queue, spec.name, previous)
             return False
@@ -51,7 +54,11 @@ class ScheduleFiring:
             log.error("schedule of %s.%s cannot fire: %s", spec.queue, spec.name, exc)
             return False
         try:
-            fired = await self._store.fire_schedule(spec.queue, spec.name, tick, record, deps)
+            spilled = self._claims.place([record, *deps])
+            firing = self._store.fire_schedule(spec.queue, spec.name, tick, record, deps)
+            for spilled_key in spilled:  # issued after the insert: a claim sees it
+                self._claims.top_up(spilled_key)
+            fired = await firing
         except StoreError:
             log.exception("schedule of %s.%s could not fire", spec.queue, spec.name)
             return False

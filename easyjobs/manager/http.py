@@ -173,7 +173,7 @@ class HttpApi:
     async def metrics_route(self, request: Request) -> Response:
         if not self._metrics_public and not self.authorized(request):
             return error(401, "missing or wrong bearer token", "unauthorized")
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def run_task(self, request: Request) -> Response:
         queue, task = request.path_params["queue"], request.path_params["task"]

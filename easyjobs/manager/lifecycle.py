@@ -2,10 +2,13 @@
 
 How a job moves (the statuses and their legal moves are the table in ``easyjobs/jobs.py``):
 
-- **Submit.** A job is checked, its insert issued, and it is dispatched at once, before the
-  insert commits (optimistic dispatch); the ``accepted`` reply waits for the commit. An id that
-  proves to exist in the store already is taken back (``_retract``): its assignment is aborted.
-  A job with run_before dependencies is activated only after the commit, with them.
+- **Submit.** A job is checked, ``claims`` decides whether this manager holds it in memory or
+  leaves it in the store's queue, and its insert is issued. A held job is dispatched at once,
+  before the insert commits (optimistic dispatch); the ``accepted`` reply waits for the commit.
+  An id that proves to exist in the store already is taken back (``_retract``): its assignment
+  is aborted. A job with run_before dependencies is activated only after the commit, with them.
+- **Jobs not in memory.** An outcome, a resume or a cancel for a job that waits in the store's
+  queue first adopts it (``_adopt``), then is handled as for any job held here.
 - **Write order.** Every store operation is issued where the decision is made
   (``background.issue``/``background.write``), and the store applies writes in the order they
   were issued. So an insert lands before anything about the job it inserted, and a requeue
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +47,8 @@ from ..store import Store
 from . import workflow
 from .active import Active, ActiveJobs
 from .background import Background, issue
-from .dispatcher import Dispatcher, WorkerState
+from .claims import Claims
+from .dispatcher import Dispatcher, Key, WorkerState
 from .health import StoreHealth
 from .observers import Observers
 from .peers import Peer, Peers
@@ -62,6 +66,8 @@ class JobPolicy:
     retry_cap: float = 60.0
     max_worker_losses: int = 3
     """A job whose worker is lost while running it this many times fails with ``WorkerLost``."""
+    lookahead: int = 1000
+    """Queued jobs of one task held in memory, ready for workers; the rest wait in the store."""
 
 
 DEFAULT_POLICY = JobPolicy()
@@ -75,9 +81,10 @@ class Lifecycle:
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, observers: Observers,
                  dispatcher: Dispatcher, registry: TaskRegistry, watchers: Watchers,
-                 queries: Queries, background: Background, health: StoreHealth,
+                 queries: Queries, background: Background, health: StoreHealth, claims: Claims,
                  policy: JobPolicy = DEFAULT_POLICY) -> None:
         self.active = active
+        self._claims = claims
         self._store = store
         self._peers = peers
         self._observers = observers
@@ -90,6 +97,9 @@ class Lifecycle:
         self.policy = policy
         self._blocked: dict[str, set[str]] = {}
         """dependency id -> ids of the waiting jobs it blocks"""
+        self._losses: dict[str, int] = {}
+        """job id -> how many times a worker was lost while running it (this manager's count,
+        kept while the job waits in the store's queue)"""
         self._unrecorded: list[Callable[[], None]] = []
         """Outcomes to commit again once the store writes (it could not when they came)."""
 
@@ -109,6 +119,7 @@ class Lifecycle:
             return
         now = time.time()
         items: _Items = []
+        spilled: set[Key] = set()
         seen: set[str] = set()  # two submits of one id in one message: the second is a re-send
         for frame in frames:
             record = JobRecord(
@@ -124,17 +135,27 @@ class Lifecycle:
                 self._peers.reply(peer, Error(exc.code, str(exc), frame.ref))
                 continue
             seen.add(frame.job)
-            items.append((frame, [record, *deps], not duplicate and not deps))
+            if not duplicate:
+                spilled |= self._claims.place([record, *deps])
+            held = record.owner is not None
+            items.append((frame, [record, *deps], not duplicate and not deps and held))
         if not items:
             return
         inserted = issue(self._store.add_jobs(
             [record for _, group, _ in items for record in group]))
+        self._top_up(spilled)
         self._background.spawn(self._submitted(peer, items, inserted))
         for frame, group, optimistic in items:
             if optimistic:
                 self.activate(group[:1])
-            if frame.watch and frame.job in self.active:
-                self._watchers.watch(peer, frame.job, None)
+            if frame.watch:  # _submitted checks the store if the job proves to exist already
+                self._watchers.watch(peer, frame.job, None, known=True)
+
+    def _top_up(self, keys: Iterable[Key]) -> None:
+        """Claim the jobs just left in the store if a worker waits for them (after their
+        insert was issued: a claim sees only the writes issued before it)."""
+        for key in keys:
+            self._claims.top_up(key)
 
     async def _submitted(self, peer: Peer, items: _Items,
                          inserted: asyncio.Future[list[bool]]) -> None:
@@ -145,6 +166,8 @@ class Lifecycle:
             for frame, group, optimistic in items:
                 if optimistic:
                     self._retract(group[0].id)
+                if frame.watch:
+                    self._watchers.unwatch(peer, frame.job)
                 self._peers.store_failed(peer, frame.ref, self._health.reason)
             return
         position = 0
@@ -156,16 +179,17 @@ class Lifecycle:
             elif new and not optimistic:
                 self.activate(group)
             self._peers.reply(peer, Accepted(frame.ref, frame.job, new))
-            if frame.watch and not (optimistic and new):
-                self._watchers.watch(peer, frame.job, None)
+            if frame.watch and not new:
+                self._watchers.check(peer, frame.job)
 
-    def activate(self, records: list[JobRecord], recovered: bool = False) -> None:
-        """Track new unfinished jobs: dispatch the queued, tie the waiting to their deps."""
+    def activate(self, records: list[JobRecord], notify: bool = True) -> None:
+        """Track the unfinished jobs this manager holds: dispatch the queued, tie the waiting
+        to their dependencies. ``notify``: the jobs are new (not recovered or claimed)."""
         records = [r for r in records if r.id not in self.active]  # each job is tracked once
         for record in records:
-            if record.status not in TERMINAL:
+            if record.status not in TERMINAL and record.owner == self._claims.owner:
                 self.active[record.id] = Active(record)
-            if not recovered:
+            if notify:
                 self._observers.job_changed(
                     "created" if record.status not in TERMINAL else "finished", record)
         for record in records:
@@ -189,7 +213,6 @@ class Lifecycle:
         self._abort(active)
         self._dispatcher.discard(job_id)
         self._dispatcher.finished(job_id, active.worker_id)
-        self._watchers.forget(active)
 
     def _abort(self, active: Active) -> None:
         """Tell the worker running ``active`` (if any) to stop it."""
@@ -228,12 +251,19 @@ class Lifecycle:
         self._background.write(
             self._store.mark_running(job_id, worker.name, record.attempts, record.started_at),
             f"the start of job {job_id}")
+        self._claims.top_up((record.queue, record.task))
 
-    def resume(self, peer: Peer, jobs: list[str]) -> None:
+    def resume(self, peer: Peer, jobs: list[str], adopted: bool = False) -> None:
         """A reconnected worker still runs these: count them as its own if still queued."""
+        if peer.id not in self._dispatcher.workers:
+            return  # gone meanwhile: what was adopted for it goes to other workers
+        missing = []
         for job_id in jobs:
             active = self.active.get(job_id)
-            if active is None or active.finishing or active.record.status is not JobStatus.QUEUED:
+            if active is None:
+                missing.append(job_id)
+                continue
+            if active.finishing or active.record.status is not JobStatus.QUEUED:
                 continue
             self._dispatcher.discard(job_id)
             self._dispatcher.claim(peer.id, job_id)
@@ -245,52 +275,80 @@ class Lifecycle:
             self._background.write(
                 self._store.mark_running(job_id, peer.name, record.attempts, time.time()),
                 f"the resumed start of job {job_id}")
+        if missing and not adopted:
+            self._adopt(missing, lambda: self.resume(peer, missing, adopted=True),
+                        f"the resume of {len(missing)} job(s)")
 
     def worker_left(self, peer: Peer) -> None:
-        """Requeue, once, what a departed worker was running; fail a job that lost too many."""
+        """Requeue, once, what a departed worker was running; fail a job that lost too many.
+
+        The queued jobs of tasks no worker here serves any more go back to the store's queue.
+        """
+        state = self._dispatcher.workers.get(peer.id)
+        keys = set(state.keys) if state is not None else set()
         requeued = []
         for job_id in self._dispatcher.remove_worker(peer.id):
             active = self.active.get(job_id)
             if active is None or active.finishing or active.worker_id != peer.id:
                 continue
-            active.losses += 1
-            if active.losses >= self.policy.max_worker_losses:
+            losses = self._losses[job_id] = self._losses.get(job_id, 0) + 1
+            if losses >= self.policy.max_worker_losses:
                 self._lost_too_often(active, peer)
                 continue
             active.record.move(JobStatus.QUEUED)
             active.record.worker, active.worker_id = None, None
             requeued.append(job_id)
-        if not requeued:
-            return
-        log.warning("worker %s left with %d job(s) running; requeued", peer.name, len(requeued))
-        self._background.write(self._store.requeue(requeued),
-                               f"the requeue of {len(requeued)} job(s)")
-        for job_id in requeued:
-            record = self.active[job_id].record
-            self._observers.job_changed("requeued", record)
-            self._dispatcher.enqueue(job_id, (record.queue, record.task))
+        if requeued:
+            log.warning("worker %s left with %d job(s) running; requeued", peer.name,
+                        len(requeued))
+            self._background.write(self._store.requeue(requeued),
+                                   f"the requeue of {len(requeued)} job(s)")
+            for job_id in requeued:
+                record = self.active[job_id].record
+                self._observers.job_changed("requeued", record)
+                self._dispatcher.enqueue(job_id, (record.queue, record.task))
+        self._release([key for key in keys if not self._dispatcher.serves(key)])
+
+    def _release(self, keys: list[Key]) -> None:
+        """Hand the queued jobs of ``keys`` back to the store's queue, for any manager."""
+        released = []
+        for key in keys:
+            for job_id in self._dispatcher.take_all(key):
+                self.active.pop(job_id, None)
+                released.append(job_id)
+        if released:
+            self._background.write(self._store.release(released, self._claims.owner),
+                                   f"the release of {len(released)} queued job(s)")
+            self._claims.wake(keys)
 
     def _lost_too_often(self, active: Active, peer: Peer) -> None:
         record = active.record
         log.error("job %s (%s.%s) lost its worker %d times, the last %s; failing it",
-                  record.id, record.queue, record.task, active.losses, peer.name)
+                  record.id, record.queue, record.task, self._losses[record.id], peer.name)
         active.finishing = True
         self._fail(active, {
             "type": "WorkerLost", "traceback": "",
             "message": f"job {record.id} ({record.queue}.{record.task}) lost its worker "
-                       f"{active.losses} times, the last {peer.name}; it failed for good "
+                       f"{self._losses[record.id]} times, the last {peer.name}; it failed for good "
                        f"(max_worker_losses={self.policy.max_worker_losses}). See that "
                        "worker's log for how its process or connection ended.",
         })
 
-    def done(self, peer: Peer, frame: Done) -> None:
+    def done(self, peer: Peer, frame: Done, adopted: bool = False) -> None:
         """An outcome from a worker; it is acknowledged (``done_ack``) once settled."""
         active = self.active.get(frame.job)
         ack = DoneAck(frame.job, frame.attempt)
-        if active is not None and active.finishing:
+        if active is None:
+            if adopted:
+                self._background.spawn(self._ack_if_settled(peer, ack))
+            else:  # it may wait in the store's queue (e.g. requeued by a restart)
+                self._adopt([frame.job], lambda: self.done(peer, frame, adopted=True),
+                            f"the outcome of job {frame.job}")
+            return
+        if active.finishing:
             active.acks.append((peer, ack))  # settled when the outcome being committed is
             return
-        if active is None or active.record.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
+        if active.record.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
             peer.send(ack)  # a late or duplicate result: the first one won
             return
         active.finishing = True
@@ -318,6 +376,41 @@ class Lifecycle:
         else:
             error = frame.error or {"type": "EasyJobsError", "message": "failed", "traceback": ""}
             self._failed_attempt(active, error)
+
+    async def _ack_if_settled(self, peer: Peer, ack: DoneAck) -> None:
+        """Acknowledge an outcome for a job not held here once the store shows it finished (a
+        late or duplicate result); an unfinished one keeps its outcome with the worker."""
+        try:
+            record = await self._store.get_job(ack.job)
+        except StoreError:
+            return
+        if record is None or record.status in TERMINAL:
+            if peer.id in self._peers:
+                peer.send(ack)
+        else:
+            log.warning("job %s is %s and held by another manager; its worker keeps the "
+                        "outcome and sends it again", ack.job, record.status.value)
+
+    def _adopt(self, job_ids: list[str], then: Callable[[], None], what: str) -> None:
+        """Take jobs that wait free in the store's queue into memory, then call ``then``."""
+        adopted = issue(self._store.adopt(job_ids, self._claims.owner))
+        self._background.spawn(self._adopted(adopted, then, what))
+
+    async def _adopted(self, adopted: asyncio.Future[list[JobRecord]], then: Callable[[], None],
+                       what: str) -> None:
+        try:
+            records = await adopted
+        except StoreError as exc:
+            self._health.failed(exc, what)
+            records = []
+        for record in records:
+            self.active.setdefault(record.id, Active(record))
+        then()
+        for record in records:  # what ``then`` left queued goes to any worker
+            active = self.active.get(record.id)
+            if (active is not None and active.record is record and not active.finishing
+                    and record.status is JobStatus.QUEUED):
+                self._dispatcher.enqueue(record.id, (record.queue, record.task))
 
     # ------------------------------------------------------------------ retrying
 
@@ -395,10 +488,12 @@ class Lifecycle:
         if active.timer is not None:
             active.timer.cancel()
             active.timer = None
+        spilled = self._claims.place(children)
         stored = issue(self._store.finish(
             record.id, status, value, error, time.time(),
             children=children, on_failure_job=record.on_failure_job,
         ))
+        self._top_up(spilled)
         self._background.spawn(self._concluded(active, status, value, error, children, stored))
 
     async def _concluded(self, active: Active, status: JobStatus, value: Any,
@@ -417,9 +512,10 @@ class Lifecycle:
                     lambda: self._conclude(active, status, value, error, children))
             return
         self.active.pop(record.id, None)
+        self._losses.pop(record.id, None)
         if not committed:  # retracted or finished meanwhile: the stored job and its result stand
             self._send_acks(active)
-            self._watchers.reread(active)
+            self._watchers.reread(record.id)
             for peer, ref in active.cancel_waiters:
                 self._queries.lookup(peer, Lookup(ref, record.id))
             return
@@ -427,7 +523,7 @@ class Lifecycle:
         record.result, record.error = value, error
         record.finished_at = time.time()
         self._observers.job_changed("finished", record)
-        self._watchers.deliver(active, Result(record.id, status.value, value, error))
+        self._watchers.deliver(Result(record.id, status.value, value, error))
         self._send_acks(active)  # after the result: the caller waits, the worker does not
         for peer, ref in active.cancel_waiters:
             self._peers.reply(peer, JobInfo(ref, record.to_wire()))
@@ -476,8 +572,11 @@ class Lifecycle:
     # ------------------------------------------------------------------ dependencies
 
     async def settle_dependency(self, dep_id: str) -> None:
-        """A waiting job's dependency finished before this manager saw it finish."""
+        """A waiting job's dependency is not held here: apply its outcome if it has one (else
+        this manager sees it finish once it claims and runs it)."""
         record = await self._store.get_job(dep_id)
+        if record is not None and record.status not in TERMINAL:
+            return
         if record is None:
             record = JobRecord(id=dep_id, queue="", task="?", status=JobStatus.FAILED,
                                error={"type": "UnknownJob", "message": "missing", "traceback": ""})
@@ -504,18 +603,25 @@ class Lifecycle:
             waiting.finishing = True
             self._fail(waiting, error)
 
-    def not_started(self, job_id: str) -> bool:
+    async def not_started(self, job_id: str) -> bool:
         """Queued, or waiting on a dependency that is itself still queued."""
         active = self.active.get(job_id)
-        if active is None:
-            return False
+        if active is None:  # perhaps waiting in the store's queue
+            try:
+                record = await self._store.get_job(job_id) if job_id else None
+            except StoreError:
+                return False
+            return record is not None and record.status is JobStatus.QUEUED
         if active.record.status is JobStatus.WAITING:
-            return any(self.not_started(dep) for dep in active.pending)
+            for dep in active.pending:
+                if await self.not_started(dep):
+                    return True
+            return False
         return active.record.status is JobStatus.QUEUED
 
     # ------------------------------------------------------------------ cancelling
 
-    def cancel(self, peer: Peer, frame: Cancel) -> None:
+    def cancel(self, peer: Peer, frame: Cancel, adopted: bool = False) -> None:
         """Cancel a job; the answer is its final record, once committed.
 
         A job whose outcome is being committed is cancelled right after if that outcome was a
@@ -523,7 +629,11 @@ class Lifecycle:
         """
         active = self.active.get(frame.job)
         if active is None:
-            self._queries.lookup(peer, Lookup(frame.ref, frame.job))
+            if adopted:  # finished, or held elsewhere: the answer is its record
+                self._queries.lookup(peer, Lookup(frame.ref, frame.job))
+            else:
+                self._adopt([frame.job], lambda: self.cancel(peer, frame, adopted=True),
+                            f"the cancel of job {frame.job}")
             return
         active.cancel_waiters.append((peer, frame.ref))
         if not active.finishing:

@@ -1,7 +1,8 @@
 """Prometheus metrics for one manager, in a registry of its own (``GET /metrics``).
 
-Counters and histograms follow the manager's job changes; queue depth, jobs in flight and
-connected workers are read through ``Queries`` when scraped, so they are never stale.
+Counters and histograms follow the manager's job changes; queue depth (the store's counts),
+jobs in flight and connected workers are read through ``Queries`` when scraped, so they are
+never stale.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..errors import StoreError
 from ..jobs import JobRecord, JobStatus
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class Metrics(Collector):
 
     def __init__(self, observers: Observers, queries: Queries) -> None:
         self._queries = queries
+        self._depth: dict[tuple[str, str], int] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.submitted = Counter("easyjobs_jobs_submitted", "Jobs created", _LABELS,
                                  registry=self.registry)
@@ -87,11 +90,12 @@ class Metrics(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The gauges, computed from the manager's state at scrape time."""
-        depth = GaugeMetricFamily("easyjobs_jobs", "Unfinished jobs by queue and status",
-                                  labels=["queue", "status"])
-        for (queue, status), count in sorted(self._queries.unfinished().items()):
-            depth.add_metric([queue, status], count)
-        yield depth
+        if self._depth is not None:  # None: the store could not be read for this scrape
+            depth = GaugeMetricFamily("easyjobs_jobs", "Unfinished jobs by queue and status",
+                                      labels=["queue", "status"])
+            for (queue, status), count in sorted(self._depth.items()):
+                depth.add_metric([queue, status], count)
+            yield depth
         yield GaugeMetricFamily("easyjobs_jobs_in_flight", "Jobs running on workers",
                                 value=self._queries.jobs_in_flight())
         yield GaugeMetricFamily("easyjobs_workers_connected", "Connected workers",
@@ -100,5 +104,10 @@ class Metrics(Collector):
                                 "1 while the job store accepts writes, 0 while dispatch is held",
                                 value=int(self._queries.store_writable()))
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        """The text format; the queue depths are read from the store first."""
+        try:
+            self._depth = await self._queries.unfinished()
+        except StoreError:
+            self._depth = None
         return generate_latest(self.registry)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from typing import Any
 
 from ..errors import SerializationError, StoreError, UnknownJob
-from ..jobs import JobRecord, JobStatus
+from ..jobs import UNFINISHED, JobRecord, JobStatus
 from ..protocol.frames import Error, JobInfo, JobList, ListJobs, Lookup, ScheduleInfo, Schedules
 from ..store import Store
 from ..tasks import TaskSpec
@@ -22,9 +21,11 @@ from .peers import Peer, Peers
 from .registry import TaskRegistry
 from .scheduler import Scheduler
 
+UNFINISHED_VALUES = frozenset(status.value for status in UNFINISHED)
+
 
 class Queries:
-    """Answers from memory for unfinished jobs, from the store for the rest."""
+    """Answers from memory for the jobs held here, from the store for the rest."""
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, background: Background,
                  dispatcher: Dispatcher, registry: TaskRegistry, scheduler: Scheduler,
@@ -154,9 +155,10 @@ class Queries:
             })
         return queues
 
-    def unfinished(self) -> Counter[tuple[str, str]]:
-        """Unfinished jobs by (queue, status)."""
-        return Counter((a.record.queue, a.record.status.value) for a in self._active.values())
+    async def unfinished(self) -> dict[tuple[str, str], int]:
+        """Unfinished jobs by (queue, status), from the store's counts (held here or not)."""
+        counts = await self._store.count_jobs()
+        return {key: n for key, n in counts.items() if key[1] in UNFINISHED_VALUES}
 
     def jobs_in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self._dispatcher.workers.values())

@@ -6,6 +6,7 @@ import logging
 
 from ..jobs import JobStatus
 from ..store import Store
+from .claims import Claims
 from .lifecycle import Lifecycle
 from .registry import TaskRegistry
 from .scheduler import Scheduler
@@ -13,30 +14,27 @@ from .scheduler import Scheduler
 log = logging.getLogger("easyjobs.manager")
 
 
-async def recover(store: Store, registry: TaskRegistry, lifecycle: Lifecycle,
+async def recover(store: Store, registry: TaskRegistry, lifecycle: Lifecycle, claims: Claims,
                   scheduler: Scheduler) -> None:
-    """Reload task specs and every unfinished job, then start the schedules.
+    """Reload task specs, take back the unfinished jobs, then start the schedules.
 
-    Running jobs are requeued (their workers' links are gone), retries get their timers back,
-    and waiting jobs are matched with their dependencies' outcomes.
+    One store write does it, whatever the backlog: running jobs go back to the queue (their
+    workers' links are gone), queued jobs are left there for claims, and the waiting and
+    retrying jobs, which need this manager's timers and dependency checks, are held here.
+    Then the tasks with queued jobs are noted as having a backlog, claimed when served.
     """
     await registry.load()
-    jobs = await store.unfinished_jobs()
-    running = [job.id for job in jobs if job.status is JobStatus.RUNNING]
-    if running:
-        await store.requeue(running)
-    for job in jobs:
-        if job.status is JobStatus.RUNNING:
-            job.move(JobStatus.QUEUED)
-            job.worker = None
-    lifecycle.activate(jobs, recovered=True)
-    for job in jobs:
+    requeued, held = await store.take_back(claims.owner)
+    claims.wake(await store.queued_tasks())
+    lifecycle.activate(held, notify=False)
+    for job in held:
         if job.status is JobStatus.WAITING:
             for dep_id in job.dependencies:
                 if dep_id not in lifecycle.active:
                     await lifecycle.settle_dependency(dep_id)
-    if jobs:
-        log.info("recovered %d unfinished job(s), %d of them requeued", len(jobs), len(running))
+    if requeued or held:
+        log.info("took back the unfinished jobs: %d requeued, %d waiting or retrying",
+                 requeued, len(held))
     scheduler.load(await store.load_schedules())
     for spec in registry.specs.values():
         scheduler.update(spec)

@@ -1,76 +1,84 @@
-"""Who awaits which job's outcome, and pushing each committed outcome to them."""
+"""Who awaits which job's outcome, and pushing each committed outcome to them.
+
+Watches are kept by job id, whether or not this manager holds the job in memory: a job waiting
+in the store's queue is claimed, run and finished later, and its watchers are told then.
+"""
 
 from __future__ import annotations
 
-import logging
-
-from ..errors import EasyJobsError
 from ..jobs import TERMINAL
-from ..protocol.frames import Error, Result
-from .active import Active, ActiveJobs
+from ..protocol.frames import Result
 from .background import Background
 from .peers import Peer, Peers
 from .queries import Queries
 
-log = logging.getLogger("easyjobs.manager")
-
 
 class Watchers:
-    """Watches of unfinished jobs live on their ``Active``; finished jobs answer from the store."""
+    """The peers waiting for each unfinished job's outcome."""
 
-    def __init__(self, active: ActiveJobs, peers: Peers, queries: Queries,
-                 background: Background) -> None:
-        self._active = active
+    def __init__(self, peers: Peers, queries: Queries, background: Background) -> None:
         self._peers = peers
         self._queries = queries
         self._background = background
+        self._by_job: dict[str, set[Peer]] = {}
 
-    def watch(self, peer: Peer, job_id: str, ref: int | None) -> None:
-        active = self._active.get(job_id)
-        if active is not None:
-            active.watchers.add(peer)
-            peer.watching.add(job_id)
-        else:
-            self._background.spawn(self._watch_stored(peer, job_id, ref))
+    def watch(self, peer: Peer, job_id: str, ref: int | None, *, known: bool = False) -> None:
+        """Push the job's outcome to ``peer`` once committed (now, if it already is).
 
-    async def _watch_stored(self, peer: Peer, job_id: str, ref: int | None) -> None:
+        ``known``: the caller knows the job is unfinished (it holds it, or has just created it
+        and checks the insert's answer itself), so the store need not be asked.
+        """
+        self._by_job.setdefault(job_id, set()).add(peer)
+        peer.watching.add(job_id)
+        if not known:
+            self.check(peer, job_id, ref)
+
+    def check(self, peer: Peer, job_id: str, ref: int | None = None) -> None:
+        """Answer ``peer``'s watch from the store if the job has finished (or does not exist).
+
+        The watch is registered first, so an outcome committed meanwhile reaches the peer
+        through ``deliver``; the store's answer is then dropped, never sent twice.
+        """
+        self._background.spawn(self._check_stored(peer, job_id, ref))
+
+    async def _check_stored(self, peer: Peer, job_id: str, ref: int | None) -> None:
         record = await self._queries.stored(peer, job_id, ref)
-        if record is None:
-            return
-        if record.status in TERMINAL:
-            self._peers.reply(peer, Result(record.id, record.status.value, record.result,
-                                           record.error))
-        elif job_id in self._active:
-            self.watch(peer, job_id, ref)
-        else:
-            log.error("job %s is unfinished in the store but unknown in memory", job_id)
-            self._peers.reply(peer, Error(EasyJobsError.code,
-                                          "job state is inconsistent; see the manager's log", ref))
+        if record is not None and record.status not in TERMINAL:
+            return  # its outcome will come through deliver
+        if not self.unwatch(peer, job_id) or record is None:
+            return  # delivered meanwhile, or the peer was told there is no such job
+        self._peers.reply(peer, Result(record.id, record.status.value, record.result,
+                                       record.error))
 
-    def deliver(self, active: Active, result: Result) -> None:
+    def of(self, job_id: str) -> frozenset[Peer]:
+        """Who watches the job now."""
+        return frozenset(self._by_job.get(job_id, ()))
+
+    def deliver(self, result: Result) -> None:
         """Push a committed outcome to everyone watching the job."""
-        for peer in active.watchers:
+        for peer in self._by_job.pop(result.job, ()):
             peer.watching.discard(result.job)
             self._peers.reply(peer, result)
-        active.watchers.clear()
 
-    def reread(self, active: Active) -> None:
+    def reread(self, job_id: str) -> None:
         """The job's outcome was decided elsewhere: its watchers get what the store holds."""
-        for peer in active.watchers:
-            peer.watching.discard(active.record.id)
-            self._background.spawn(self._watch_stored(peer, active.record.id, None))
-        active.watchers.clear()
-
-    def forget(self, active: Active) -> None:
-        """The job was taken back: nobody is told anything about it from memory."""
-        for peer in active.watchers:
-            peer.watching.discard(active.record.id)
-        active.watchers.clear()
+        for peer in self._by_job.get(job_id, set()).copy():
+            self.check(peer, job_id)
 
     def drop(self, peer: Peer) -> None:
         """The peer is gone: it watches nothing any more."""
         for job_id in peer.watching:
-            active = self._active.get(job_id)
-            if active is not None:
-                active.watchers.discard(peer)
+            self.unwatch(peer, job_id, keep_peer=True)
         peer.watching.clear()
+
+    def unwatch(self, peer: Peer, job_id: str, keep_peer: bool = False) -> bool:
+        """Stop ``peer`` watching ``job_id``; False if it was not."""
+        watchers = self._by_job.get(job_id)
+        if watchers is None or peer not in watchers:
+            return False
+        watchers.discard(peer)
+        if not watchers:
+            del self._by_job[job_id]
+        if not keep_peer:
+            peer.watching.discard(job_id)
+        return True

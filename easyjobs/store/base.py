@@ -170,10 +170,23 @@ class Store(ABC):
     def adopt(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[list[JobRecord]]:
         """Make ``owner`` the owner of those of ``job_ids`` that are queued with no owner.
 
-        A write, for jobs the manager has just queued itself (dependencies done, a retry
-        due) and wants to keep in memory. Returns the jobs it took, in the order of
+        A write, for jobs a worker reports on (an outcome, a resume) or a client cancels
+        while they wait in the store's queue. Returns the jobs it took, in the order of
         ``job_ids``; any other id (unknown, owned, not queued) is left alone and not returned.
         """
+
+    @abstractmethod
+    def release(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[None]:
+        """Give those of ``job_ids`` that are queued and owned by ``owner`` back to the queue.
+
+        A write, for the jobs a manager held for tasks none of its workers serves any more.
+        Other jobs are left alone.
+        """
+
+    @abstractmethod
+    def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
+        """The ``(queue, task)`` pairs that have queued jobs no manager owns (by the claim
+        index; a manager reads it at start to know which tasks to claim for)."""
 
     @abstractmethod
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:

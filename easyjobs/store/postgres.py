@@ -286,6 +286,11 @@ CLAIM = (
     f" RETURNING {COLUMNS}, priority"
 )
 ADOPT = f"UPDATE ej_jobs SET owner = %s WHERE id = ANY(%s::text[]) AND {FREE} RETURNING {COLUMNS}"
+RELEASE = (
+    "UPDATE ej_jobs SET owner = NULL WHERE id = ANY(%s::text[]) AND owner = %s"
+    f" AND status = '{JobStatus.QUEUED.value}'"
+)
+QUEUED_TASKS = f"SELECT DISTINCT queue, task FROM ej_jobs WHERE {FREE}"
 HELD = f"'{JobStatus.WAITING.value}', '{JobStatus.RETRYING.value}'"
 """The unfinished statuses whose jobs stay with the manager that takes them back."""
 # Sub-statements see one snapshot and must not change a row twice, so each takes its own
@@ -501,6 +506,13 @@ class PostgresStore(Store):
             return _job_records(rows)
 
         return self._write("adopt", ADOPT, (owner, list(job_ids)), extract)
+
+    def release(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[None]:
+        return self._write("release", RELEASE, (list(job_ids), owner), _none)
+
+    def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
+        return self._read("queued_tasks", QUEUED_TASKS, (),
+                          lambda rows: {(q, t) for q, t in rows}, scan=True)
 
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
         def extract(_: int, rows: Rows) -> tuple[int, list[JobRecord]]:

@@ -180,6 +180,11 @@ SELECT_CLAIMABLE = (
 )
 OWN = "UPDATE jobs SET owner = ? WHERE id = ?"
 ADOPT = f"UPDATE jobs SET owner = ? WHERE id = ? AND {FREE} RETURNING {COLUMNS}"
+RELEASE = (
+    f"UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ?"
+    f" AND status = '{JobStatus.QUEUED.value}'"
+)
+QUEUED_TASKS = f"SELECT DISTINCT queue, task FROM jobs WHERE {FREE}"
 # take_back(), in this order: requeue the running jobs, free the other owned ones (by the
 # owner index), then own the waiting and retrying ones (by the status index).
 REQUEUE_RUNNING = (
@@ -418,6 +423,20 @@ class SQLiteStore(Store):
                     for job_id in ids for row in conn.execute(ADOPT, (owner, job_id))]
 
         return self._write("adopt", apply)
+
+    def release(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[None]:
+        rows = [(job_id, owner) for job_id in job_ids]
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(RELEASE, rows)
+
+        return self._write("release", apply)
+
+    def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
+        return self._read(
+            "queued_tasks", lambda conn: {(q, t) for q, t in conn.execute(QUEUED_TASKS)},
+            self._scan_reads,
+        )
 
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
         def apply(conn: sqlite3.Connection) -> tuple[int, list[JobRecord]]:

@@ -184,7 +184,8 @@ async def test_wait_is_woken_by_the_pushed_result(
 
     monkeypatch.setattr(core, "handle", spy)
     request = asyncio.create_task(api.post("/ETL/task/hold?wait=30", json={"x": 7}))
-    await wait_until(lambda: any(a.watchers and a.record.status is JobStatus.RUNNING
+    await wait_until(lambda: any(core.watchers.of(a.record.id)
+                                 and a.record.status is JobStatus.RUNNING
                                  for a in core.active.values()), what="a watched running job")
     released = time.monotonic()
     gate.set()

@@ -160,7 +160,7 @@ async def test_a_thousand_result_waiters_share_one_watch(
     assert {status for status, _ in answers} == {202}
     assert {body["status"] for _, body in answers} == {"running"}
     assert gave_up < 5, gave_up
-    assert len(watches()) == 1 and core.active[job_id].watchers == {loopback}
+    assert len(watches()) == 1 and core.watchers.of(job_id) == {loopback}
 
     # Waiters that get the result: all of them, right after it is pushed.
     async with LoopLag() as lag2:

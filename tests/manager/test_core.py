@@ -119,10 +119,14 @@ async def test_a_worker_dropped_while_being_assigned_leaves_its_jobs_queued(core
     core.handle(client, [submit(1, jobs[0]), submit(2, jobs[1])])
     core.handle(dropping, [Credit(2)])
     assert len(dropping.of(Assign)) == 1
-    assert all(core.active[j].record.status is JobStatus.QUEUED for j in jobs)
+    for job in jobs:  # back in the store's queue: no worker here serves their task any more
+        stored = await core.store.get_job(job)
+        assert stored is not None and stored.status is JobStatus.QUEUED
+        assert stored.worker is None and stored.owner is None
     healthy = FakePeer("w2", "worker")
     core.connect(healthy)
-    core.handle(healthy, [REGISTER, Credit(2)])
+    core.handle(healthy, [REGISTER, Credit(2)])  # it claims them from the store
+    await wait_until(lambda: len(healthy.of(Assign)) == 2, what="both assignments")
     assert sorted(a.job for a in healthy.of(Assign)) == sorted(jobs)
     for job in jobs:
         core.handle(healthy, [Done(job, 1, "succeeded", 3)])

@@ -1,0 +1,113 @@
+"""What one manager's commits tell the other managers that share its database: the text of
+the notifications, sans I/O (the PostgreSQL store sends and hears them).
+
+A write transaction sends at most one notification, on the store's channel, with one line per
+kind of news, ids and keys only, never results:
+
+    ready [["<queue>","<task>"],...]   queued jobs of these tasks were left free in the store
+    done ["<id>",...]                  these jobs finished (their watchers re-read them)
+    cancel ["<id>",...]                cancels for jobs another manager holds
+    tasks                              task specs were saved
+    pause <0|1>                        every worker to be paused (1) or resumed (0)
+
+Lists are JSON, so any id or name is carried as it is.
+
+PostgreSQL caps a payload at 8000 bytes: a list that does not fit becomes ``*``, which tells
+the listener to check everything of that kind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+Key = tuple[str, str]
+
+MAX_PAYLOAD = 7999
+"""Bytes of payload PostgreSQL accepts (less than 8000)."""
+ALL = "*"
+
+
+@dataclass(slots=True)
+class Signals:
+    """The news of one or more transactions; empty when there is nothing to tell."""
+
+    ready: set[Key] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+    cancel: set[str] = field(default_factory=set)
+    tasks: bool = False
+    pause: bool | None = None
+    all_ready: bool = False
+    """Too many keys to list: every task may have free queued jobs."""
+    all_done: bool = False
+    """Too many ids to list: any watched job may have finished."""
+    all_cancel: bool = False
+    """Too many ids to list: any held job may have been cancelled elsewhere."""
+
+    def __bool__(self) -> bool:
+        return bool(self.ready or self.done or self.cancel or self.tasks
+                    or self.pause is not None or self.all_ready or self.all_done
+                    or self.all_cancel)
+
+    def merge(self, other: Signals) -> None:
+        """Add ``other``'s news to these (a transaction of several writes)."""
+        self.ready |= other.ready
+        self.done |= other.done
+        self.cancel |= other.cancel
+        self.tasks = self.tasks or other.tasks
+        if other.pause is not None:
+            self.pause = other.pause
+        self.all_ready = self.all_ready or other.all_ready
+        self.all_done = self.all_done or other.all_done
+        self.all_cancel = self.all_cancel or other.all_cancel
+
+    def encode(self) -> str:
+        """The payload; lists that would overflow ``MAX_PAYLOAD`` are sent as ``*``."""
+        lists: dict[str, str] = {}
+        for kind, everything, items in (
+            ("ready", self.all_ready, sorted([q, t] for q, t in self.ready)),
+            ("done", self.all_done, sorted(self.done)),
+            ("cancel", self.all_cancel, sorted(self.cancel)),
+        ):
+            if everything or items:
+                lists[kind] = ALL if everything else json.dumps(items, separators=(",", ":"))
+        lines = {kind: f"{kind} {items}" for kind, items in lists.items()}
+        if self.tasks:
+            lines["tasks"] = "tasks"
+        if self.pause is not None:
+            lines["pause"] = f"pause {int(self.pause)}"
+        while len("\n".join(lines.values()).encode()) > MAX_PAYLOAD:
+            longest = max(lists, key=lambda kind: len(lists[kind]))
+            lists[longest] = ALL
+            lines[longest] = f"{longest} {ALL}"
+        return "\n".join(lines.values())
+
+    @classmethod
+    def decode(cls, payload: str) -> Signals:
+        """The news in a payload. Lines of a kind it does not know (a newer manager may send
+        more) and malformed ones are skipped."""
+        signals = cls()
+        for line in payload.split("\n"):
+            kind, _, rest = line.partition(" ")
+            if kind == "tasks":
+                signals.tasks = True
+            elif kind == "pause" and rest in ("0", "1"):
+                signals.pause = rest == "1"
+            elif kind in ("ready", "done", "cancel"):
+                if rest == ALL:
+                    setattr(signals, f"all_{kind}", True)
+                    continue
+                try:
+                    items = json.loads(rest)
+                except ValueError:
+                    continue
+                if not isinstance(items, list):
+                    continue
+                if kind == "ready":
+                    signals.ready.update(
+                        (item[0], item[1]) for item in items
+                        if isinstance(item, list) and len(item) == 2
+                        and all(isinstance(part, str) for part in item))
+                else:
+                    getattr(signals, kind).update(item for item in items if isinstance(item, str))
+        return signals

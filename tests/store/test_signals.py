@@ -1,0 +1,44 @@
+"""The notification payloads managers send each other, as text (no database)."""
+
+from __future__ import annotations
+
+from easyjobs.store.signals import MAX_PAYLOAD, Signals
+
+
+def test_every_kind_of_news_survives_a_round_trip() -> None:
+    news = Signals(ready={("ETL", "extract"), ("q,1", "t\n\x1e")}, done={"a", 'b"c'},
+                   cancel={"x"}, tasks=True, pause=False)
+    payload = news.encode()
+    assert Signals.decode(payload) == news
+    assert payload.splitlines()[0] == 'ready [["ETL","extract"],["q,1","t\\n\\u001e"]]'
+
+
+def test_the_payload_is_exact_text() -> None:
+    """The format is what other managers (of other versions) parse: pinned byte for byte."""
+    assert Signals(done={"j2", "j1"}, tasks=True, pause=True).encode() == (
+        'done ["j1","j2"]\ntasks\npause 1')
+    assert Signals().encode() == ""
+    assert not Signals.decode("")
+
+
+def test_a_list_too_long_for_postgresql_becomes_a_wildcard() -> None:
+    """Over 8000 bytes the longest list is replaced by ``*``; the short ones stay."""
+    news = Signals(done={f"{n:032x}" for n in range(400)}, ready={("Q", "t")})
+    payload = news.encode()
+    assert len(payload.encode()) <= MAX_PAYLOAD
+    heard = Signals.decode(payload)
+    assert heard.all_done and not heard.done
+    assert heard.ready == {("Q", "t")} and not heard.all_ready
+
+
+def test_unknown_and_malformed_lines_are_skipped() -> None:
+    heard = Signals.decode('future stuff\ndone not-json\nready [["only-one"],7]\n'
+                           'cancel ["k", 3]\npause 2\ntasks')
+    assert heard == Signals(cancel={"k"}, tasks=True)
+
+
+def test_merging_the_news_of_several_writes() -> None:
+    news = Signals(done={"a"})
+    news.merge(Signals(done={"b"}, ready={("Q", "t")}, all_cancel=True, pause=True))
+    assert news == Signals(done={"a", "b"}, ready={("Q", "t")}, all_cancel=True, pause=True)
+    assert bool(news) and not Signals()
