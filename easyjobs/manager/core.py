@@ -189,7 +189,7 @@ class Core:
             self.dispatcher.workers[peer.id].capacity = frame.capacity
         keys = [(s.queue, s.name) for s in specs]
         self.dispatcher.serve(peer.id, keys)
-        for key in keys:
+        for key in keys:  # a reconnecting worker sent its resume before: those jobs are its own
             self.claims.top_up(key)
         self.observers.worker_changed("registered", peer)
 

@@ -274,15 +274,17 @@ class EasyJobsWorker:
     def _on_open(self) -> None:
         assert self._runner is not None
         self._connected.set()
-        if self._tasks:
-            self._link.send(Register([spec.to_wire() for spec, _, _ in self._tasks.values()],
-                                     self.max_tasks))
         # Outcomes the manager has not acknowledged: finished while the link was down, or sent
         # on a connection that closed before the manager committed them. The first one wins.
         for done in self._unacked.values():
             self._link.send(done)
+        # Before the register: the manager takes these jobs back for this worker before the
+        # register makes it claim queued jobs for anyone (they may be among them).
         if self._runner.running_jobs:
             self._link.send(Resume(self._runner.running_jobs))
+        if self._tasks:
+            self._link.send(Register([spec.to_wire() for spec, _, _ in self._tasks.values()],
+                                     self.max_tasks))
         if self._paused:
             self._link.send(Pause(True))
         self._runner.open()

@@ -479,6 +479,27 @@ class TestStoreContract:
         assert await store.adopt([], "m2") == []
         assert await store.claim("default", "add", 10, "m2") == []
 
+    async def test_release_frees_only_queued_jobs_of_that_owner(self, store: Store) -> None:
+        """release gives the owner's queued jobs back to the queue; others keep their owner."""
+        mine, theirs, running = job(1, owner="m1"), job(2, owner="m2"), job(3, owner="m1")
+        await store.add_jobs([mine, theirs, running])
+        await store.mark_running(running.id, "w1", 1, at=2.0)
+        await store.release([mine.id, theirs.id, running.id, new_job_id()], "m1")
+        stored = [await store.get_job(j.id) for j in (mine, theirs, running)]
+        assert [j.owner for j in stored if j is not None] == [None, "m2", "m1"]
+        assert [j.id for j in await store.claim("default", "add", 10, "m3")] == [mine.id]
+
+    async def test_queued_tasks_are_the_tasks_with_free_queued_jobs(self, store: Store) -> None:
+        """Owned, running and finished jobs do not count; each pair is named once."""
+        await store.add_jobs([
+            job(1, task="a"), job(2, task="a"), job(3, queue="Q", task="a"),
+            job(4, task="held", owner="m1"), job(5, task="waits", status=JobStatus.WAITING),
+            job(6, task="ran"),
+        ])
+        (ran,) = await store.list_jobs(task="ran")
+        await store.finish(ran.id, JobStatus.CANCELLED, None, None, at=2.0)
+        assert await store.queued_tasks() == {("default", "a"), ("Q", "a")}
+
     async def test_take_back_requeues_running_frees_queued_and_holds_the_rest(
         self, store: Store
     ) -> None:
