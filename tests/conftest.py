@@ -19,6 +19,7 @@ from easyjobs import EasyJobsClient, EasyJobsManager, EasyJobsWorker
 from easyjobs.manager.app import create_app
 from easyjobs.workers.link import Backoff
 
+from .postgres import pg_server, pg_url  # noqa: F401  (fixtures for every test)
 from .utils import SECRET, TIMEOUT, free_port, wait_until
 
 FAST_BACKOFF = Backoff(initial=0.01, maximum=0.05)

@@ -10,7 +10,7 @@ call ``connect``, ``handle`` with the frames of one message, and ``disconnect``.
 - ``watchers``: who awaits which outcome; ``queries``: read-only views (peers and HTTP API);
 - ``health``: whether the store writes (dispatch holds while not);
 - ``firing``: cron ticks into jobs; ``background``: continuations and write-behind;
-- ``recovery``: start-up.
+- ``recovery``: start-up; ``cluster``: the news of the managers sharing the store.
 
 Two promises of the protocol hold throughout: a job is ``accepted`` only after it is committed,
 and a ``result`` is pushed only after it is committed.
@@ -41,10 +41,12 @@ from ..protocol.frames import (
     Watch,
 )
 from ..store import Store
+from ..store.signals import Signals
 from ..tasks import TaskSpec
 from .active import ActiveJobs
 from .background import Background
 from .claims import Claims
+from .cluster import ClusterNews
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
 from .health import StoreHealth
@@ -89,6 +91,9 @@ class Core:
                                    self.health, self.claims, policy)
         self.health.on_writable += [self.lifecycle.store_writable, self.claims.top_up_all]
         self.firing = ScheduleFiring(store, self.registry, self.lifecycle, self.claims)
+        self.news = ClusterNews(store, self.claims, self.watchers, self.lifecycle,
+                                self.registry, self.background,
+                                lambda paused: self.toggle_workers(paused, announce=False))
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,
             Credit: lambda peer, frame: self.dispatcher.grant(peer.id, frame.n),
@@ -119,6 +124,7 @@ class Core:
         """Open the store, take back the unfinished jobs, and start the schedules."""
         await self.store.open()
         await recover(self.store, self.registry, self.lifecycle, self.claims, self.scheduler)
+        await self.store.listen(self.news.heard, self.news.caught_up)
 
     async def stop(self) -> None:
         """Stop the schedules and timers, wait for in-progress store work, close the store."""
@@ -167,8 +173,13 @@ class Core:
         if submits and peer.id in self.peers:
             self.lifecycle.submit(peer, submits)
 
-    def toggle_workers(self, pause: bool, worker_id: str | None = None) -> None:
-        """Pause (no new assignments) or resume all workers, or one."""
+    def toggle_workers(self, pause: bool, worker_id: str | None = None,
+                       announce: bool = True) -> None:
+        """Pause (no new assignments) or resume all workers, or one. Pausing all workers
+        reaches the other managers' workers too (``announce``)."""
+        if worker_id is None and announce:
+            self.background.write(self.store.announce(Signals(pause=pause)),
+                                  "the pause of every manager's workers")
         self.dispatcher.pause(worker_id, pause)
         for peer_id in [worker_id] if worker_id else list(self.dispatcher.workers):
             peer = self.peers.get(peer_id)

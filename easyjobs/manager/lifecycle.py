@@ -197,7 +197,7 @@ class Lifecycle:
             if active is None:
                 continue
             if record.status is JobStatus.QUEUED:
-                self._dispatcher.enqueue(record.id, (record.queue, record.task))
+                self._queue(active)
             elif record.status is JobStatus.WAITING:
                 for dep_id in record.dependencies:
                     active.pending.add(dep_id)
@@ -314,8 +314,9 @@ class Lifecycle:
         released = []
         for key in keys:
             for job_id in self._dispatcher.take_all(key):
-                self.active.pop(job_id, None)
-                released.append(job_id)
+                active = self.active.pop(job_id, None)
+                if active is not None:
+                    released.append(active.record)
         if released:
             self._background.write(self._store.release(released, self._claims.owner),
                                    f"the release of {len(released)} queued job(s)")
@@ -410,7 +411,7 @@ class Lifecycle:
             active = self.active.get(record.id)
             if (active is not None and active.record is record and not active.finishing
                     and record.status is JobStatus.QUEUED):
-                self._dispatcher.enqueue(record.id, (record.queue, record.task))
+                self._queue(active)
 
     # ------------------------------------------------------------------ retrying
 
@@ -469,7 +470,20 @@ class Lifecycle:
         record.move(JobStatus.QUEUED)
         record.next_attempt_at = None
         self._observers.job_changed("requeued", record)
-        self._dispatcher.enqueue(record.id, (record.queue, record.task))
+        self._queue(active)
+
+    def _queue(self, active: Active) -> None:
+        """A held job is queued: in memory if a worker here serves its task, else back in
+        the store's queue, where any manager's workers may claim it."""
+        record = active.record
+        key = (record.queue, record.task)
+        if self._dispatcher.serves(key):
+            self._dispatcher.enqueue(record.id, key)
+            return
+        self.active.pop(record.id)
+        self._background.write(self._store.release([record], self._claims.owner),
+                               f"the release of job {record.id}")
+        self._claims.wake([key])
 
     # ------------------------------------------------------------------ finishing
 
@@ -557,7 +571,7 @@ class Lifecycle:
             if record.status is JobStatus.RUNNING:
                 record.move(JobStatus.QUEUED)
             record.worker, active.worker_id = None, None
-            self._dispatcher.enqueue(record.id, (record.queue, record.task))
+            self._queue(active)
             return
         log.error("could not record the outcome of %s job %s; it stays %s",
                   record.status.value, record.id, record.status.value)
@@ -603,6 +617,36 @@ class Lifecycle:
             waiting.finishing = True
             self._fail(waiting, error)
 
+    def finished_elsewhere(self, job_ids: set[str] | None) -> None:
+        """Other managers finished these jobs (None: perhaps any job): re-read those this
+        manager holds or has jobs waiting on."""
+        mine = set(self.active) | set(self._blocked)
+        for job_id in mine if job_ids is None else job_ids & mine:
+            self._background.spawn(self._reread(job_id))
+
+    async def _reread(self, job_id: str) -> None:
+        try:
+            record = await self._store.get_job(job_id)
+        except StoreError:
+            return  # read again at the next catch-up
+        if record is None or record.status not in TERMINAL:
+            return
+        active = self.active.get(job_id)
+        if active is not None and not active.finishing:  # e.g. cancelled on another manager
+            log.info("job %s was %s by another manager; dropping it here", job_id,
+                     record.status.value)
+            self._abort(active)
+            self.active.pop(job_id)
+            self._dispatcher.discard(job_id)
+            self._dispatcher.finished(job_id, active.worker_id)
+            if active.timer is not None:
+                active.timer.cancel()
+            for dep_id in active.pending:
+                self._blocked.get(dep_id, set()).discard(job_id)
+            self._losses.pop(job_id, None)
+        if job_id in self._blocked:
+            self._dependency_finished(record)
+
     async def not_started(self, job_id: str) -> bool:
         """Queued, or waiting on a dependency that is itself still queued."""
         active = self.active.get(job_id)
@@ -629,8 +673,8 @@ class Lifecycle:
         """
         active = self.active.get(frame.job)
         if active is None:
-            if adopted:  # finished, or held elsewhere: the answer is its record
-                self._queries.lookup(peer, Lookup(frame.ref, frame.job))
+            if adopted:  # finished, or held by another manager, which drops it once told
+                self._background.spawn(self._cancel_in_store(peer, frame))
             else:
                 self._adopt([frame.job], lambda: self.cancel(peer, frame, adopted=True),
                             f"the cancel of job {frame.job}")
@@ -638,6 +682,18 @@ class Lifecycle:
         active.cancel_waiters.append((peer, frame.ref))
         if not active.finishing:
             self._cancel_now(active)
+
+    async def _cancel_in_store(self, peer: Peer, frame: Cancel) -> None:
+        """Cancel a job this manager does not hold: in the store, where the first outcome
+        wins; the manager holding it hears it finished. The answer is the record then."""
+        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
+        try:
+            await self._store.finish(frame.job, JobStatus.CANCELLED, None, error, time.time())
+        except StoreError as exc:
+            self._health.failed(exc, f"the cancel of job {frame.job}")
+            self._peers.store_failed(peer, frame.ref)
+            return
+        self._queries.lookup(peer, Lookup(frame.ref, frame.job))
 
     def _cancel_now(self, active: Active) -> None:
         record = active.record

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ConfigurationError, ProtocolError, UnknownTask
+from ..errors import ConfigurationError, ProtocolError, StoreError, UnknownTask
 from ..protocol.frames import Submit
 from ..store import Store
 from ..tasks import TaskSpec, find_cycle, spec_from_wire
@@ -32,6 +32,17 @@ class TaskRegistry:
                 self.specs[(queue, name)] = spec_from_wire(spec)
             except ProtocolError:
                 log.warning("ignoring an unreadable stored spec for %s.%s", queue, name)
+
+    async def reload(self) -> None:
+        """Another manager saved specs: take them, and their schedules, from the store."""
+        try:
+            await self.load()
+        except StoreError:
+            log.warning("could not reload the task specs; they are read again at the next "
+                        "change or catch-up")
+            return
+        for spec in self.specs.values():
+            self._scheduler.update(spec)
 
     def spec(self, queue: str, task: str) -> TaskSpec | None:
         return self.specs.get((queue, task))

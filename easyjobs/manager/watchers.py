@@ -60,6 +60,11 @@ class Watchers:
             peer.watching.discard(result.job)
             self._peers.reply(peer, result)
 
+    def reread_all(self) -> None:
+        """Any watched job may have finished elsewhere: its watchers get what the store holds."""
+        for job_id in list(self._by_job):
+            self.reread(job_id)
+
     def reread(self, job_id: str) -> None:
         """The job's outcome was decided elsewhere: its watchers get what the store holds."""
         for peer in self._by_job.get(job_id, set()).copy():

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 
 from easyjobs.errors import SerializationError, StoreError
 from easyjobs.jobs import JobRecord, JobStatus
+from easyjobs.store.signals import Signals
 
 TaskSpec = tuple[str, str, dict[str, Any]]
 """``(queue, name, spec)``: a registered task; ``spec`` is any msgpack-able map."""
@@ -176,8 +177,8 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def release(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[None]:
-        """Give those of ``job_ids`` that are queued and owned by ``owner`` back to the queue.
+    def release(self, jobs: Sequence[JobRecord], owner: str) -> asyncio.Future[None]:
+        """Give those of ``jobs`` that are queued and owned by ``owner`` back to the queue.
 
         A write, for the jobs a manager held for tasks none of its workers serves any more.
         Other jobs are left alone.
@@ -255,6 +256,22 @@ class Store(ABC):
         later one, already fired, e.g. before a restart) change nothing and return False; the
         caller then drops ``job``.
         """
+
+
+    @abstractmethod
+    async def listen(self, on_signals: Callable[[Signals], None],
+                     on_connect: Callable[[], None]) -> None:
+        """Hear what the managers sharing this store commit, from its return until ``close``.
+
+        ``on_signals`` gets the news of each write transaction (this manager's own too).
+        ``on_connect`` runs each time the hearing (re)starts: news sent while it was down is
+        lost, so the caller then catches up from the tables. A store only one manager can use
+        (SQLite) has nothing to hear and calls neither.
+        """
+
+    @abstractmethod
+    def announce(self, news: Signals) -> asyncio.Future[None]:
+        """Tell the managers sharing this store ``news``: a write, in order with the others."""
 
 
 def pack(value: Any, what: str) -> bytes:

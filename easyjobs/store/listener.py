@@ -41,9 +41,12 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         """Set while LISTEN is in place (tests wait on it after killing the connection)."""
+        self._tried = asyncio.Event()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Returns once LISTEN is in place, or its first attempt failed (it then retries)."""
         self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._tried.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -70,6 +73,7 @@ class Listener:
                 self._conn = await self._connect()
                 await self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                 self.connected.set()
+                self._tried.set()
                 if lost:
                     log.info("the listener reconnected to PostgreSQL %s; catching up", self._where)
                 lost, wait = False, RETRY_FIRST_S
@@ -78,6 +82,7 @@ class Listener:
                     self._hear(notify.payload)
             except (psycopg.Error, StoreError, OSError) as exc:
                 self.connected.clear()
+                self._tried.set()
                 if not lost:
                     log.warning("the listener lost PostgreSQL %s (%s); news from other managers "
                                 "waits until it reconnects", self._where, type(exc).__name__)

@@ -55,6 +55,8 @@ from easyjobs.store.base import (
     record_from_row,
     unpack,
 )
+from easyjobs.store.listener import Listener
+from easyjobs.store.signals import Signals
 
 if TYPE_CHECKING:
     import psycopg
@@ -66,7 +68,7 @@ T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
 Extract = Callable[[int, Rows], Any]
 """Turns a statement's row count and returned rows into the op's value."""
-Op = tuple[str, str, Sequence[Any], Extract, "asyncio.Future[Any]"]
+Op = tuple[str, str, Sequence[Any], Extract, "asyncio.Future[Any]", "Signals | None"]
 Outcome = tuple["asyncio.Future[Any]", "BaseException | None", Any]
 
 MAX_BATCH = 1000
@@ -172,6 +174,9 @@ SCHEMA = (
     "CREATE TRIGGER ej_job_counts_delete AFTER DELETE ON ej_jobs REFERENCING OLD TABLE AS old_rows"
     " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
 )
+NOTIFY = "SELECT pg_notify(%s, %s)"
+CHANNEL_MAX = 63
+"""Bytes of a channel name PostgreSQL keeps."""
 FOLD_COUNTS = (
     "WITH d AS (DELETE FROM ej_job_count_deltas RETURNING queue, status, n)"
     " INSERT INTO ej_job_counts (queue, status, n)"
@@ -356,6 +361,9 @@ class PostgresStore(Store):
         self._writer: asyncio.Task[None] | None = None
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
+        self._channel = ""
+        """The channel of this schema's notifications (set at open)."""
+        self._listener: Listener | None = None
 
     @property
     def where(self) -> str:
@@ -398,6 +406,8 @@ class PostgresStore(Store):
             return
         self._closed = True
         self._wake.set()
+        if self._listener is not None:
+            await self._listener.stop()
         if self._writer is not None:  # it drains every write already called, then returns
             await asyncio.shield(self._writer)
         while self._reads:
@@ -409,6 +419,7 @@ class PostgresStore(Store):
 
     def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
         columns = _job_columns(jobs)
+        news = _left_free(jobs)
         ids = [job.id for job in jobs]
 
         def extract(_: int, rows: Rows) -> list[bool]:
@@ -419,7 +430,7 @@ class PostgresStore(Store):
                 fresh.discard(job_id)
             return answers
 
-        return self._write("add_jobs", INSERT_JOBS, columns, extract)
+        return self._write("add_jobs", INSERT_JOBS, columns, extract, news)
 
     def mark_running(
         self, job_id: str, worker: str, attempt: int, at: float
@@ -456,17 +467,20 @@ class PostgresStore(Store):
             [on_failure_job],
             [job_id],
         )
+        news = _left_free(children)
+        news.done.add(job_id)
         if not children:
-            return self._write("finish", FINISH[status], params, _changed_one)
+            return self._write("finish", FINISH[status], params, _changed_one, news)
         params += _job_columns(children)
-        return self._write("finish", FINISH_WITH_CHILDREN[status], params, _counted_one)
+        return self._write("finish", FINISH_WITH_CHILDREN[status], params, _counted_one, news)
 
     def fire_schedule(
         self, queue: str, task: str, tick: float, job: JobRecord,
         dependencies: Sequence[JobRecord] = (),
     ) -> asyncio.Future[bool]:
         params = (queue, task, tick, *_job_columns([job, *dependencies]))
-        return self._write("fire_schedule", FIRE_SCHEDULE, params, _counted_one)
+        return self._write("fire_schedule", FIRE_SCHEDULE, params, _counted_one,
+                           _left_free([job, *dependencies]))
 
     def save_tasks(self, tasks: Sequence[TaskSpec]) -> asyncio.Future[None]:
         # One statement may not upsert a key twice; the last spec of a key wins, as in order.
@@ -476,7 +490,7 @@ class PostgresStore(Store):
             [q for q, _ in specs], [name for _, name in specs], list(specs.values()),
             [now] * len(specs),
         )
-        return self._write("save_tasks", UPSERT_TASKS, params, _none)
+        return self._write("save_tasks", UPSERT_TASKS, params, _none, Signals(tasks=True))
 
     def get_job(self, job_id: str) -> asyncio.Future[JobRecord | None]:
         return self._read(
@@ -507,8 +521,20 @@ class PostgresStore(Store):
 
         return self._write("adopt", ADOPT, (owner, list(job_ids)), extract)
 
-    def release(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[None]:
-        return self._write("release", RELEASE, (list(job_ids), owner), _none)
+    def release(self, jobs: Sequence[JobRecord], owner: str) -> asyncio.Future[None]:
+        news = Signals(ready={(job.queue, job.task) for job in jobs})
+        return self._write("release", RELEASE, ([job.id for job in jobs], owner), _none, news)
+
+    def announce(self, news: Signals) -> asyncio.Future[None]:
+        return self._write("announce", "SELECT 1", (), _none, news)
+
+    async def listen(self, on_signals: Callable[[Signals], None],
+                     on_connect: Callable[[], None]) -> None:
+        if self._listener is not None or self._refusal() is not None:
+            raise StoreError("listen() needs an open store, and is called once")
+        self._listener = Listener(self._connect, self._channel, self._where, on_signals,
+                                  on_connect)
+        await self._listener.start()
 
     def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
         return self._read("queued_tasks", QUEUED_TASKS, (),
@@ -518,7 +544,8 @@ class PostgresStore(Store):
         def extract(_: int, rows: Rows) -> tuple[int, list[JobRecord]]:
             return rows[0][0], [record_from_row(row[1:]) for row in rows if row[1] is not None]
 
-        return self._write("take_back", TAKE_BACK, (owner,), extract)
+        # The queued jobs it frees may be any task's: every listener re-reads queued_tasks().
+        return self._write("take_back", TAKE_BACK, (owner,), extract, Signals(all_ready=True))
 
     def list_jobs(
         self,
@@ -565,11 +592,13 @@ class PostgresStore(Store):
     # --- calls: queued at once, in call order
 
     def _write(
-        self, name: str, sql: str, params: Sequence[Any], extract: Extract
+        self, name: str, sql: str, params: Sequence[Any], extract: Extract,
+        news: Signals | None = None,
     ) -> asyncio.Future[Any]:
         """Queue one statement for the writer now; the future resolves once it has committed.
 
-        Cancelling the future does not withdraw the op: it still runs, in order.
+        ``news`` is what the other managers are told once it commits (in its transaction's
+        one notification). Cancelling the future does not withdraw the op: it still runs.
         """
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         refusal = self._refusal()
@@ -582,7 +611,7 @@ class PostgresStore(Store):
             fut.set_exception(refusal)
             return fut
         self._issued += 1
-        self._writes.append((name, sql, params, extract, fut))
+        self._writes.append((name, sql, params, extract, fut, news or None))
         self._wake.set()
         return fut
 
@@ -640,6 +669,9 @@ class PostgresStore(Store):
         conn = await self._connect()
         try:
             await self._create_schema(conn)
+            cur = await conn.execute("SELECT current_schema()")
+            (schema,) = await cur.fetchone() or ("",)
+            self._channel = f"easyjobs {schema}"[:CHANNEL_MAX]
             pools = [
                 AsyncConnectionPool(
                     self._url, kwargs={**self._options, "autocommit": True},
@@ -781,6 +813,10 @@ class PostgresStore(Store):
         order, which the database runs far faster than one statement each.
         """
         groups = _groups(batch)
+        news = Signals()
+        for op in batch:
+            if op[5] is not None:
+                news.merge(op[5])
         conn = await self._writer_connection()
         cursors = []
         try:
@@ -791,6 +827,8 @@ class PostgresStore(Store):
                     await cursor.execute(group[0][1], _merged(group))
                     cursors.append(cursor)
                 await conn.execute(FOLD_COUNTS)
+                if news:  # delivered to the listeners only if this transaction commits
+                    await conn.execute(NOTIFY, (self._channel, news.encode()))
                 await conn.execute("COMMIT")
         except BaseException:
             if not conn.closed and conn.info.transaction_status != 0:  # 0: idle
@@ -809,7 +847,7 @@ class PostgresStore(Store):
                 continue
             changed = {row[0] for row in rows}
             column = MERGEABLE[group[0][1]][0]
-            for _, _, params, extract, fut in group:  # a row changed belongs to its first op
+            for _, _, params, extract, fut, _ in group:  # a changed row is its first op's
                 ids = params[column]
                 mine = [(job_id,) for job_id in dict.fromkeys(ids) if job_id in changed]
                 changed.difference_update(ids)
@@ -865,7 +903,7 @@ class PostgresStore(Store):
                 logger.debug("%s", self._last_error)
             self._writable = False
         error = StoreUnwritable(self._last_error or "the job store cannot write")
-        return [(fut, error, None) for _, _, _, _, fut in batch]
+        return [(op[4], error, None) for op in batch]
 
     # --- reads
 
@@ -949,6 +987,12 @@ def _counted_one(_: int, rows: Rows) -> bool:
 
 def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _left_free(jobs: Sequence[JobRecord]) -> Signals:
+    """The news that ``jobs`` holds queued jobs no manager owns (any manager may claim them)."""
+    return Signals(ready={(job.queue, job.task) for job in jobs
+                          if job.status is JobStatus.QUEUED and job.owner is None})
 
 
 def _job_columns(jobs: Sequence[JobRecord]) -> tuple[list[Any], ...]:

@@ -6,7 +6,6 @@ kind of news, ids and keys only, never results:
 
     ready [["<queue>","<task>"],...]   queued jobs of these tasks were left free in the store
     done ["<id>",...]                  these jobs finished (their watchers re-read them)
-    cancel ["<id>",...]                cancels for jobs another manager holds
     tasks                              task specs were saved
     pause <0|1>                        every worker to be paused (1) or resumed (0)
 
@@ -34,32 +33,26 @@ class Signals:
 
     ready: set[Key] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
-    cancel: set[str] = field(default_factory=set)
     tasks: bool = False
     pause: bool | None = None
     all_ready: bool = False
     """Too many keys to list: every task may have free queued jobs."""
     all_done: bool = False
     """Too many ids to list: any watched job may have finished."""
-    all_cancel: bool = False
-    """Too many ids to list: any held job may have been cancelled elsewhere."""
 
     def __bool__(self) -> bool:
-        return bool(self.ready or self.done or self.cancel or self.tasks
-                    or self.pause is not None or self.all_ready or self.all_done
-                    or self.all_cancel)
+        return bool(self.ready or self.done or self.tasks or self.pause is not None
+                    or self.all_ready or self.all_done)
 
     def merge(self, other: Signals) -> None:
         """Add ``other``'s news to these (a transaction of several writes)."""
         self.ready |= other.ready
         self.done |= other.done
-        self.cancel |= other.cancel
         self.tasks = self.tasks or other.tasks
         if other.pause is not None:
             self.pause = other.pause
         self.all_ready = self.all_ready or other.all_ready
         self.all_done = self.all_done or other.all_done
-        self.all_cancel = self.all_cancel or other.all_cancel
 
     def encode(self) -> str:
         """The payload; lists that would overflow ``MAX_PAYLOAD`` are sent as ``*``."""
@@ -67,7 +60,6 @@ class Signals:
         for kind, everything, items in (
             ("ready", self.all_ready, sorted([q, t] for q, t in self.ready)),
             ("done", self.all_done, sorted(self.done)),
-            ("cancel", self.all_cancel, sorted(self.cancel)),
         ):
             if everything or items:
                 lists[kind] = ALL if everything else json.dumps(items, separators=(",", ":"))
@@ -93,7 +85,7 @@ class Signals:
                 signals.tasks = True
             elif kind == "pause" and rest in ("0", "1"):
                 signals.pause = rest == "1"
-            elif kind in ("ready", "done", "cancel"):
+            elif kind in ("ready", "done"):
                 if rest == ALL:
                     setattr(signals, f"all_{kind}", True)
                     continue

@@ -50,6 +50,7 @@ from easyjobs.store.base import (
     record_from_row,
     unpack,
 )
+from easyjobs.store.signals import Signals
 
 logger = logging.getLogger("easyjobs.store")
 
@@ -424,13 +425,20 @@ class SQLiteStore(Store):
 
         return self._write("adopt", apply)
 
-    def release(self, job_ids: Sequence[str], owner: str) -> asyncio.Future[None]:
-        rows = [(job_id, owner) for job_id in job_ids]
+    def release(self, jobs: Sequence[JobRecord], owner: str) -> asyncio.Future[None]:
+        rows = [(job.id, owner) for job in jobs]
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.executemany(RELEASE, rows)
 
         return self._write("release", apply)
+
+    async def listen(self, on_signals: Callable[[Signals], None],
+                     on_connect: Callable[[], None]) -> None:
+        """One manager per file: there is nobody else to hear."""
+
+    def announce(self, news: Signals) -> asyncio.Future[None]:
+        return self._answer(None)
 
     def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
         return self._read(

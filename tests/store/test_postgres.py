@@ -23,8 +23,8 @@ from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_sto
 from easyjobs.workers.worker import EasyJobsWorker
 
 from ..conftest import FAST_BACKOFF
+from ..postgres import DEFAULT_URL, schema_of, with_query
 from ..utils import SECRET, free_port, wait_until
-from .conftest import DEFAULT_URL, schema_of, with_query
 
 Server = psycopg.Connection[tuple[object, ...]]
 

@@ -7,7 +7,7 @@ from easyjobs.store.signals import MAX_PAYLOAD, Signals
 
 def test_every_kind_of_news_survives_a_round_trip() -> None:
     news = Signals(ready={("ETL", "extract"), ("q,1", "t\n\x1e")}, done={"a", 'b"c'},
-                   cancel={"x"}, tasks=True, pause=False)
+                   tasks=True, pause=False)
     payload = news.encode()
     assert Signals.decode(payload) == news
     assert payload.splitlines()[0] == 'ready [["ETL","extract"],["q,1","t\\n\\u001e"]]'
@@ -33,12 +33,12 @@ def test_a_list_too_long_for_postgresql_becomes_a_wildcard() -> None:
 
 def test_unknown_and_malformed_lines_are_skipped() -> None:
     heard = Signals.decode('future stuff\ndone not-json\nready [["only-one"],7]\n'
-                           'cancel ["k", 3]\npause 2\ntasks')
-    assert heard == Signals(cancel={"k"}, tasks=True)
+                           'cancel ["k"]\ndone ["k", 3]\npause 2\ntasks')
+    assert heard == Signals(done={"k"}, tasks=True)
 
 
 def test_merging_the_news_of_several_writes() -> None:
     news = Signals(done={"a"})
-    news.merge(Signals(done={"b"}, ready={("Q", "t")}, all_cancel=True, pause=True))
-    assert news == Signals(done={"a", "b"}, ready={("Q", "t")}, all_cancel=True, pause=True)
+    news.merge(Signals(done={"b"}, ready={("Q", "t")}, all_ready=True, pause=True))
+    assert news == Signals(done={"a", "b"}, ready={("Q", "t")}, all_ready=True, pause=True)
     assert bool(news) and not Signals()

@@ -484,7 +484,7 @@ class TestStoreContract:
         mine, theirs, running = job(1, owner="m1"), job(2, owner="m2"), job(3, owner="m1")
         await store.add_jobs([mine, theirs, running])
         await store.mark_running(running.id, "w1", 1, at=2.0)
-        await store.release([mine.id, theirs.id, running.id, new_job_id()], "m1")
+        await store.release([mine, theirs, running, job(4)], "m1")
         stored = [await store.get_job(j.id) for j in (mine, theirs, running)]
         assert [j.owner for j in stored if j is not None] == [None, "m2", "m1"]
         assert [j.id for j in await store.claim("default", "add", 10, "m3")] == [mine.id]

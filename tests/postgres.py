@@ -1,4 +1,4 @@
-"""PostgreSQL for the store tests: the server of ``EASYJOBS_TEST_POSTGRES``, a schema per test.
+"""PostgreSQL for the tests: the server of ``EASYJOBS_TEST_POSTGRES``, a schema per test.
 
 ``scripts/test`` sets ``EASYJOBS_TEST_POSTGRES`` (the machine's server, or a throwaway one it
 starts); run directly, pytest tries ``postgresql://postgres@127.0.0.1:5432/test``. A test that

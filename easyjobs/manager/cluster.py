@@ -1,0 +1,70 @@
+"""What this manager does with the news of the managers sharing its store (PostgreSQL).
+
+Every write transaction tells all managers, itself included, what it changed (``Signals``):
+queued jobs left free, jobs finished, task specs saved, a pause. Each manager acts only on what
+concerns it: it claims for the tasks its workers serve, re-reads the jobs its clients watch or
+its waiting jobs depend on, drops the jobs it held that another manager finished, reloads the
+specs, pauses its workers. News missed while the listener was away is made up by ``caught_up``,
+which re-reads all of that from the tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..errors import StoreError
+from ..store import Store
+from ..store.signals import Signals
+from .background import Background
+from .claims import Claims
+from .lifecycle import Lifecycle
+from .registry import TaskRegistry
+from .watchers import Watchers
+
+log = logging.getLogger("easyjobs.manager")
+
+
+class ClusterNews:
+    """Turns the store's notifications into this manager's claims, pushes and reloads."""
+
+    def __init__(self, store: Store, claims: Claims, watchers: Watchers, lifecycle: Lifecycle,
+                 registry: TaskRegistry, background: Background,
+                 pause: Callable[[bool], None]) -> None:
+        self._store = store
+        self._claims = claims
+        self._watchers = watchers
+        self._lifecycle = lifecycle
+        self._registry = registry
+        self._background = background
+        self._pause = pause
+
+    def heard(self, news: Signals) -> None:
+        if news.all_ready:
+            self._background.spawn(self._reclaim())
+        elif news.ready:
+            self._claims.wake(news.ready)
+        if news.all_done:
+            self._watchers.reread_all()
+            self._lifecycle.finished_elsewhere(None)
+        elif news.done:
+            for job_id in news.done:
+                self._watchers.reread(job_id)
+            self._lifecycle.finished_elsewhere(news.done)
+        if news.tasks:
+            self._background.spawn(self._registry.reload())
+        if news.pause is not None:
+            self._pause(news.pause)
+
+    def caught_up(self) -> None:
+        """The listener (re)connected: whatever it missed is re-read from the tables."""
+        self.heard(Signals(all_ready=True, all_done=True, tasks=True))
+
+    async def _reclaim(self) -> None:
+        try:
+            tasks = await self._store.queued_tasks()
+        except StoreError:
+            log.warning("could not read which tasks have queued jobs; they are claimed when "
+                        "the next news or catch-up comes")
+            return
+        self._claims.wake(tasks)

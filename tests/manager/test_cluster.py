@@ -1,0 +1,171 @@
+"""Several managers on one PostgreSQL schema: jobs, results, cancels, pauses and task specs
+cross from one to another through the store and its notifications (no polling anywhere).
+
+Each manager is a ``Core`` with fake peers, as in ``test_core``; the database is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psycopg
+import pytest
+
+from easyjobs.jobs import JobStatus, new_job_id
+from easyjobs.manager.core import Core
+from easyjobs.protocol.frames import (
+    Abort,
+    Accepted,
+    Assign,
+    Cancel,
+    Credit,
+    Done,
+    JobInfo,
+    Register,
+    Result,
+    Submit,
+)
+from easyjobs.store.postgres import PostgresStore
+from easyjobs.tasks import make_options, spec_for
+
+from ..postgres import schema_of
+from ..utils import wait_until
+from .test_core import REGISTER, FakePeer, submit
+
+Cores = Callable[[], Awaitable[Core]]
+
+
+@pytest.fixture
+async def cores(pg_url: str) -> AsyncIterator[Cores]:
+    """Start managers on the test's schema; all are stopped after the test."""
+    started: list[Core] = []
+
+    async def start() -> Core:
+        core = Core(PostgresStore(pg_url))
+        await core.start()
+        started.append(core)
+        return core
+
+    yield start
+    for core in reversed(started):
+        await core.stop()
+
+
+async def serving(core: Core, worker: FakePeer, credit: int = 0) -> None:
+    """``worker`` connects to ``core`` and registers Q.add (with ``credit``)."""
+    core.connect(worker)
+    core.handle(worker, [REGISTER, *([Credit(credit)] if credit else [])])
+
+
+async def knows_add(core: Core) -> None:
+    await wait_until(lambda: core.registry.spec("Q", "add") is not None,
+                     what="the task spec to reach the other manager")
+
+
+async def test_a_job_submitted_on_one_manager_runs_on_another_and_its_result_comes_back(
+        cores: Cores) -> None:
+    """The spec registered on B reaches A; a job submitted on A is pushed to B's worker; the
+    result is pushed to the client waiting on A and to a watcher on a third manager."""
+    a, b, c = await cores(), await cores(), await cores()
+    worker, client, watcher = FakePeer("w", "worker"), FakePeer("client"), FakePeer("watcher")
+    await serving(b, worker, credit=1)
+    await knows_add(a)
+    a.connect(client)
+    job = new_job_id()
+    a.handle(client, [submit(1, job, 40)])
+    await wait_until(lambda: bool(worker.of(Assign)), what="the job to reach B's worker")
+    assert worker.of(Assign)[0].job == job and worker.of(Assign)[0].args == [40, 2]
+    c.connect(watcher)
+    c.watchers.watch(watcher, job, 7)
+    b.handle(worker, [Done(job, 1, "succeeded", 42)])
+    await wait_until(lambda: bool(client.of(Result)) and bool(watcher.of(Result)),
+                     what="the result on A and on C")
+    assert client.of(Accepted)[0].created
+    assert client.of(Result)[0].value == 42 and watcher.of(Result)[0].value == 42
+    assert a.active == {} and b.active == {}
+
+
+async def test_a_cancel_on_one_manager_aborts_the_job_running_on_another(cores: Cores) -> None:
+    a, b = await cores(), await cores()
+    worker, client = FakePeer("w", "worker"), FakePeer("client")
+    await serving(b, worker, credit=1)
+    await knows_add(a)
+    a.connect(client)
+    job = new_job_id()
+    a.handle(client, [submit(1, job)])
+    await wait_until(lambda: bool(worker.of(Assign)), what="the job to run on B")
+    a.handle(client, [Cancel(2, job)])
+    await wait_until(lambda: bool(client.of(JobInfo)), what="the cancel's answer")
+    assert client.of(JobInfo)[0].job["status"] == "cancelled"
+    await wait_until(lambda: [f.job for f in worker.of(Abort)] == [job],
+                     what="B to abort its worker's attempt")
+    await wait_until(lambda: job not in b.active, what="B to drop the job")
+    b.handle(worker, [Done(job, 1, "succeeded", 3)])  # too late: the cancel won
+    stored = await a.store.get_job(job)
+    assert stored is not None and stored.status is JobStatus.CANCELLED
+
+
+async def test_pausing_on_one_manager_pauses_the_workers_of_all(cores: Cores) -> None:
+    a, b = await cores(), await cores()
+    worker = FakePeer("w", "worker")
+    await serving(b, worker)
+    a.toggle_workers(True)
+    await wait_until(lambda: b.dispatcher.paused, what="B's workers to pause")
+    a.toggle_workers(False)
+    await wait_until(lambda: not b.dispatcher.paused, what="B's workers to resume")
+
+
+async def prepare() -> None:
+    """A run_before dependency (never run here: the test reports its outcome)."""
+
+
+async def deploy() -> None:
+    """Waits for ``prepare``."""
+
+
+async def test_a_job_waiting_on_one_manager_is_released_by_its_dependency_on_another(
+        cores: Cores) -> None:
+    """The waiting job stays with A; its dependency runs on B; A hears it finished and
+    hands the now queued job to the store, where B's worker gets it."""
+    a, b = await cores(), await cores()
+    worker, client = FakePeer("w", "worker"), FakePeer("client")
+    b.connect(worker)
+    specs = [spec_for(prepare, "Q", make_options()),
+             spec_for(deploy, "Q", make_options(run_before=["prepare"]))]
+    b.handle(worker, [Register([s.to_wire() for s in specs]), Credit(2)])
+    await wait_until(lambda: a.registry.spec("Q", "deploy") is not None, what="the specs on A")
+    a.connect(client)
+    job = new_job_id()
+    a.handle(client, [Submit(1, job, "Q", "deploy", [], {})])
+    await wait_until(lambda: bool(worker.of(Assign)), what="the dependency to run on B")
+    (dependency,) = worker.of(Assign)
+    assert dependency.task == "prepare" and a.active[job].record.status is JobStatus.WAITING
+    b.handle(worker, [Done(dependency.job, 1, "succeeded", None)])
+    await wait_until(lambda: len(worker.of(Assign)) == 2, what="the released job on B")
+    assert worker.of(Assign)[1].job == job
+    b.handle(worker, [Done(job, 1, "succeeded", None)])
+    await wait_until(lambda: bool(client.of(Result)), what="the result on A")
+
+
+async def test_a_manager_whose_listener_was_killed_catches_up(cores: Cores, pg_url: str,
+                                                              pg_server: psycopg.Connection[
+                                                                  tuple[object, ...]]) -> None:
+    """Its LISTEN connection terminated, B reconnects it and reads what it missed: a job
+    submitted on A meanwhile still reaches B's worker."""
+    a, b = await cores(), await cores()
+    worker, client = FakePeer("w", "worker"), FakePeer("client")
+    await serving(b, worker, credit=1)
+    await knows_add(a)
+    listener = b.store._listener  # type: ignore[attr-defined]
+    assert listener is not None and listener.connected.is_set()
+    pg_server.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = %s AND query LIKE 'LISTEN%%'", (schema_of(pg_url),))
+    await wait_until(lambda: not listener.connected.is_set(), what="B to see its listener gone")
+    a.connect(client)
+    job = new_job_id()
+    a.handle(client, [submit(1, job)])
+    await wait_until(lambda: bool(client.of(Accepted)), what="the submit")
+    await wait_until(lambda: bool(worker.of(Assign)), timeout=15,
+                     what="B to catch up and run the job")
+    assert worker.of(Assign)[0].job == job
