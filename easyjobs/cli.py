@@ -45,10 +45,10 @@ def _secret_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _bind_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=os.environ.get("EASYJOBS_HOST", "127.0.0.1"),
-                        help="address to listen on (env EASYJOBS_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EASYJOBS_PORT", "8220")),
-                        help="port to listen on (env EASYJOBS_PORT, default 8220)")
+    parser.add_argument("--host", help="address to listen on (env EASYJOBS_HOST, default "
+                        "127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (env EASYJOBS_PORT, "
+                        "default 8220)")
     _secret_arg(parser)
 
 
@@ -193,6 +193,7 @@ async def _check_store(db: str | None) -> None:
 def _manager(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .config import read_host_port
     from .manager.app import connection_limits, create_app, http_guard_options
     from .manager.guard import guarded_http, guarded_websockets
     from .protocol.frames import DEFAULT_MAX_MESSAGE
@@ -201,6 +202,9 @@ def _manager(args: argparse.Namespace) -> int:
 
     tls = server_options(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certs,
                          args.require_client_cert)
+    env_host, env_port = read_host_port()
+    host = args.host or env_host or "127.0.0.1"
+    port = args.port if args.port is not None else env_port or 8220
     limits = connection_limits(
         handshake_timeout=args.handshake_timeout, max_backlog=args.max_backlog,
         max_connections=args.max_connections, max_unauthenticated=args.max_unauthenticated)
@@ -212,12 +216,11 @@ def _manager(args: argparse.Namespace) -> int:
     except StoreError as exc:  # one line, before uvicorn's start-up traceback would say it
         log.error("the manager cannot start: %s", exc)
         return 1
-    log.info("manager listening on %s://%s:%s", "https" if tls else "http", args.host,
-             args.port)
+    log.info("manager listening on %s://%s:%s", "https" if tls else "http", host, port)
     # uvicorn reads whole WebSocket messages before the session's own limit applies; open
     # dashboard streams (/events) must not hold a shutdown up for long; the guards close
     # connections that never send their request and sockets that never drain.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on",
                 ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3,
                 http=guarded_http(**http_guard_options(limits)),
                 ws=guarded_websockets(CLOSE_GRACE), **tls)

@@ -158,6 +158,36 @@ async def test_call_reads_host_port_and_secret_file_from_env_and_options(
     assert_no_secret(ran)
 
 
+async def test_call_tries_the_managers_of_managers_in_order(
+    manager: RunningManager, etl_worker: EasyJobsWorker,
+) -> None:
+    """--managers (or EASYJOBS_MANAGERS): nothing listens on the first, the second answers."""
+    managers = f"127.0.0.1:{free_port()},{manager.host}:{manager.port}"
+    ran = await run_cli("call", "--managers", managers, "ETL", "add", "--args", "[1, 2]")
+    assert (ran.code, ran.out) == (0, "3\n"), ran.err
+    ran = await run_cli("call", "ETL", "add", "--args", "[3, 4]",
+                        env={"EASYJOBS_MANAGERS": managers})
+    assert (ran.code, ran.out) == (0, "7\n"), ran.err
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (("--managers", "h:1", "--port", "2"), {}, "give --managers or --host/--port, not both"),
+    ((), {"EASYJOBS_MANAGERS": "h:1", "EASYJOBS_PORT": "2"},
+     "EASYJOBS_MANAGERS and EASYJOBS_HOST/EASYJOBS_PORT are both set"),
+    (("--managers", "h:1,,h:2"), {}, "an entry of managers is empty: write host:port"),
+    (("--managers", "h"), {}, "no port; write h:8220"),
+    (("--ca-file", "ca.pem"), {}, "no manager is reached over TLS: write wss://"),
+], ids=["both-flags", "both-env", "empty-entry", "no-port", "ca-without-tls"])
+async def test_bad_manager_options_are_usage_errors(
+    args: tuple[str, ...], env: dict[str, str], expected: str,
+) -> None:
+    """Both forms at once, or a malformed entry: exit 2 and one line saying what to write."""
+    ran = await run_cli("jobs", *args, env={"EASYJOBS_MANAGERS": "", "EASYJOBS_HOST": "",
+                                            "EASYJOBS_PORT": "", **env})
+    assert ran.code == 2, ran
+    assert expected in ran.err and "Traceback" not in ran.err, ran.err
+
+
 async def test_call_no_wait_prints_the_job_id(
     manager: RunningManager, etl_worker: EasyJobsWorker, client: EasyJobsClient,
 ) -> None:
@@ -208,6 +238,29 @@ async def test_call_with_malformed_json_is_a_usage_error(manager: RunningManager
 
 
 # ------------------------------------------------------------------------------ worker
+
+async def test_worker_takes_managers_from_the_command_line(
+    manager: RunningManager, process_factory: Callable[..., Process],
+) -> None:
+    """`easyjobs worker M:A --managers ...`, for a worker built without addresses: it passes
+    over the dead first address and serves from the second."""
+    managers = f"127.0.0.1:{free_port()},127.0.0.1:{manager.port}"
+    proc = process_factory("-m", "easyjobs", "worker", "procs.listed_worker:worker",
+                           "--managers", managers)
+    await wait_until(lambda: serving(manager, "add", "listed"), what="the worker to serve")
+    async with EasyJobsClient(manager.host, manager.port, SECRET) as client:
+        assert await client.call("LISTED", "add", 2, 3) == 5
+    assert proc.popen.poll() is None
+
+
+async def test_worker_that_names_its_managers_refuses_managers_from_the_command_line() -> None:
+    """A worker built with manager_host/manager_port: --managers would be ignored, so exit 2."""
+    ran = await run_cli("worker", "procs.worker_app:worker", "--managers", "127.0.0.1:1",
+                        env={"EASYJOBS_PORT": "8220"})
+    assert ran.code == 2, ran
+    assert "names its managers itself; drop --managers" in ran.err
+
+
 
 async def test_worker_drains_its_running_job_on_sigterm(
     manager: RunningManager, process_factory: Callable[..., Process], client: EasyJobsClient,
