@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from easyjobs import AuthenticationError, EasyJobsClient, EasyJobsWorker, UnknownJob
 from easyjobs.workers.link import WS_PATH
 
+from .certs import make_pki
 from .conftest import FAST_BACKOFF, Process, RunningManager
 from .processes import (
     QUEUE,
@@ -127,6 +128,58 @@ async def test_manager_takes_its_secret_from_a_file_and_keeps_it_out_of_argv_and
     # uvicorn re-raises the signal once it has shut down, so the exit looks like SIGTERM's.
     assert await finished(proc) in (0, -signal.SIGTERM)
     assert_secret_hidden(proc, file_secret)
+
+
+async def test_manager_serves_mutual_tls_and_client_commands_use_it(
+    process_factory: Callable[..., Process], tmp_path: Path,
+) -> None:
+    """--ssl-certfile/--ssl-ca-certs/--require-client-cert: `call --managers wss://...
+    --ca-file --client-cert` gets its result; without the certificate, or trusting another CA,
+    exit 1 with one line naming the manager and the reason."""
+    pki = make_pki(tmp_path)
+    port = free_port()
+    proc = spawn_manager(process_factory, port, tmp_path / "j.db", "--ssl-certfile",
+                         str(pki.server), "--ssl-ca-certs", str(pki.ca), "--require-client-cert")
+    await wait_listening(proc, port)
+    tls = {"ca_file": str(pki.ca), "client_cert": str(pki.client)}
+    worker = EasyJobsWorker(manager_secret=SECRET, jobs_queue="ETL", backoff=FAST_BACKOFF,
+                            managers=[f"wss://127.0.0.1:{port}"], **tls)
+
+    @worker.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await worker.start()
+    try:
+        ran = await run_cli("call", "--managers", f"wss://127.0.0.1:{port}", "--ca-file",
+                            str(pki.ca), "--client-cert", str(pki.client), "ETL", "add",
+                            "--args", "[1, 2]")
+        assert (ran.code, ran.out) == (0, "3\n"), ran.err
+        ran = await run_cli("jobs", "--port", str(port), "--tls", "--ca-file", str(pki.ca))
+        assert ran.code == 1, ran
+        last = ran.err.splitlines()[-1]
+        assert last.startswith(f"easyjobs: TLSError: the manager at 127.0.0.1:{port} ")
+        assert "requires a client certificate" in last and "Traceback" not in ran.err
+        ran = await run_cli("jobs", "--port", str(port), "--tls", "--ca-file", str(pki.other_ca),
+                            "--client-cert", str(pki.client))
+        assert ran.code == 1 and "to the CA that signed the manager's certificate" in ran.err, ran
+    finally:
+        await worker.stop(grace=0)
+    assert "manager listening on https://" in proc.output()
+    assert_secret_hidden(proc)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--require-client-cert",), "--require-client-cert without --ssl-certfile"),
+    (("--ssl-certfile", "missing.pem"), "cannot load the manager's certificate 'missing.pem'"),
+], ids=["no-certificate", "missing-file"])
+async def test_manager_with_bad_tls_options_is_a_usage_error(
+    tmp_path: Path, args: tuple[str, ...], expected: str,
+) -> None:
+    ran = await run_cli("manager", "--port", str(free_port()), "--db", str(tmp_path / "j.db"),
+                        *args, cwd=tmp_path)
+    assert ran.code == 2, ran
+    assert expected in ran.err and "Traceback" not in ran.err
 
 
 # ------------------------------------------------------------------------------ call
