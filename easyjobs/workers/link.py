@@ -12,8 +12,8 @@ every pending call and are passed to ``on_failed``.
 Two event loops take part. The owner's loop (the one that awaits ``start``) is where ``send``,
 ``calls`` and the callbacks live. The I/O loop reads, writes and keeps the heartbeats. With
 ``thread=True`` (workers) the I/O loop runs in a daemon thread of its own, so the manager hears
-heartbeats while a task blocks the owner's loop, and a watchdog there logs such stalls with the
-blocking task's name. Frames cross with ``call_soon_threadsafe``: one hop per message received,
+heartbeats while a task blocks the owner's loop, and a ``Watchdog`` there logs such stalls with
+the blocking task's name. Frames cross with ``call_soon_threadsafe``: one hop per message received,
 one per batch of frames sent. Without a thread (clients) both loops are the same and the hops are
 plain calls. A stalled connection is aborted within the heartbeat window, whatever is queued:
 the session times out a silent manager, and a write that does not drain in that window ends it.
@@ -27,7 +27,6 @@ import os
 import random
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,14 +65,9 @@ from ..ticker import Ticker
 from ..tls import ClientTLS
 from .dial import WS_PATH as WS_PATH
 from .dial import dial
+from .watchdog import Watchdog
 
 log = logging.getLogger("easyjobs.link")
-
-STALL_WARNING = 1.0
-"""Seconds the owner's loop may be blocked before the watchdog logs the task blocking it."""
-
-WATCHDOG_INTERVAL = 0.25
-"""How often the watchdog pings the owner's loop (a stall's length is known to about this)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,12 +175,7 @@ class Link:
         self._written_waiters: list[Callable[[], None]] = []
         self._got_welcome = False
         self._closing = False
-        # The watchdog: pings cross to the owner's loop; an unanswered one is a stall.
-        self._ping = 0
-        self._ping_at = 0.0
-        self._pong = 0
-        self._pong_at = 0.0
-        self._stall: str | None = None
+        self._watchdog: Watchdog | None = None
 
     @property
     def is_open(self) -> bool:
@@ -318,10 +307,6 @@ class Link:
         if oldest is not None:
             self._expiry = self._owner_loop.call_at(oldest + self._request_timeout, self._expire)
 
-    def _answer_ping(self, ping: int) -> None:
-        self._pong_at = time.monotonic()
-        self._pong = ping
-
     # ------------------------------------------------------------------ the I/O side
 
     def _post(self, fn: Callable[..., object], *args: Any) -> None:
@@ -340,15 +325,21 @@ class Link:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
+            assert self._owner_loop is not None
+            self._watchdog = Watchdog(self._owner_loop, loop, self._post)
+            self._watchdog.start()
             self._task = loop.create_task(self._run(), name="easyjobs link")
-            loop.call_soon(self._watch_owner)
             loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
         finally:
+            self._watchdog = None
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # ``dial``'s probes
             loop.close()
 
     def _io_close(self) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         session, ws = self._session, self._ws
         if session is None or ws is None:  # connecting or backing off: nothing to flush
             if self._task is not None:
@@ -382,29 +373,6 @@ class Link:
         except ConnectionLost:  # the manager stopped reading (close 4004): reconnect
             frames.clear()
         self._wake.set()
-
-    def _watch_owner(self) -> None:
-        """Ping the owner's loop; log a ping left unanswered as a stall, naming its task."""
-        assert self._owner_loop is not None and self._io_loop is not None
-        now = time.monotonic()
-        if self._pong == self._ping:
-            if self._stall is not None:
-                log.warning("%s blocked the event loop for %.1fs", self._stall,
-                            self._pong_at - self._ping_at)
-                self._stall = None
-            self._ping += 1
-            self._ping_at = now
-            self._post(self._answer_ping, self._ping)
-        elif not self._owner_loop.is_running():  # stopped, not blocked: nothing to blame
-            self._ping_at = now
-        elif self._stall is None and now - self._ping_at >= STALL_WARNING:
-            task = asyncio.current_task(self._owner_loop)
-            self._stall = f"task {task.get_name()!r}" if task is not None else "a callback"
-            log.warning("%s has blocked the event loop for %.1fs so far (heartbeats go on "
-                        "from the link's thread; move blocking work to a thread or process)",
-                        self._stall, now - self._ping_at)
-        if not self._closing:
-            self._io_loop.call_later(WATCHDOG_INTERVAL, self._watch_owner)
 
     async def _run(self) -> None:
         self._wake = asyncio.Event()
