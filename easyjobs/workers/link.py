@@ -417,8 +417,9 @@ class Link:
                     break
                 tried += 1
                 index = (index + 1) % len(self.managers)
-                log.log(logging.WARNING if lost else logging.INFO, "%s the manager at %s (%s); %s",
-                        "lost" if lost else "could not reach", address, reason,
+                log.log(logging.WARNING if lost else logging.INFO,
+                        "manager unreachable at %s (%s%s); %s", address,
+                        "connection lost: " if lost else "", reason,
                         f"switching to the manager at {self.managers[index]}"
                         if len(self.managers) > 1 else "retrying")
                 if tried >= len(self.managers):  # a whole round without getting in
