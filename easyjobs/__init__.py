@@ -21,8 +21,8 @@ _HOMES = {
         for name in (
             "AuthenticationError", "ConfigurationError", "ConnectionLost", "EasyJobsError",
             "InvalidArguments", "JobCancelled", "ProtocolError", "ResultTimeout",
-            "SerializationError", "StoreError", "TaskFailed", "TaskTimeout", "UnknownJob",
-            "UnknownTask", "UnsupportedVersion", "WorkerLost",
+            "SerializationError", "StoreError", "TaskFailed", "TaskTimeout", "TLSError",
+            "UnknownJob", "UnknownTask", "UnsupportedVersion", "WorkerLost",
         )
     },
 }
@@ -46,6 +46,7 @@ __all__ = [
     "StoreError",
     "TaskFailed",
     "TaskTimeout",
+    "TLSError",
     "UnknownJob",
     "UnknownTask",
     "UnsupportedVersion",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
         StoreError,
         TaskFailed,
         TaskTimeout,
+        TLSError,
         UnknownJob,
         UnknownTask,
         UnsupportedVersion,

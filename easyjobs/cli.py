@@ -1,13 +1,16 @@
 """The ``easyjobs`` command: a thin shell over the library, and the only code that owns a process.
 
-    easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F] [--max-connections N] ...
-    easyjobs worker MODULE:ATTR
+    easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F] [--max-connections N]
+                     [--ssl-certfile F --ssl-keyfile F [--ssl-ca-certs F --require-client-cert]]
+    easyjobs worker MODULE:ATTR [--managers H:P,...]
     easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
     easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
     easyjobs job JOB_ID | easyjobs cancel JOB_ID | easyjobs schedules
 
 Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line. Every
-client command takes ``--timeout S`` and exits 1, naming the address, when no manager answers.
+client command takes ``--managers H:P,...`` (or ``--host``/``--port``), ``--tls``,
+``--ca-file``, ``--client-cert``/``--client-key`` and ``--timeout S``, and exits 1, naming the
+address, when no manager answers.
 """
 
 from __future__ import annotations
@@ -36,13 +39,39 @@ CLIENT_TIMEOUT = 10.0
 """Seconds a client command waits for the manager when ``--timeout`` is not given."""
 
 
-def _connection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=os.environ.get("EASYJOBS_HOST", "127.0.0.1"),
-                        help="manager host (env EASYJOBS_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("EASYJOBS_PORT", "8220")),
-                        help="manager port (env EASYJOBS_PORT, default 8220)")
+def _secret_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret-file", help="file holding the manager secret "
                         "(default: env EASYJOBS_SECRET)")
+
+
+def _bind_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (env EASYJOBS_HOST, default "
+                        "127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (env EASYJOBS_PORT, "
+                        "default 8220)")
+    _secret_arg(parser)
+
+
+def _managers_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--managers", metavar="H:P,...",
+                        help="managers to try in order: host:port, [::1]:port, ws://host:port "
+                        "or wss://host:port, comma-separated (env EASYJOBS_MANAGERS)")
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    _managers_arg(parser)
+    parser.add_argument("--host", help="one manager's host, instead of --managers "
+                        "(env EASYJOBS_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="that manager's port (env EASYJOBS_PORT, "
+                        "default 8220)")
+    _secret_arg(parser)
+    parser.add_argument("--tls", action="store_true",
+                        help="reach the managers over TLS (as if written wss://)")
+    parser.add_argument("--ca-file", help="PEM file of the CAs that sign the managers' "
+                        "certificates (env EASYJOBS_TLS_CA; default: the system's)")
+    parser.add_argument("--client-cert", help="PEM certificate to present to managers that "
+                        "require one (mutual TLS); it may hold the key too")
+    parser.add_argument("--client-key", help="PEM key of --client-cert, if in a file of its own")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
-    _connection_args(manager)
+    _bind_args(manager)
     manager.add_argument("--db", default=None,
                          help="SQLite file or postgresql:// URL (env EASYJOBS_DB or DB_PATH, "
                          "default easyjobs.db)")
@@ -76,11 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--max-backlog", type=int, default=None,
                          help="bytes held for one peer that does not read before it is "
                          "dropped (env EASYJOBS_MAX_BACKLOG, default 4194304)")
+    manager.add_argument("--ssl-certfile", help="PEM certificate: serve https and wss")
+    manager.add_argument("--ssl-keyfile", help="PEM key of --ssl-certfile (unencrypted), if "
+                         "in a file of its own")
+    manager.add_argument("--ssl-ca-certs", help="PEM file of the CAs whose client "
+                         "certificates are accepted")
+    manager.add_argument("--require-client-cert", action="store_true",
+                         help="refuse peers without a client certificate signed by "
+                         "--ssl-ca-certs (mutual TLS)")
 
     worker = commands.add_parser("worker", help="run the EasyJobsWorker object MODULE:ATTR")
     worker.add_argument("target", metavar="MODULE:ATTR")
     worker.add_argument("--grace", type=float, default=None,
                         help="seconds to let running jobs finish on SIGINT/SIGTERM")
+    _managers_arg(worker)
 
     call = commands.add_parser("call", help="run a task and print its result as JSON")
     _connection_args(call)
@@ -155,11 +193,18 @@ async def _check_store(db: str | None) -> None:
 def _manager(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .config import read_host_port
     from .manager.app import connection_limits, create_app, http_guard_options
     from .manager.guard import guarded_http, guarded_websockets
     from .protocol.frames import DEFAULT_MAX_MESSAGE
     from .protocol.session import CLOSE_GRACE
+    from .tls import server_options
 
+    tls = server_options(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certs,
+                         args.require_client_cert)
+    env_host, env_port = read_host_port()
+    host = args.host or env_host or "127.0.0.1"
+    port = args.port if args.port is not None else env_port or 8220
     limits = connection_limits(
         handshake_timeout=args.handshake_timeout, max_backlog=args.max_backlog,
         max_connections=args.max_connections, max_unauthenticated=args.max_unauthenticated)
@@ -171,23 +216,29 @@ def _manager(args: argparse.Namespace) -> int:
     except StoreError as exc:  # one line, before uvicorn's start-up traceback would say it
         log.error("the manager cannot start: %s", exc)
         return 1
-    log.info("manager listening on %s:%s", args.host, args.port)
+    log.info("manager listening on %s://%s:%s", "https" if tls else "http", host, port)
     # uvicorn reads whole WebSocket messages before the session's own limit applies; open
     # dashboard streams (/events) must not hold a shutdown up for long; the guards close
     # connections that never send their request and sockets that never drain.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on",
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on",
                 ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3,
                 http=guarded_http(**http_guard_options(limits)),
-                ws=guarded_websockets(CLOSE_GRACE))
+                ws=guarded_websockets(CLOSE_GRACE), **tls)
     return 0
 
 
 async def _worker(args: argparse.Namespace) -> int:
+    from .addresses import resolve_managers
     from .workers.worker import EasyJobsWorker
 
     module_name, _, attr = args.target.partition(":")
     if not attr:
         raise ConfigurationError("worker target must be MODULE:ATTR, e.g. myapp.jobs:worker")
+    managers = None
+    if args.managers is not None:
+        managers = resolve_managers(args.managers, None, None)
+        # A worker built without addresses reads them from here when its module is imported.
+        os.environ["EASYJOBS_MANAGERS"] = args.managers
     sys.path.insert(0, os.getcwd())
     try:
         worker = getattr(importlib.import_module(module_name), attr)
@@ -195,6 +246,10 @@ async def _worker(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"cannot load {args.target}: {exc}") from None
     if not isinstance(worker, EasyJobsWorker):
         raise ConfigurationError(f"{args.target} is not an EasyJobsWorker")
+    if managers is not None and worker.managers != managers:
+        raise ConfigurationError(
+            f"{args.target} names its managers itself; drop --managers, or build it without "
+            "manager_host/manager_port/managers so that it takes them from the command line")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -236,9 +291,10 @@ async def _client_command(args: argparse.Namespace) -> int:
     secret = read_secret(secret_file=args.secret_file)
     timeout = CLIENT_TIMEOUT if args.timeout is None else args.timeout
     args.deadline = asyncio.get_running_loop().time() + timeout  # for call's result
+    client = EasyJobsClient(**_where(args), secret=secret, connect_timeout=timeout,
+                            request_timeout=timeout)
     try:
-        async with EasyJobsClient(args.host, args.port, secret, connect_timeout=timeout,
-                                  request_timeout=timeout) as client:
+        async with client:
             return await command(client, args)
     except ConfigurationError:
         raise  # a usage error: exit code 2
@@ -248,6 +304,25 @@ async def _client_command(args: argparse.Namespace) -> int:
     except EasyJobsError as exc:
         print(f"easyjobs: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+
+
+def _where(args: argparse.Namespace) -> dict[str, Any]:
+    """The client's managers and TLS options: flags first, then the environment."""
+    from .config import read_host_port, read_managers
+
+    host, port, managers = args.host, args.port, args.managers
+    if managers is None and host is None and port is None:
+        host, port = read_host_port()
+        if (host is not None or port is not None) and read_managers() is not None:
+            raise ConfigurationError(
+                "EASYJOBS_MANAGERS and EASYJOBS_HOST/EASYJOBS_PORT are both set: keep "
+                "EASYJOBS_MANAGERS alone (host:port,...)")
+    elif managers is not None and (host is not None or port is not None):
+        raise ConfigurationError("give --managers or --host/--port, not both: write "
+                                 "--managers host:port,... alone")
+    return {"managers": managers, "host": host, "port": port, "tls": args.tls,
+            "ca_file": args.ca_file, "client_cert": args.client_cert,
+            "client_key": args.client_key}
 
 
 async def _call(client: EasyJobsClient, args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """EasyJobsClient: submit jobs and await their results from any asyncio program.
 
-    async with EasyJobsClient("127.0.0.1", 8220, secret) as client:
+    async with EasyJobsClient(managers=["10.0.0.1:8220", "10.0.0.2:8220"], secret=secret) as client:
         result = await client.call("ETL", "extract", url="x")
 
 Results are pushed by the manager over the client's one WebSocket; nothing polls. The link runs
@@ -10,42 +10,61 @@ delays its own calls, and keeping to one loop keeps a call's round trip at its s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .addresses import ManagerAddress, describe, resolve_managers
 from .errors import ConnectionLost
 from .remote import Job, RemoteTask
+from .tls import client_tls
 from .workers.link import DEFAULT_BACKOFF, Link
 
 
 class EasyJobsClient:
     """A connection to a manager for callers that are not workers.
 
-    ``connect_timeout``: seconds ``connect`` waits for a manager. ``request_timeout``: seconds
-    a request (``submit``, ``job``, ``cancel``, ``jobs``, ``schedules``) waits while the link is
-    down before it fails with ``ConnectionLost`` (None: wait for the link to come back).
+    Where the managers are: ``managers=[...]`` (tried in order; on a lost link the client moves
+    to the next and re-sends what it was waiting for), or ``host``/``port`` (a list of one), or
+    else ``EASYJOBS_MANAGERS``, or else 127.0.0.1:8220. ``tls``, ``ca_file``, ``client_cert``
+    and ``client_key`` are those of ``EasyJobsWorker``. ``connect_timeout``: seconds
+    ``connect`` waits for a manager. ``request_timeout``: seconds a request (``submit``,
+    ``job``, ``cancel``, ``jobs``, ``schedules``) waits while the link is down before it fails
+    with ``ConnectionLost`` (None: wait for the link to come back).
     """
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 8220,
+        host: str | None = None,
+        port: int | None = None,
         secret: str | bytes = b"",
         *,
+        managers: str | Sequence[str] | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         name: str | None = None,
         backoff: Callable[[int], float] = DEFAULT_BACKOFF,
         connect_timeout: float = 10.0,
         request_timeout: float | None = 30.0,
     ) -> None:
         key = secret.encode() if isinstance(secret, str) else secret
-        self._link = Link(host, port, key, role="client", name=name, backoff=backoff,
-                          request_timeout=request_timeout)
+        addresses = resolve_managers(managers, host, port, tls=tls, pair="host/port")
+        self._link = Link(addresses, key, role="client", name=name, backoff=backoff,
+                          request_timeout=request_timeout,
+                          tls=client_tls(addresses, ca_file=ca_file, client_cert=client_cert,
+                                         client_key=client_key))
         self._connect_timeout = connect_timeout
 
     @property
     def address(self) -> str:
-        """The manager's ``host:port``."""
+        """The ``host:port`` of the manager connected to (or being tried)."""
         return self._link.address
+
+    @property
+    def managers(self) -> tuple[ManagerAddress, ...]:
+        """The managers the client tries, in order."""
+        return self._link.managers
 
     async def connect(self) -> None:
         """Connect; ``ConnectionLost`` if no manager answered within ``connect_timeout``,
@@ -54,7 +73,7 @@ class EasyJobsClient:
         if not self._link.is_open:
             await self._link.close()
             raise ConnectionLost(
-                f"no manager answered at {self._link.address} within "
+                f"no manager answered at {describe(self._link.managers)} within "
                 f"{self._connect_timeout:g}s; check that `easyjobs manager` is running there "
                 "and that the host and port are right")
 

@@ -1,4 +1,5 @@
-"""Settings shared by every command: where the manager secret comes from.
+"""Settings shared by every command, read from arguments or the environment: the manager
+secret, the managers to connect to, the CA file for TLS.
 
 Kept apart from the manager so that a client command reads its secret without importing the
 manager (its web framework and store).
@@ -29,3 +30,25 @@ def read_secret(secret: str | bytes | None = None, secret_file: str | None = Non
     if env:
         return env.encode()
     raise ConfigurationError("no secret: set EASYJOBS_SECRET or pass --secret-file")
+
+
+def read_managers() -> str | None:
+    """``EASYJOBS_MANAGERS``: the managers to try, comma-separated (None when unset or blank)."""
+    return os.environ.get("EASYJOBS_MANAGERS", "").strip() or None
+
+
+def read_host_port() -> tuple[str | None, int | None]:
+    """``EASYJOBS_HOST`` and ``EASYJOBS_PORT``, the older way to name one manager."""
+    host = os.environ.get("EASYJOBS_HOST") or None
+    raw = os.environ.get("EASYJOBS_PORT") or None
+    if raw is None:
+        return host, None
+    try:
+        return host, int(raw)
+    except ValueError:
+        raise ConfigurationError(f"EASYJOBS_PORT must be a port number, not {raw!r}") from None
+
+
+def read_tls_ca() -> str | None:
+    """``EASYJOBS_TLS_CA``: a PEM file of the CAs to trust for the managers' certificates."""
+    return os.environ.get("EASYJOBS_TLS_CA", "").strip() or None

@@ -6,6 +6,8 @@
     ├── ProtocolError           the peer broke the wire protocol (close code 4000)
     │   └── UnsupportedVersion  no protocol version in common (close code 4002)
     ├── ConnectionLost          the link to the manager closed for good; pending calls fail with it
+    │   └── TLSError            TLS with a manager failed: certificate, hostname, or a peer that
+    │                           does not speak TLS (fatal, never retried)
     ├── SerializationError      a value msgpack cannot carry (arguments, result, default)
     ├── UnknownTask             no worker or manager has ever registered that task
     ├── UnknownJob              the manager has no job with that id
@@ -58,6 +60,16 @@ class ConnectionLost(EasyJobsError):
     """The link closed for good while a call was pending; the job may still run."""
 
     code = "connection_lost"
+
+
+class TLSError(ConnectionLost):
+    """TLS with a manager cannot work as configured: its certificate does not verify (wrong CA,
+    wrong host name, expired), it refused ours, or one end speaks TLS and the other does not.
+
+    Retrying cannot help; the message names the manager and what to change.
+    """
+
+    code = "tls_error"
 
 
 class SerializationError(EasyJobsError):

@@ -12,6 +12,8 @@ main; rounds alternate between them so both see the same machine):
   (b) throughput of N no-op jobs submitted at once by one client, run by one worker
       (max_tasks_per_worker=100), first submit to last result;
   (c) a task awaiting three tasks in turn (p50 ms).
+For this tree, each round also runs (a)-(c) over TLS (``wss``, a CA made by trustme for the
+run), printed under ``wss`` beside the plain figures, with their ratio.
 With ``--backlog N`` (per version, once): N jobs queued for a task no worker serves, then the
 manager's RSS growth per queued job, throughput of a served task beside them, and the time a
 restarted manager takes to serve again.
@@ -78,16 +80,28 @@ def rss(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def child_env(tree: Path) -> dict[str, str]:
-    return {**os.environ, "EASYJOBS_SECRET": SECRET, "BENCH_TREE": str(tree),
-            "PYTHONPATH": str(tree)}
+def child_env(tree: Path, tls_ca: Path | None = None) -> dict[str, str]:
+    """The environment of a child; with ``tls_ca``, its workers and clients use wss."""
+    env = {**os.environ, "EASYJOBS_SECRET": SECRET, "BENCH_TREE": str(tree),
+           "PYTHONPATH": str(tree)}
+    if tls_ca is not None:
+        env.update(BENCH_TLS="1", EASYJOBS_TLS_CA=str(tls_ca))
+    return env
 
 
-def run_json(tree: Path, *args: str) -> Any:
+def run_json(tree: Path, *args: str, tls_ca: Path | None = None) -> Any:
     """Run this script in a child process against ``tree``; the JSON it prints."""
     out = subprocess.run([sys.executable, str(HERE / "bench.py"), *args],
-                         env=child_env(tree), check=True, capture_output=True, text=True)
+                         env=child_env(tree, tls_ca), check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
+
+
+def address(port: int, host_name: str, port_name: str) -> dict[str, Any]:
+    """The keyword arguments naming the manager: ``wss://`` in a TLS round (the CA comes from
+    ``EASYJOBS_TLS_CA``), else the host and port that every easyjobs version takes."""
+    if os.environ.get("BENCH_TLS"):
+        return {"managers": [f"wss://127.0.0.1:{port}"]}
+    return {host_name: "127.0.0.1", port_name: port}
 
 
 # ---------------------------------------------------------------------------- floors
@@ -191,8 +205,9 @@ def floors() -> dict[str, float]:
 def worker_main(port: int, serve_idle: bool) -> None:
     from easyjobs import EasyJobsWorker
 
-    worker = EasyJobsWorker(None, None, "127.0.0.1", port, SECRET, QUEUE,
-                            max_tasks_per_worker=100)
+    worker = EasyJobsWorker(None, None, manager_secret=SECRET, jobs_queue=QUEUE,
+                            max_tasks_per_worker=100,
+                            **address(port, "manager_host", "manager_port"))
     if serve_idle:  # registers the task, then leaves: its jobs wait for nobody
         @worker.task()
         async def idle(x: int) -> int:
@@ -244,7 +259,7 @@ async def throughput(client: Any, jobs: int) -> float:
 async def client_main(port: int, jobs: int, calls: int, chains: int) -> dict[str, Any]:
     from easyjobs import EasyJobsClient
 
-    async with EasyJobsClient("127.0.0.1", port, SECRET) as client:
+    async with EasyJobsClient(secret=SECRET, **address(port, "host", "port")) as client:
         await warm(client)
         noop, chain = client.task(QUEUE, "noop"), client.task(QUEUE, "chain")
         for i in range(50):
@@ -266,10 +281,11 @@ async def client_main(port: int, jobs: int, calls: int, chains: int) -> dict[str
 
 
 @contextmanager
-def manager_process(tree: Path, port: int, db: Path) -> Iterator[subprocess.Popen[bytes]]:
+def manager_process(tree: Path, port: int, db: Path, *extra: str
+                    ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "easyjobs", "--log-level", "WARNING", "manager",
-         "--host", "127.0.0.1", "--port", str(port), "--db", str(db)],
+         "--host", "127.0.0.1", "--port", str(port), "--db", str(db), *extra],
         env=child_env(tree), cwd=tree)
     try:
         asyncio.run(wait_port(port))
@@ -280,9 +296,10 @@ def manager_process(tree: Path, port: int, db: Path) -> Iterator[subprocess.Pope
 
 
 @contextmanager
-def worker_process(tree: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(tree: Path, port: int, tls_ca: Path | None = None
+                   ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, str(HERE / "bench.py"), "--worker", str(port)],
-                            env=child_env(tree))
+                            env=child_env(tree, tls_ca))
     try:
         yield proc
     finally:
@@ -297,6 +314,27 @@ def mesh_round(tree: Path, jobs: int, calls: int, chains: int) -> dict[str, Any]
         result: dict[str, Any] = run_json(tree, "--client", str(port), "--jobs", str(jobs),
                                           "--calls", str(calls), "--chains", str(chains))
         return result
+
+
+def wss_round(tree: Path, jobs: int, calls: int, chains: int) -> dict[str, Any]:
+    """``mesh_round`` with the manager serving TLS and the worker and client on wss."""
+    try:
+        import trustme
+    except ImportError:
+        raise SystemExit("bench.py: the wss figures need trustme (pip install -e '.[test]')") \
+            from None
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = trustme.CA()
+        ca_file, cert_file = Path(tmp) / "ca.pem", Path(tmp) / "manager.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+        with manager_process(tree, port, Path(tmp) / "bench.db", "--ssl-certfile",
+                             str(cert_file)), worker_process(tree, port, ca_file):
+            result: dict[str, Any] = run_json(
+                tree, "--client", str(port), "--jobs", str(jobs), "--calls", str(calls),
+                "--chains", str(chains), tls_ca=ca_file)
+            return result
 
 
 async def fill_backlog(port: int, n: int) -> float:
@@ -395,14 +433,21 @@ def report(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {"trees": {name: str(tree) for name, tree in trees.items()},
                            "floors": floors()}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    wss: list[dict[str, Any]] = []
     for _ in range(args.rounds):
         for name, tree in trees.items():
             rounds[name].append(mesh_round(tree, args.jobs, args.calls, args.chains))
+        wss.append(wss_round(TREE, args.jobs, args.calls, args.chains))
     out["medians"] = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
                       for name, runs in rounds.items()}
     if args.against:
         this, other = out["medians"]["this"], out["medians"]["against"]
         out["this_over_against"] = {key: round(this[key] / other[key], 3) for key in this}
+    plain = out["medians"]["this"]
+    over_tls = {key: statistics.median(r[key] for r in wss) for key in wss[0]}
+    out["wss"] = {"medians": over_tls,
+                  "wss_over_ws": {key: round(over_tls[key] / plain[key], 3) for key in plain},
+                  "rounds": wss}
     if args.backlog:
         out["backlog"] = {name: backlog_run(tree, args.backlog, args.jobs)
                           for name, tree in trees.items()}

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from easyjobs import AuthenticationError, EasyJobsClient, EasyJobsWorker, UnknownJob
 from easyjobs.workers.link import WS_PATH
 
+from .certs import make_pki
 from .conftest import FAST_BACKOFF, Process, RunningManager
 from .processes import (
     QUEUE,
@@ -129,6 +130,58 @@ async def test_manager_takes_its_secret_from_a_file_and_keeps_it_out_of_argv_and
     assert_secret_hidden(proc, file_secret)
 
 
+async def test_manager_serves_mutual_tls_and_client_commands_use_it(
+    process_factory: Callable[..., Process], tmp_path: Path,
+) -> None:
+    """--ssl-certfile/--ssl-ca-certs/--require-client-cert: `call --managers wss://...
+    --ca-file --client-cert` gets its result; without the certificate, or trusting another CA,
+    exit 1 with one line naming the manager and the reason."""
+    pki = make_pki(tmp_path)
+    port = free_port()
+    proc = spawn_manager(process_factory, port, tmp_path / "j.db", "--ssl-certfile",
+                         str(pki.server), "--ssl-ca-certs", str(pki.ca), "--require-client-cert")
+    await wait_listening(proc, port)
+    tls = {"ca_file": str(pki.ca), "client_cert": str(pki.client)}
+    worker = EasyJobsWorker(manager_secret=SECRET, jobs_queue="ETL", backoff=FAST_BACKOFF,
+                            managers=[f"wss://127.0.0.1:{port}"], **tls)
+
+    @worker.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await worker.start()
+    try:
+        ran = await run_cli("call", "--managers", f"wss://127.0.0.1:{port}", "--ca-file",
+                            str(pki.ca), "--client-cert", str(pki.client), "ETL", "add",
+                            "--args", "[1, 2]")
+        assert (ran.code, ran.out) == (0, "3\n"), ran.err
+        ran = await run_cli("jobs", "--port", str(port), "--tls", "--ca-file", str(pki.ca))
+        assert ran.code == 1, ran
+        last = ran.err.splitlines()[-1]
+        assert last.startswith(f"easyjobs: TLSError: the manager at 127.0.0.1:{port} ")
+        assert "requires a client certificate" in last and "Traceback" not in ran.err
+        ran = await run_cli("jobs", "--port", str(port), "--tls", "--ca-file", str(pki.other_ca),
+                            "--client-cert", str(pki.client))
+        assert ran.code == 1 and "to the CA that signed the manager's certificate" in ran.err, ran
+    finally:
+        await worker.stop(grace=0)
+    assert "manager listening on https://" in proc.output()
+    assert_secret_hidden(proc)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--require-client-cert",), "--require-client-cert without --ssl-certfile"),
+    (("--ssl-certfile", "missing.pem"), "cannot load the manager's certificate 'missing.pem'"),
+], ids=["no-certificate", "missing-file"])
+async def test_manager_with_bad_tls_options_is_a_usage_error(
+    tmp_path: Path, args: tuple[str, ...], expected: str,
+) -> None:
+    ran = await run_cli("manager", "--port", str(free_port()), "--db", str(tmp_path / "j.db"),
+                        *args, cwd=tmp_path)
+    assert ran.code == 2, ran
+    assert expected in ran.err and "Traceback" not in ran.err
+
+
 # ------------------------------------------------------------------------------ call
 
 async def test_call_prints_the_result_as_json(
@@ -156,6 +209,36 @@ async def test_call_reads_host_port_and_secret_file_from_env_and_options(
                              "EASYJOBS_PORT": str(manager.port)})
     assert (ran.code, ran.out) == (0, "5\n"), ran.err
     assert_no_secret(ran)
+
+
+async def test_call_tries_the_managers_of_managers_in_order(
+    manager: RunningManager, etl_worker: EasyJobsWorker,
+) -> None:
+    """--managers (or EASYJOBS_MANAGERS): nothing listens on the first, the second answers."""
+    managers = f"127.0.0.1:{free_port()},{manager.host}:{manager.port}"
+    ran = await run_cli("call", "--managers", managers, "ETL", "add", "--args", "[1, 2]")
+    assert (ran.code, ran.out) == (0, "3\n"), ran.err
+    ran = await run_cli("call", "ETL", "add", "--args", "[3, 4]",
+                        env={"EASYJOBS_MANAGERS": managers})
+    assert (ran.code, ran.out) == (0, "7\n"), ran.err
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (("--managers", "h:1", "--port", "2"), {}, "give --managers or --host/--port, not both"),
+    ((), {"EASYJOBS_MANAGERS": "h:1", "EASYJOBS_PORT": "2"},
+     "EASYJOBS_MANAGERS and EASYJOBS_HOST/EASYJOBS_PORT are both set"),
+    (("--managers", "h:1,,h:2"), {}, "an entry of managers is empty: write host:port"),
+    (("--managers", "h"), {}, "no port; write h:8220"),
+    (("--ca-file", "ca.pem"), {}, "no manager is reached over TLS: write wss://"),
+], ids=["both-flags", "both-env", "empty-entry", "no-port", "ca-without-tls"])
+async def test_bad_manager_options_are_usage_errors(
+    args: tuple[str, ...], env: dict[str, str], expected: str,
+) -> None:
+    """Both forms at once, or a malformed entry: exit 2 and one line saying what to write."""
+    ran = await run_cli("jobs", *args, env={"EASYJOBS_MANAGERS": "", "EASYJOBS_HOST": "",
+                                            "EASYJOBS_PORT": "", **env})
+    assert ran.code == 2, ran
+    assert expected in ran.err and "Traceback" not in ran.err, ran.err
 
 
 async def test_call_no_wait_prints_the_job_id(
@@ -208,6 +291,29 @@ async def test_call_with_malformed_json_is_a_usage_error(manager: RunningManager
 
 
 # ------------------------------------------------------------------------------ worker
+
+async def test_worker_takes_managers_from_the_command_line(
+    manager: RunningManager, process_factory: Callable[..., Process],
+) -> None:
+    """`easyjobs worker M:A --managers ...`, for a worker built without addresses: it passes
+    over the dead first address and serves from the second."""
+    managers = f"127.0.0.1:{free_port()},127.0.0.1:{manager.port}"
+    proc = process_factory("-m", "easyjobs", "worker", "procs.listed_worker:worker",
+                           "--managers", managers)
+    await wait_until(lambda: serving(manager, "add", "listed"), what="the worker to serve")
+    async with EasyJobsClient(manager.host, manager.port, SECRET) as client:
+        assert await client.call("LISTED", "add", 2, 3) == 5
+    assert proc.popen.poll() is None
+
+
+async def test_worker_that_names_its_managers_refuses_managers_from_the_command_line() -> None:
+    """A worker built with manager_host/manager_port: --managers would be ignored, so exit 2."""
+    ran = await run_cli("worker", "procs.worker_app:worker", "--managers", "127.0.0.1:1",
+                        env={"EASYJOBS_PORT": "8220"})
+    assert ran.code == 2, ran
+    assert "names its managers itself; drop --managers" in ran.err
+
+
 
 async def test_worker_drains_its_running_job_on_sigterm(
     manager: RunningManager, process_factory: Callable[..., Process], client: EasyJobsClient,

@@ -10,7 +10,9 @@ or a ``postgresql://`` URL; default ``easyjobs.db``) and
 uvicorn accepts raw connections before the app sees them; serve the app with
 ``http=guarded_http(**http_guard_options(limits))`` and ``ws=guarded_websockets(CLOSE_GRACE)``
 (as ``easyjobs manager`` does) so that a connection that never sends its request, or a socket
-that never drains, is closed too.
+that never drains, is closed too. TLS is uvicorn's too: pass its ``ssl_certfile``,
+``ssl_keyfile``, ``ssl_ca_certs`` and ``ssl_cert_reqs``, or ``**easyjobs.tls.server_options(...)``,
+which checks the files first (as ``easyjobs manager --ssl-certfile ...`` does).
 """
 
 from __future__ import annotations

@@ -1,16 +1,19 @@
-"""The link: one persistent, authenticated WebSocket to the manager, reconnected with backoff.
+"""The link: one persistent, authenticated WebSocket to a manager, reconnected with backoff.
 
 A thin pump over ``ClientSession``: read a message, feed the session, hand frames on, send what
 the session wants sent. Replies to calls go to ``Calls``; anything else (``assign``) goes to the
-``on_frame`` callback. Transient failures reconnect with exponential backoff and jitter, and the
-calls in flight are re-sent (they are idempotent). Fatal ones (wrong secret, protocol version)
-end the link, fail every pending call and are passed to ``on_failed``.
+``on_frame`` callback. The link has a list of managers and keeps to one at a time: when a
+connection fails or is lost it moves on to the next, and after a whole round without getting in
+it waits with exponential backoff and jitter. On every new connection, whichever manager it
+reaches, the calls in flight are re-sent (they are idempotent) and ``on_open`` lets the owner
+re-send its own state. Fatal failures (wrong secret, protocol version, TLS) end the link, fail
+every pending call and are passed to ``on_failed``.
 
 Two event loops take part. The owner's loop (the one that awaits ``start``) is where ``send``,
 ``calls`` and the callbacks live. The I/O loop reads, writes and keeps the heartbeats. With
 ``thread=True`` (workers) the I/O loop runs in a daemon thread of its own, so the manager hears
-heartbeats while a task blocks the owner's loop, and a watchdog there logs such stalls with the
-blocking task's name. Frames cross with ``call_soon_threadsafe``: one hop per message received,
+heartbeats while a task blocks the owner's loop, and a ``Watchdog`` there logs such stalls with
+the blocking task's name. Frames cross with ``call_soon_threadsafe``: one hop per message received,
 one per batch of frames sent. Without a thread (clients) both loops are the same and the hops are
 plain calls. A stalled connection is aborted within the heartbeat window, whatever is queued:
 the session times out a silent manager, and a write that does not drain in that window ends it.
@@ -24,16 +27,15 @@ import os
 import random
 import socket
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.uri import parse_uri
 
+from ..addresses import ManagerAddress, describe
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
@@ -41,6 +43,7 @@ from ..errors import (
     EasyJobsError,
     ProtocolError,
     SerializationError,
+    TLSError,
     UnsupportedVersion,
 )
 from ..protocol.auth import new_nonce
@@ -53,25 +56,18 @@ from ..protocol.session import (
     CLOSE_TIMEOUT,
     CLOSE_UNSUPPORTED_VERSION,
     FATAL_CLOSE_CODES,
-    MAX_MESSAGE_LIMIT,
     MISSED_HEARTBEATS,
     ClientSession,
     State,
 )
 from ..remote import Calls
 from ..ticker import Ticker
+from ..tls import ClientTLS
+from .dial import WS_PATH as WS_PATH
+from .dial import dial
+from .watchdog import Watchdog
 
 log = logging.getLogger("easyjobs.link")
-
-WS_PATH = "/ws/jobs"
-MAX_RECEIVE = MAX_MESSAGE_LIMIT
-"""Largest WebSocket message read before the session's own (smaller) limit applies."""
-
-STALL_WARNING = 1.0
-"""Seconds the owner's loop may be blocked before the watchdog logs the task blocking it."""
-
-WATCHDOG_INTERVAL = 0.25
-"""How often the watchdog pings the owner's loop (a stall's length is known to about this)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,21 +109,23 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class Link:
-    """Keeps one session to the manager open and routes its frames.
+    """Keeps one session to one of the ``managers`` open and routes its frames.
 
-    ``thread``: run the I/O loop in a daemon thread of its own (workers). ``request_timeout``:
-    seconds a request waits while the link is down before it fails with ``ConnectionLost``
-    (None: it waits for the link to come back). ``on_failed`` is called with the error when the
-    link ends for good (wrong secret, protocol mismatch), before or after start-up.
+    ``managers`` are tried in order (see the module); ``tls`` is needed when any of them is
+    reached over TLS. ``thread``: run the I/O loop in a daemon thread of its own (workers).
+    ``request_timeout``: seconds a request waits while the link is down before it fails with
+    ``ConnectionLost`` (None: it waits for the link to come back). ``on_failed`` is called with
+    the error when the link ends for good (wrong secret, protocol mismatch, TLS), before or
+    after start-up.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        managers: Sequence[ManagerAddress],
         secret: bytes,
         *,
         role: str,
+        tls: ClientTLS | None = None,
         name: str | None = None,
         on_frame: Callable[[Frame], None] | None = None,
         on_open: Callable[[], None] | None = None,
@@ -137,13 +135,14 @@ class Link:
         thread: bool = False,
         request_timeout: float | None = None,
     ) -> None:
-        self.address = f"{_host(host)}:{port}"
-        self._uri = f"ws://{self.address}{WS_PATH}"
-        try:
-            parse_uri(self._uri)
-        except (InvalidURI, ValueError) as exc:
-            raise ConfigurationError(
-                f"cannot connect to host {host!r} port {port}: {exc}") from None
+        if not managers:
+            raise ConfigurationError("a link needs at least one manager address")
+        if tls is None and any(address.tls for address in managers):
+            raise ConfigurationError("a link to a wss:// manager needs its TLS settings")
+        self.managers = tuple(managers)
+        self.address = str(self.managers[0])
+        """The manager connected to, or being tried now."""
+        self._tls = tls
         self._secret = secret
         self.role = role
         self.name = name or default_name(role)
@@ -176,12 +175,7 @@ class Link:
         self._written_waiters: list[Callable[[], None]] = []
         self._got_welcome = False
         self._closing = False
-        # The watchdog: pings cross to the owner's loop; an unanswered one is a stall.
-        self._ping = 0
-        self._ping_at = 0.0
-        self._pong = 0
-        self._pong_at = 0.0
-        self._stall: str | None = None
+        self._watchdog: Watchdog | None = None
 
     @property
     def is_open(self) -> bool:
@@ -262,14 +256,14 @@ class Link:
             self._expiry = None
         self.calls.fail_all(ConnectionLost("the link to the manager was closed"))
 
-    def _opened_now(self, gen: int, max_message: int) -> None:
+    def _opened_now(self, gen: int, max_message: int, address: ManagerAddress) -> None:
         self._max_message = max_message
         self._outbox = _Outbox(gen)
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         self._opened.set()
-        log.info("connected to manager at %s as %s", self.address, self.name)
+        log.info("connected to manager at %s as %s", address, self.name)
         if self.on_open is not None:
             self.on_open()
         for frame in self.calls.pending_frames():
@@ -306,15 +300,12 @@ class Link:
             return
         assert self._owner_loop is not None
         error = ConnectionLost(
-            f"no answer from the manager at {self.address} within {self._request_timeout:g}s: "
-            "the link is down; check that `easyjobs manager` is running there")
+            f"no answer from the manager at {describe(self.managers)} within "
+            f"{self._request_timeout:g}s: the link is down; check that `easyjobs manager` is "
+            "running there")
         oldest = self.calls.expire(self._owner_loop.time() - self._request_timeout, error)
         if oldest is not None:
             self._expiry = self._owner_loop.call_at(oldest + self._request_timeout, self._expire)
-
-    def _answer_ping(self, ping: int) -> None:
-        self._pong_at = time.monotonic()
-        self._pong = ping
 
     # ------------------------------------------------------------------ the I/O side
 
@@ -334,15 +325,21 @@ class Link:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
+            assert self._owner_loop is not None
+            self._watchdog = Watchdog(self._owner_loop, loop, self._post)
+            self._watchdog.start()
             self._task = loop.create_task(self._run(), name="easyjobs link")
-            loop.call_soon(self._watch_owner)
             loop.run_until_complete(asyncio.gather(self._task, return_exceptions=True))
         finally:
+            self._watchdog = None
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # ``dial``'s probes
             loop.close()
 
     def _io_close(self) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         session, ws = self._session, self._ws
         if session is None or ws is None:  # connecting or backing off: nothing to flush
             if self._task is not None:
@@ -377,73 +374,63 @@ class Link:
             frames.clear()
         self._wake.set()
 
-    def _watch_owner(self) -> None:
-        """Ping the owner's loop; log a ping left unanswered as a stall, naming its task."""
-        assert self._owner_loop is not None and self._io_loop is not None
-        now = time.monotonic()
-        if self._pong == self._ping:
-            if self._stall is not None:
-                log.warning("%s blocked the event loop for %.1fs", self._stall,
-                            self._pong_at - self._ping_at)
-                self._stall = None
-            self._ping += 1
-            self._ping_at = now
-            self._post(self._answer_ping, self._ping)
-        elif not self._owner_loop.is_running():  # stopped, not blocked: nothing to blame
-            self._ping_at = now
-        elif self._stall is None and now - self._ping_at >= STALL_WARNING:
-            task = asyncio.current_task(self._owner_loop)
-            self._stall = f"task {task.get_name()!r}" if task is not None else "a callback"
-            log.warning("%s has blocked the event loop for %.1fs so far (heartbeats go on "
-                        "from the link's thread; move blocking work to a thread or process)",
-                        self._stall, now - self._ping_at)
-        if not self._closing:
-            self._io_loop.call_later(WATCHDOG_INTERVAL, self._watch_owner)
-
     async def _run(self) -> None:
         self._wake = asyncio.Event()
         error: EasyJobsError | None = None
-        attempt = 0
+        attempt = 0  # rounds of the whole list without getting in, since the last success
+        tried = 0  # managers tried in this round
+        index = 0
         try:
             while not self._closing:
+                address = self.managers[index]
+                self.address = str(address)
                 self._got_welcome = False
+                reason = "it closed the connection"
                 try:
-                    async with connect(
-                        self._uri, max_size=MAX_RECEIVE, compression=None, ping_interval=None,
-                        open_timeout=10, close_timeout=2,
-                    ) as ws:
-                        await self._serve(ws)
-                except (AuthenticationError, UnsupportedVersion, ProtocolError) as exc:
+                    async with await dial(address, self._tls) as ws:
+                        await self._serve(ws, address)
+                except (AuthenticationError, UnsupportedVersion, ProtocolError,
+                        TLSError) as exc:
                     error = exc
                     if isinstance(exc, AuthenticationError):
                         log.error("authentication failed: %s (manager at %s); fix the secret, "
-                                  "not retrying", exc, self.address)
+                                  "not retrying", exc, address)
+                    elif isinstance(exc, TLSError):
+                        log.error("%s; not retrying", exc)
                     else:
                         log.error("link to the manager at %s failed for good: %s",
-                                  self.address, exc)
+                                  address, exc)
                     return
                 except InvalidURI as exc:  # a redirect to somewhere we cannot go
-                    error = ConfigurationError(f"cannot connect to {self.address}: {exc}")
+                    error = ConfigurationError(f"cannot connect to {address}: {exc}")
                     log.error("%s", error)
                     return
                 except (OSError, asyncio.TimeoutError, InvalidHandshake,
                         ConnectionClosed) as exc:
-                    if not self._closing:
-                        log.info("manager unreachable at %s (%s); retrying", self.address,
-                                 exc.__class__.__name__)
+                    reason = exc.__class__.__name__
                 except Exception:  # a bug of ours: keep the link alive rather than die unseen
                     log.exception("link to manager failed unexpectedly; reconnecting")
-                if self._got_welcome:
-                    attempt = 0  # got past the handshake: the backoff starts afresh
+                lost = self._got_welcome
+                if lost:  # got past the handshake: the backoff starts afresh
+                    attempt = tried = 0
                 if self._closing:
                     break
-                delay = self._backoff(attempt)
-                attempt += 1
-                await asyncio.sleep(delay)
+                tried += 1
+                index = (index + 1) % len(self.managers)
+                log.log(logging.WARNING if lost else logging.INFO,
+                        "manager unreachable at %s (%s%s); %s", address,
+                        "connection lost: " if lost else "", reason,
+                        f"switching to the manager at {self.managers[index]}"
+                        if len(self.managers) > 1 else "retrying")
+                if tried >= len(self.managers):  # a whole round without getting in
+                    tried = 0
+                    delay = self._backoff(attempt)
+                    attempt += 1
+                    await asyncio.sleep(delay)
         finally:
             self._post(self._ended_now, error)
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: ClientConnection, address: ManagerAddress) -> None:
         """Run one connection, from the handshake until it closes."""
         loop = asyncio.get_running_loop()
         session = ClientSession(self._secret, loop.time(), role=self.role, name=self.name,
@@ -469,7 +456,7 @@ class Link:
                 if frames and not opened:  # the first frame out of receive() is the welcome
                     opened = self._got_welcome = True
                     ticker.reschedule()
-                    self._post(self._opened_now, gen, session.max_message)
+                    self._post(self._opened_now, gen, session.max_message, address)
                     frames = frames[1:]
                 if frames:
                     self._post(self._deliver, frames)
@@ -545,6 +532,3 @@ class Link:
         except ConnectionClosed:
             return
 
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

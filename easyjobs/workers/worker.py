@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ..addresses import ManagerAddress, describe, resolve_managers
 from ..errors import ConfigurationError, ConnectionLost, EasyJobsError
 from ..protocol.frames import (
     Abort,
@@ -32,6 +33,7 @@ from ..protocol.frames import (
 )
 from ..remote import Calls, RemoteTask
 from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
+from ..tls import client_tls
 from .child import child_runner, script_for
 from .link import DEFAULT_BACKOFF, Link
 from .runner import NESTED_CALL_IN_THREAD, Runner, in_task_thread
@@ -62,18 +64,30 @@ class EasyJobsWorker:
     where the app supports shutdown handlers) or None. ``server_secret`` is accepted for
     compatibility with easyjobs 0.x, whose workers ran their own RPC server; the link to the
     manager is authenticated with ``manager_secret`` alone.
+
+    Where the managers are: ``managers=["10.0.0.1:8220", "wss://10.0.0.2:8220"]``, tried in
+    order (see ``easyjobs.addresses``), or the 0.x pair ``manager_host``/``manager_port`` (a
+    list of one), or else ``EASYJOBS_MANAGERS``, or else 127.0.0.1:8220. ``tls=True`` reaches
+    every manager written without a scheme over TLS; ``ca_file`` (else ``EASYJOBS_TLS_CA``,
+    else the system's trust store) verifies their certificates; ``client_cert`` and
+    ``client_key`` are presented to managers that require one (see ``easyjobs.tls``).
     """
 
     def __init__(
         self,
         server: Any = None,
         server_secret: str | None = None,
-        manager_host: str = "127.0.0.1",
-        manager_port: int = 8220,
+        manager_host: str | None = None,
+        manager_port: int | None = None,
         manager_secret: str | bytes | None = None,
         jobs_queue: str = "DEFAULT",
         max_tasks_per_worker: int = 10,
         *,
+        managers: str | Sequence[str] | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
         name: str | None = None,
         backoff: Callable[[int], float] = DEFAULT_BACKOFF,
         connect_timeout: float = 10.0,
@@ -94,12 +108,17 @@ class EasyJobsWorker:
         self._paused = False
         secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
         self._secret = secret
+        self.managers: tuple[ManagerAddress, ...] = ()
+        """The managers the link tries, in order (none for the manager's own local worker)."""
         self._address = "the manager's loopback"
         if link is None:
             assert secret is not None
-            link = Link(manager_host, manager_port, secret, role="worker", name=name,
-                        backoff=backoff, thread=True, on_failed=self._on_failed)
-            self._address = link.address
+            self.managers = resolve_managers(managers, manager_host, manager_port, tls=tls)
+            link = Link(self.managers, secret, role="worker", name=name, backoff=backoff,
+                        thread=True, on_failed=self._on_failed,
+                        tls=client_tls(self.managers, ca_file=ca_file,
+                                       client_cert=client_cert, client_key=client_key))
+            self._address = describe(self.managers)
         link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
         self._link: LinkLike = link
         self._runner: Runner | None = None
