@@ -8,7 +8,8 @@ call ``connect``, ``handle`` with the frames of one message, and ``disconnect``.
 - ``claims``: which queued jobs are held in memory, and refilling them from the store's queue;
 - ``lifecycle``: the state machine of the unfinished jobs held here, against the store;
 - ``watchers``: who awaits which outcome; ``queries``: read-only views (peers and HTTP API);
-- ``health``: whether the store writes (dispatch holds while not);
+- ``health``: whether the store writes (dispatch holds while not); ``lease``: this manager's
+  lease in a store several managers share (dispatch holds while it is not known valid);
 - ``firing``: cron ticks into jobs; ``background``: continuations and write-behind;
 - ``recovery``: start-up; ``cluster``: the news of the managers sharing the store.
 
@@ -50,6 +51,7 @@ from .cluster import ClusterNews
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
 from .health import StoreHealth
+from .lease import Lease
 from .lifecycle import DEFAULT_POLICY, JobPolicy, Lifecycle
 from .observers import Observers
 from .peers import Peer, Peers
@@ -79,9 +81,11 @@ class Core:
         self.registry = TaskRegistry(store, self.background, self.scheduler)
         self.dispatcher = Dispatcher(self._assign)
         self.health = StoreHealth(store, self.dispatcher)
+        self.lease = Lease(store, self.id, self.dispatcher,
+                           lambda records: self.lifecycle.take_over(records))
         self.background.on_store_error = self.health.failed
         self.queries = Queries(active, store, self.peers, self.background, self.dispatcher,
-                               self.registry, self.scheduler, self.health)
+                               self.registry, self.scheduler, self.health, self.lease)
         self.watchers = Watchers(self.peers, self.queries, self.background)
         self.claims = Claims(store, self.id, self.dispatcher, self.background, self.health,
                              policy.lookahead,
@@ -124,6 +128,7 @@ class Core:
         """Open the store, take back the unfinished jobs, and start the schedules."""
         await self.store.open()
         await recover(self.store, self.registry, self.lifecycle, self.claims, self.scheduler)
+        self.lease.start()
         await self.store.listen(self.news.heard, self.news.caught_up)
 
     async def stop(self) -> None:
@@ -132,6 +137,7 @@ class Core:
         self.health.stop()
         self.lifecycle.stop()
         await self.background.drain()
+        await self.lease.stop()
         await self.store.close()
 
     # ------------------------------------------------------------------ peers

@@ -54,8 +54,7 @@ class Dispatcher:
         self.workers: dict[str, WorkerState] = {}
         self._serving: dict[Key, set[str]] = {}
         self.paused = False
-        self.held = False
-        """Every assignment stops, whatever the pauses say (the store cannot write)."""
+        self._holds: set[str] = set()
 
     # ------------------------------------------------------------------ jobs
 
@@ -166,10 +165,19 @@ class Dispatcher:
             for worker in targets:
                 self._fill(worker)
 
-    def hold(self, held: bool) -> None:
-        """Stop or restart every assignment, apart from (and on top of) the pauses."""
-        self.held = held
-        if not held:
+    @property
+    def held(self) -> bool:
+        """Every assignment stops, whatever the pauses say (the store cannot write, the
+        lease is not known to be valid)."""
+        return bool(self._holds)
+
+    def hold(self, reason: str, held: bool) -> None:
+        """Stop every assignment for ``reason``, or lift that reason; on top of the pauses."""
+        if held:
+            self._holds.add(reason)
+            return
+        self._holds.discard(reason)
+        if not self._holds:
             for worker in list(self.workers.values()):
                 self._fill(worker)
 

@@ -57,7 +57,7 @@ class StoreHealth:
             self._logged_at = now
             log.error("%s; dispatch is held and submits are refused until writes succeed "
                       "again (probing with backoff)", self.reason)
-            self._dispatcher.hold(True)
+            self._dispatcher.hold("store", True)
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_writable(),
                                                                  name="easyjobs store probe")
         elif now - self._logged_at >= self._log_every:
@@ -78,7 +78,7 @@ class StoreHealth:
         log.warning("the job store writes again after %d failed writes; dispatch resumes",
                     self._failures)
         self.reason, self._failures, self._probe = None, 0, None
-        self._dispatcher.hold(False)
+        self._dispatcher.hold("store", False)
         for resume in self.on_writable:
             resume()
 

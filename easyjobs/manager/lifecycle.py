@@ -617,6 +617,17 @@ class Lifecycle:
             waiting.finishing = True
             self._fail(waiting, error)
 
+    def take_over(self, records: list[JobRecord]) -> None:
+        """Hold waiting and retrying jobs taken back from a manager gone (or an earlier run):
+        re-arm their retry timers, and release or fail the waiting ones whose dependencies
+        have finished meanwhile."""
+        self.activate(records, notify=False)
+        for record in records:
+            if record.status is JobStatus.WAITING:
+                for dep_id in record.dependencies:
+                    if dep_id not in self.active:
+                        self._background.spawn(self.settle_dependency(dep_id))
+
     def finished_elsewhere(self, job_ids: set[str] | None) -> None:
         """Other managers finished these jobs (None: perhaps any job): re-read those this
         manager holds or has jobs waiting on."""

@@ -17,6 +17,7 @@ from .active import ActiveJobs
 from .background import Background
 from .dispatcher import Dispatcher
 from .health import StoreHealth
+from .lease import Lease
 from .peers import Peer, Peers
 from .registry import TaskRegistry
 from .scheduler import Scheduler
@@ -29,7 +30,8 @@ class Queries:
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, background: Background,
                  dispatcher: Dispatcher, registry: TaskRegistry, scheduler: Scheduler,
-                 health: StoreHealth) -> None:
+                 health: StoreHealth, lease: Lease) -> None:
+        self._lease = lease
         self._active = active
         self._store = store
         self._peers = peers
@@ -170,5 +172,6 @@ class Queries:
         return self._health.writable
 
     async def store_problem(self) -> str | None:
-        """Why the store cannot write (probed now, at most once a second), or None."""
-        return await self._health.check()
+        """Why the store cannot write (probed now, at most once a second) or this manager's
+        lease holds its dispatch, or None."""
+        return self._lease.problem or await self._health.check()

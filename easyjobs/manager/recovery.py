@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from ..jobs import JobStatus
 from ..store import Store
 from .claims import Claims
 from .lifecycle import Lifecycle
@@ -26,12 +25,7 @@ async def recover(store: Store, registry: TaskRegistry, lifecycle: Lifecycle, cl
     await registry.load()
     requeued, held = await store.take_back(claims.owner)
     claims.wake(await store.queued_tasks())
-    lifecycle.activate(held, notify=False)
-    for job in held:
-        if job.status is JobStatus.WAITING:
-            for dep_id in job.dependencies:
-                if dep_id not in lifecycle.active:
-                    await lifecycle.settle_dependency(dep_id)
+    lifecycle.take_over(held)
     if requeued or held:
         log.info("took back the unfinished jobs: %d requeued, %d waiting or retrying",
                  requeued, len(held))

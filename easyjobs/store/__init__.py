@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 
 from easyjobs.errors import ConfigurationError
-from easyjobs.store.base import Store, StoreUnwritable
+from easyjobs.store.base import LEASE_S, Store, StoreUnwritable
 from easyjobs.store.postgres import PostgresStore
 from easyjobs.store.sqlite import SQLiteStore
 
-__all__ = ["PostgresStore", "SQLiteStore", "Store", "StoreUnwritable", "open_store",
+__all__ = ["LEASE_S", "PostgresStore", "SQLiteStore", "Store", "StoreUnwritable", "open_store",
            "store_location"]
 
 DEFAULT_LOCATION = "easyjobs.db"

@@ -49,6 +49,8 @@ TaskSpec = tuple[str, str, dict[str, Any]]
 
 MAX_PAGE = 1000
 """The most jobs one ``list_jobs`` call returns."""
+LEASE_S = 10.0
+"""How long a manager's lease in a shared store lasts past its last renewal."""
 
 
 class StoreUnwritable(StoreError):
@@ -189,17 +191,35 @@ class Store(ABC):
         """The ``(queue, task)`` pairs that have queued jobs no manager owns (by the claim
         index; a manager reads it at start to know which tasks to claim for)."""
 
+    @property
+    @abstractmethod
+    def shared(self) -> bool:
+        """Whether several managers may use this store at once (then each holds a lease)."""
+
     @abstractmethod
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
-        """At the start of the only manager: take back what a previous run left, in one write.
+        """At a manager's start: take back what managers no longer running left, in one write.
 
-        Every running job goes back to the queue (worker and owner cleared, attempts kept),
-        every other queued job loses its owner, so the queue is free for claims, and every
-        waiting and retrying job gets ``owner``, whose dependency checks and retry timers the
-        caller re-arms. Returns how many running jobs were requeued, and the waiting and
-        retrying jobs oldest first (``created_at``, then id) with ``owner`` set. It touches
-        only owned, running, waiting and retrying rows, never the queued backlog as a whole.
+        On a shared store the manager first joins with a lease of ``LEASE_S`` seconds, and
+        the managers gone are those whose lease expired (or that hold none); otherwise every
+        earlier owner is gone. Their running jobs go back to the queue (worker and owner
+        cleared, attempts kept), their queued jobs lose their owner, so they are free for
+        claims, and their waiting and retrying jobs get ``owner``, whose dependency checks
+        and retry timers the caller re-arms. Returns how many running jobs were requeued, and
+        the waiting and retrying jobs taken, oldest first (``created_at``, then id). It
+        touches only owned, running, waiting and retrying rows, never the queued backlog.
         """
+
+    @abstractmethod
+    def renew(self, owner: str) -> asyncio.Future[list[JobRecord] | None]:
+        """Extend ``owner``'s lease (shared stores), then take over from managers whose lease
+        expired, as ``take_back`` does; returns the waiting and retrying jobs it took, or
+        None when ``owner`` holds no lease any more (another manager took its jobs over)."""
+
+    @abstractmethod
+    def leave(self, owner: str) -> asyncio.Future[None]:
+        """``owner`` stops (shared stores): its lease ends and every job it holds is left to
+        the others at once (running ones requeued)."""
 
     @abstractmethod
     def list_jobs(

@@ -39,6 +39,8 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
 from easyjobs.store.base import (
+    LEASE_S,
     MAX_PAGE,
     Store,
     StoreUnwritable,
@@ -80,7 +83,7 @@ POOL_TIMEOUT_S = 5.0
 """How long a read waits for a pooled connection (e.g. while the server is away)."""
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_CLASS = 0x656A  # "ej": with hashtext(current_schema()) the key of the migration lock
 CONNECT_DEFAULTS: dict[str, Any] = {
     "application_name": "easyjobs",
@@ -104,6 +107,11 @@ UNWRITABLE_STATES = {
 }
 
 FREE = "status = 'queued' AND owner IS NULL"
+# One row per live manager; a lease is extended by the database's clock, never a manager's.
+MANAGERS = (
+    "CREATE TABLE ej_managers (id text PRIMARY KEY, name text NOT NULL,"
+    " lease_until timestamptz NOT NULL)"
+)
 """A job waiting in the queue for any manager; spelled out so the claim index matches it."""
 INDEXES = (
     # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
@@ -123,6 +131,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP INDEX ej_jobs_unfinished",
         *INDEXES,
     ),
+    # Version 2 had no leases: one manager only.
+    2: (MANAGERS,),
 }
 """The statements that take a schema from a version to the next, run by ``open()``."""
 
@@ -137,6 +147,7 @@ SCHEMA = (
     # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
     "CREATE INDEX ej_jobs_created ON ej_jobs (created_at, id)",
     *INDEXES,
+    MANAGERS,
     """CREATE TABLE ej_tasks (
         queue text NOT NULL, name text NOT NULL, spec bytea NOT NULL,
         updated_at double precision NOT NULL, PRIMARY KEY (queue, name))""",
@@ -301,15 +312,58 @@ HELD = f"'{JobStatus.WAITING.value}', '{JobStatus.RETRYING.value}'"
 # Sub-statements see one snapshot and must not change a row twice, so each takes its own
 # statuses: running jobs are requeued and freed, other owned jobs freed (by the owner index),
 # waiting and retrying jobs owned (by the status index). One row even when none is held.
+
+
+def _taking_over(gone: str, first: str, guard: str = "true") -> str:
+    """The end of a statement that takes over the jobs of the managers whose ``owner`` matches
+    ``gone``: their running jobs requeued, their queued jobs freed (and every listener told,
+    once), their waiting and retrying jobs, and any left with no owner, held by the caller.
+    Placeholders: the caller's id, then the channel. Sub-statements see one snapshot and must
+    not change a row twice, so each takes its own statuses."""
+    return (
+        f" requeued AS (UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
+        f" owner = NULL WHERE {gone} AND status = '{JobStatus.RUNNING.value}' RETURNING 1),"
+        f" freed AS (UPDATE ej_jobs SET owner = NULL WHERE {gone}"
+        f" AND status = '{JobStatus.QUEUED.value}' RETURNING 1),"
+        f" held AS (UPDATE ej_jobs SET owner = %s WHERE ({gone} OR owner IS NULL)"
+        f" AND status IN ({HELD}) AND {guard} RETURNING {COLUMNS}),"
+        " told AS (SELECT pg_notify(%s, 'ready *')"
+        " WHERE EXISTS (SELECT FROM requeued) OR EXISTS (SELECT FROM freed))"
+        f" SELECT {first}, (SELECT count(*) FROM told), held.*"
+        " FROM (VALUES (1)) AS one (x) LEFT JOIN held ON true ORDER BY held.created_at, held.id"
+    )
+
+
+# Join with a fresh lease, and take over from the managers whose lease expired, and from
+# owners no lease names at all (e.g. a store from before leases).
 TAKE_BACK = (
-    f"WITH requeued AS (UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
-    f" owner = NULL, next_attempt_at = NULL WHERE status = '{JobStatus.RUNNING.value}'"
-    " RETURNING 1),"
-    " freed AS (UPDATE ej_jobs SET owner = NULL WHERE owner IS NOT NULL"
-    f" AND status NOT IN ('{JobStatus.RUNNING.value}', {HELD})),"
-    f" held AS (UPDATE ej_jobs SET owner = %s WHERE status IN ({HELD}) RETURNING {COLUMNS})"
-    " SELECT (SELECT count(*) FROM requeued), held.*"
-    " FROM (VALUES (1)) AS one (x) LEFT JOIN held ON true ORDER BY held.created_at, held.id"
+    "WITH joined AS (INSERT INTO ej_managers (id, name, lease_until)"
+    " VALUES (%s, %s, now() + make_interval(secs => %s))"
+    " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until RETURNING 1),"
+    " dead AS (DELETE FROM ej_managers WHERE lease_until < now() RETURNING id),"
+    + _taking_over("owner IS NOT NULL AND (owner IN (SELECT id FROM dead)"
+                   " OR owner NOT IN (SELECT id FROM ej_managers))",
+                   "(SELECT count(*) FROM requeued)")
+)
+# Extend the lease (by the database's clock), then take over from the managers whose lease
+# expired; a manager whose lease is gone (taken over itself) renews and takes nothing.
+RENEW = (
+    "WITH renewed AS (UPDATE ej_managers SET lease_until = now() + make_interval(secs => %s)"
+    " WHERE id = %s RETURNING 1),"
+    " dead AS (DELETE FROM ej_managers WHERE lease_until < now()"
+    " AND EXISTS (SELECT FROM renewed) RETURNING id),"
+    + _taking_over("owner IN (SELECT id FROM dead)", "(SELECT count(*) FROM renewed)",
+                   "EXISTS (SELECT FROM renewed)")
+)
+# A manager stopping: its lease ends and every job it holds is left for the others.
+LEAVE = (
+    "WITH gone AS (DELETE FROM ej_managers WHERE id = %s),"
+    f" requeued AS (UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
+    f" owner = NULL WHERE owner = %s AND status = '{JobStatus.RUNNING.value}' RETURNING 1),"
+    f" freed AS (UPDATE ej_jobs SET owner = NULL WHERE owner = %s"
+    f" AND status <> '{JobStatus.RUNNING.value}' RETURNING 1)"
+    " SELECT pg_notify(%s, 'ready *')"
+    " WHERE EXISTS (SELECT FROM requeued) OR EXISTS (SELECT FROM freed)"
 )
 SELECT_JOB = f"{SELECT_JOB_COLUMNS} WHERE id = %s"
 # Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); an unknown cursor
@@ -542,10 +596,23 @@ class PostgresStore(Store):
 
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
         def extract(_: int, rows: Rows) -> tuple[int, list[JobRecord]]:
-            return rows[0][0], [record_from_row(row[1:]) for row in rows if row[1] is not None]
+            return rows[0][0], _held(rows)
 
-        # The queued jobs it frees may be any task's: every listener re-reads queued_tasks().
-        return self._write("take_back", TAKE_BACK, (owner,), extract, Signals(all_ready=True))
+        params = (owner, f"{socket.gethostname()}:{os.getpid()}", LEASE_S, owner, self._channel)
+        return self._write("take_back", TAKE_BACK, params, extract)
+
+    def renew(self, owner: str) -> asyncio.Future[list[JobRecord] | None]:
+        def extract(_: int, rows: Rows) -> list[JobRecord] | None:
+            return _held(rows) if rows[0][0] else None
+
+        return self._write("renew", RENEW, (LEASE_S, owner, owner, self._channel), extract)
+
+    def leave(self, owner: str) -> asyncio.Future[None]:
+        return self._write("leave", LEAVE, (owner, owner, owner, self._channel), _none)
+
+    @property
+    def shared(self) -> bool:
+        return True
 
     def list_jobs(
         self,
@@ -987,6 +1054,11 @@ def _counted_one(_: int, rows: Rows) -> bool:
 
 def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _held(rows: Rows) -> list[JobRecord]:
+    """The jobs a take-over statement held, from its rows (two counts first)."""
+    return [record_from_row(row[2:]) for row in rows if row[2] is not None]
 
 
 def _left_free(jobs: Sequence[JobRecord]) -> Signals:

@@ -440,6 +440,16 @@ class SQLiteStore(Store):
     def announce(self, news: Signals) -> asyncio.Future[None]:
         return self._answer(None)
 
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def renew(self, owner: str) -> asyncio.Future[list[JobRecord] | None]:
+        return self._answer([])  # one manager per file: nobody to take over from
+
+    def leave(self, owner: str) -> asyncio.Future[None]:
+        return self._answer(None)  # the next start takes everything back
+
     def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
         return self._read(
             "queued_tasks", lambda conn: {(q, t) for q, t in conn.execute(QUEUED_TASKS)},

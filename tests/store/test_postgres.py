@@ -20,6 +20,7 @@ from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import JobRecord, JobStatus, new_job_id
 from easyjobs.manager import EasyJobsManager
 from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_store
+from easyjobs.store.signals import Signals
 from easyjobs.workers.worker import EasyJobsWorker
 
 from ..conftest import FAST_BACKOFF
@@ -42,7 +43,7 @@ NEW_INDEXES = {
                      " WHERE ((status = 'queued'::text) AND (owner IS NULL))",
     "ej_jobs_owner": "(owner) WHERE (owner IS NOT NULL)",
 }
-"""The indexes of ej_jobs in schema version 2, as pg_indexes shows them after ``USING btree``."""
+"""The indexes of ej_jobs in schema versions 2 and 3, as pg_indexes shows them after ``USING btree``."""
 VERSION_1_INDEXES = (
     "CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id)"
     " WHERE status IN ('queued', 'retrying', 'running', 'waiting')",
@@ -101,7 +102,7 @@ async def test_wrong_database_names_it(pg_url: str) -> None:
 
 
 async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Server) -> None:
-    """open() makes ej_ tables, the claim and owner indexes and version 2; opening again
+    """open() makes ej_ tables, the claim and owner indexes and version 3; opening again
     changes nothing."""
     for _ in range(2):
         store = PostgresStore(pg_url)
@@ -112,11 +113,11 @@ async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Serv
     tables = {name for (name,) in pg_server.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
     assert tables == {"ej_jobs", "ej_tasks", "ej_schedules", "ej_meta", "ej_job_counts",
-                      "ej_job_count_deltas"}
+                      "ej_job_count_deltas", "ej_managers"}
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("2",)]
+    assert version == [("3",)]
     assert pg_server.execute(f"SELECT count(*) FROM {schema}.ej_jobs").fetchone() == (2,)
 
 
@@ -129,14 +130,14 @@ async def test_an_older_store_refuses_a_newer_schema(pg_url: str, pg_server: Ser
     pg_server.execute(f"UPDATE {schema}.ej_meta SET value = '99' WHERE key = 'schema_version'")
     newer = PostgresStore(pg_url)
     with pytest.raises(StoreError, match="schema version 99, newer than this easyjobs supports"
-                                         r" \(2\): upgrade easyjobs"):
+                                         r" \(3\): upgrade easyjobs"):
         await newer.open()
 
 
 async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
     pg_url: str, pg_server: Server
 ) -> None:
-    """A version 1 schema (no owner, a claim index over every queued job) opens as version 2:
+    """A version 1 schema (no owner, a claim index over every queued job) opens as version 3:
     its jobs are kept and free, its indexes replaced, and claims take its jobs."""
     store = PostgresStore(pg_url)
     await store.open()
@@ -148,6 +149,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
         for index in ("ej_jobs_claim", "ej_jobs_owner", "ej_jobs_status"):
             conn.execute(f"DROP INDEX {index}")
         conn.execute("ALTER TABLE ej_jobs DROP COLUMN owner")
+        conn.execute("DROP TABLE ej_managers")
         for statement in VERSION_1_INDEXES:
             conn.execute(statement)
         conn.execute("UPDATE ej_meta SET value = '1' WHERE key = 'schema_version'")
@@ -163,7 +165,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("2",)]
+    assert version == [("3",)]
 
 
 async def test_stores_claiming_at_once_never_get_the_same_job(pg_url: str) -> None:
@@ -434,3 +436,58 @@ def test_easyjobs_db_selects_the_store(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delenv("EASYJOBS_DB")
     fallback = EasyJobsManager(server_secret=SECRET).store
     assert isinstance(fallback, SQLiteStore) and fallback.path == str(tmp_path / "old.db")
+
+
+async def test_a_live_lease_keeps_a_managers_jobs_and_an_expired_one_gives_them_up(
+    pg_url: str, pg_server: Server
+) -> None:
+    """m2 joining takes nothing from m1 while m1's lease lives; once it has expired, m2's next
+    renewal requeues m1's running job, frees its queued one and holds its waiting one, and
+    m1's own renewal then reports its lease gone."""
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    await first.open()
+    await second.open()
+    try:
+        assert await first.take_back("m1") == (0, [])
+        running, queued = job(1, owner="m1"), job(2, owner="m1")
+        waiting = job(3, owner="m1", status=JobStatus.WAITING)
+        await first.add_jobs([running, queued, waiting])
+        await first.mark_running(running.id, "w1", 1, at=2.0)
+        assert await second.take_back("m2") == (0, [])
+        assert await second.renew("m2") == []
+        assert (await second.get_job(queued.id)).owner == "m1"  # type: ignore[union-attr]
+        pg_server.execute(f"UPDATE {schema_of(pg_url)}.ej_managers SET lease_until = now()"
+                          " - interval '1 second' WHERE id = 'm1'")
+        taken = await second.renew("m2")
+        assert taken is not None and [(j.id, j.owner) for j in taken] == [(waiting.id, "m2")]
+        back = await second.get_job(running.id)
+        assert back is not None and (back.status, back.owner, back.worker) == (
+            JobStatus.QUEUED, None, None)
+        assert [j.id for j in await second.claim("default", "add", 10, "m2")] == [
+            running.id, queued.id]
+        assert await first.renew("m1") is None
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_leaving_hands_every_held_job_to_the_others_and_tells_them(pg_url: str) -> None:
+    """leave() requeues the running job, frees the rest, and the listeners hear of it."""
+    leaving, staying = PostgresStore(pg_url), PostgresStore(pg_url)
+    await leaving.open()
+    await staying.open()
+    heard: list[Signals] = []
+    try:
+        await leaving.take_back("m1")
+        await staying.take_back("m2")
+        await staying.listen(heard.append, lambda: None)
+        running, retrying = job(1, owner="m1"), job(2, owner="m1", status=JobStatus.RETRYING)
+        await leaving.add_jobs([running, retrying])
+        await leaving.mark_running(running.id, "w1", 1, at=2.0)
+        await leaving.leave("m1")
+        await wait_until(lambda: any(news.all_ready for news in heard), what="the news")
+        assert [j.id for j in await staying.claim("default", "add", 10, "m2")] == [running.id]
+        assert [j.id for j in await staying.renew("m2") or []] == [retrying.id]
+    finally:
+        await leaving.close()
+        await staying.close()

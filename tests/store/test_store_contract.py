@@ -535,6 +535,7 @@ class TestStoreContract:
             ("default", "failed"): 1}
         claimed = await store.claim("default", "add", 10, "m1")
         assert [j.id for j in claimed] == [running.id, queued_owned.id, queued_free.id]
+        await store.leave("m1")  # on a shared store, m1's lease would keep its jobs with it
         requeued, held_again = await store.take_back("m2")
         assert requeued == 0 and [(j.id, j.owner) for j in held_again] == [
             (j.id, "m2") for j in held]
