@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--jobs 5000] [--calls 300] [--chains 200] [--rounds 3]
                             [--against PATH] [--backlog 200000]
+                            [--db postgresql://postgres@127.0.0.1:5432/test [--managers 2]]
 
 Floors, measured first in the same run (what the machine can do at all today):
   a bare websockets echo round trip, a single SQLite commit (WAL, synchronous=NORMAL), and a
@@ -14,6 +15,12 @@ main; rounds alternate between them so both see the same machine):
   (c) a task awaiting three tasks in turn (p50 ms).
 For this tree, each round also runs (a)-(c) over TLS (``wss``, a CA made by trustme for the
 run), printed under ``wss`` beside the plain figures, with their ratio.
+With ``--db URL`` (a PostgreSQL server on loopback), each round also runs (a)-(c) for this tree
+with one manager on PostgreSQL, under ``postgres`` with the PostgreSQL/SQLite ratios; with
+``--managers 2`` as well, two managers share one schema, the client on the first and the worker
+on the second, under ``cluster``. Each such run gets a fresh schema, dropped after. ``targets``
+sets the issue's two aims beside the SQLite figures of the same run: PostgreSQL throughput at
+least half of SQLite's, a cross-manager round trip p50 at most 3 times SQLite's.
 With ``--backlog N`` (per version, once): N jobs queued for a task no worker serves, then the
 manager's RSS growth per queued job, throughput of a served task beside them, and the time a
 restarted manager takes to serve again.
@@ -33,10 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 HERE = Path(__file__).resolve().parent
 TREE = Path(os.environ.get("BENCH_TREE", HERE.parent))
@@ -44,6 +53,11 @@ sys.path.insert(0, str(TREE))
 
 SECRET = "bench-secret"
 QUEUE = "bench"
+LOOPBACK = ("127.0.0.1", "::1")
+THROUGHPUT_TARGET = 0.5
+"""PostgreSQL throughput over SQLite throughput, at least."""
+ROUNDTRIP_TARGET = 3.0
+"""Cross-manager round trip p50 over same-manager SQLite round trip p50, at most."""
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -102,6 +116,60 @@ def address(port: int, host_name: str, port_name: str) -> dict[str, Any]:
     if os.environ.get("BENCH_TLS"):
         return {"managers": [f"wss://127.0.0.1:{port}"]}
     return {host_name: "127.0.0.1", port_name: port}
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def check_postgres_url(url: str) -> str | None:
+    """Why ``url`` is no PostgreSQL server the bench may use, or None: it must be on loopback,
+    since the bench creates and drops schemas there."""
+    if not is_postgres(url):
+        return "--db takes a postgresql:// URL (SQLite runs anyway)"
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK:
+        return f"--db must name a server on 127.0.0.1 or ::1, not {host or 'a unix socket'}"
+    return None
+
+
+def postgres_admin(url: str) -> Any:
+    """An autocommit connection to ``url``; exits with one line naming the host if none."""
+    try:
+        import psycopg
+    except ImportError:
+        raise SystemExit("bench.py: --db needs psycopg (pip install -e '.[postgres]')") from None
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        where = urlsplit(url)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(f"bench.py: no PostgreSQL at {where.hostname}:{where.port or 5432}"
+                         f" ({reason}); check --db") from None
+
+
+def with_query(url: str, **options: str) -> str:
+    """``url`` with libpq ``options`` added to its query string."""
+    extra = "&".join(f"{key}={quote(value, safe='')}" for key, value in options.items())
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
+
+
+@contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """A URL whose connections work in a fresh schema, dropped after (with any connection
+    still on it, found by its application_name)."""
+    name = f"ej_bench_{uuid.uuid4().hex[:16]}"
+    with postgres_admin(url) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+        try:
+            yield with_query(url, options=f"-csearch_path={name}", application_name=name)
+        finally:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = %s", (name,))
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 # ---------------------------------------------------------------------------- floors
@@ -281,12 +349,17 @@ async def client_main(port: int, jobs: int, calls: int, chains: int) -> dict[str
 
 
 @contextmanager
-def manager_process(tree: Path, port: int, db: Path, *extra: str
+def manager_process(tree: Path, port: int, db: Path | str, *extra: str
                     ) -> Iterator[subprocess.Popen[bytes]]:
+    """A manager on ``db``: a SQLite file, or a PostgreSQL URL, which goes by ``EASYJOBS_DB``
+    rather than argv since it may carry a password."""
+    env, where = child_env(tree), ["--db", str(db)]
+    if is_postgres(str(db)):
+        env["EASYJOBS_DB"], where = str(db), []
     proc = subprocess.Popen(
         [sys.executable, "-m", "easyjobs", "--log-level", "WARNING", "manager",
-         "--host", "127.0.0.1", "--port", str(port), "--db", str(db), *extra],
-        env=child_env(tree), cwd=tree)
+         "--host", "127.0.0.1", "--port", str(port), *where, *extra],
+        env=env, cwd=tree)
     try:
         asyncio.run(wait_port(port))
         yield proc
@@ -307,13 +380,26 @@ def worker_process(tree: Path, port: int, tls_ca: Path | None = None
         proc.wait(10)
 
 
-def mesh_round(tree: Path, jobs: int, calls: int, chains: int) -> dict[str, Any]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp, \
-            manager_process(tree, port, Path(tmp) / "bench.db"), worker_process(tree, port):
-        result: dict[str, Any] = run_json(tree, "--client", str(port), "--jobs", str(jobs),
+def mesh_round(tree: Path, jobs: int, calls: int, chains: int, db: str | None = None,
+               managers: int = 1) -> dict[str, Any]:
+    """(a)-(c) with ``managers`` managers on ``db`` (default: a fresh SQLite file); the client
+    connects to the first manager, the worker to the last."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        ports = []
+        for _ in range(managers):  # one at a time: each port is taken before the next is picked
+            ports.append(free_port())
+            stack.enter_context(manager_process(tree, ports[-1], db or Path(tmp) / "bench.db"))
+        stack.enter_context(worker_process(tree, ports[-1]))
+        result: dict[str, Any] = run_json(tree, "--client", str(ports[0]), "--jobs", str(jobs),
                                           "--calls", str(calls), "--chains", str(chains))
         return result
+
+
+def postgres_round(url: str, managers: int, jobs: int, calls: int, chains: int
+                   ) -> dict[str, Any]:
+    """``mesh_round`` of this tree on PostgreSQL, in a schema of its own."""
+    with postgres_schema(url) as schema_url:
+        return mesh_round(TREE, jobs, calls, chains, db=schema_url, managers=managers)
 
 
 def wss_round(tree: Path, jobs: int, calls: int, chains: int) -> dict[str, Any]:
@@ -401,10 +487,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
     parser.add_argument("--backlog", type=int, default=0, help="queued jobs for the backlog run")
+    parser.add_argument("--db", help="also run on this PostgreSQL (postgresql:// URL on loopback;"
+                        " a fresh schema per run, dropped after)")
+    parser.add_argument("--managers", type=int, choices=(1, 2), default=1,
+                        help="with --db: 2 also runs client and worker on two managers")
     for hidden in ("--worker", "--idle-worker", "--client", "--throughput", "--echo-server",
                    "--route-server"):
         parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.managers == 2 and not args.db:
+        parser.error("--managers 2 needs --db postgresql://... (the managers share its schema)")
+    if args.db and (problem := check_postgres_url(args.db)):
+        parser.error(problem)
     if args.worker or args.idle_worker:
         worker_main(args.worker or args.idle_worker, serve_idle=bool(args.idle_worker))
     elif args.client:
@@ -430,29 +524,69 @@ def report(args: argparse.Namespace) -> None:
     trees = {"this": TREE}
     if args.against:
         trees["against"] = args.against.resolve()
+    server_version = None
+    if args.db:  # a wrong URL fails now, not after the floors and the first rounds
+        with postgres_admin(args.db) as admin:
+            server_version = admin.info.server_version
     out: dict[str, Any] = {"trees": {name: str(tree) for name, tree in trees.items()},
                            "floors": floors()}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     wss: list[dict[str, Any]] = []
+    on_postgres: list[dict[str, Any]] = []
+    cluster: list[dict[str, Any]] = []
     for _ in range(args.rounds):
         for name, tree in trees.items():
             rounds[name].append(mesh_round(tree, args.jobs, args.calls, args.chains))
         wss.append(wss_round(TREE, args.jobs, args.calls, args.chains))
+        if args.db:
+            on_postgres.append(postgres_round(args.db, 1, args.jobs, args.calls, args.chains))
+        if args.managers == 2:
+            cluster.append(postgres_round(args.db, 2, args.jobs, args.calls, args.chains))
     out["medians"] = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
                       for name, runs in rounds.items()}
     if args.against:
         this, other = out["medians"]["this"], out["medians"]["against"]
         out["this_over_against"] = {key: round(this[key] / other[key], 3) for key in this}
     plain = out["medians"]["this"]
-    over_tls = {key: statistics.median(r[key] for r in wss) for key in wss[0]}
-    out["wss"] = {"medians": over_tls,
-                  "wss_over_ws": {key: round(over_tls[key] / plain[key], 3) for key in plain},
-                  "rounds": wss}
+    out["wss"] = beside(wss, plain, "wss_over_ws")
+    targets = {}
+    if on_postgres:
+        out["postgres"] = {"server_version": server_version,
+                           **beside(on_postgres, plain, "postgres_over_sqlite")}
+        targets["postgres_throughput_over_sqlite"] = target(
+            plain, "postgres", out["postgres"]["medians"], "throughput_jobs_per_s", ">=",
+            THROUGHPUT_TARGET)
+    if cluster:
+        out["cluster"] = {"managers": 2, **beside(cluster, plain, "cluster_over_sqlite")}
+        targets["cross_manager_roundtrip_p50_over_sqlite"] = target(
+            plain, "cluster", out["cluster"]["medians"], "roundtrip_p50_ms", "<=",
+            ROUNDTRIP_TARGET)
+    if targets:
+        out["targets"] = targets
     if args.backlog:
         out["backlog"] = {name: backlog_run(tree, args.backlog, args.jobs)
                           for name, tree in trees.items()}
     out["rounds"] = rounds
     print(json.dumps(out, indent=2))
+
+
+def beside(runs: list[dict[str, Any]], plain: dict[str, Any], ratios: str) -> dict[str, Any]:
+    """The medians of ``runs``, their ratios (under ``ratios``) to the plain SQLite medians of
+    this tree in the same run, and the rounds."""
+    medians = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    return {"medians": medians,
+            ratios: {key: round(medians[key] / plain[key], 3) for key in plain},
+            "rounds": runs}
+
+
+def target(sqlite: dict[str, Any], name: str, other: dict[str, Any], key: str, sense: str,
+           bound: float) -> dict[str, Any]:
+    """One of the issue's aims: ``key`` of the ``name`` medians over SQLite's, against its
+    bound (``sense`` is ">=" or "<=")."""
+    ratio = round(other[key] / sqlite[key], 3)
+    met = ratio >= bound if sense == ">=" else ratio <= bound
+    return {"figure": key, "sqlite": sqlite[key], name: other[key], "ratio": ratio,
+            "target": f"{sense} {bound}", "met": met}
 
 
 if __name__ == "__main__":
