@@ -43,7 +43,8 @@ NEW_INDEXES = {
                      " WHERE ((status = 'queued'::text) AND (owner IS NULL))",
     "ej_jobs_owner": "(owner) WHERE (owner IS NOT NULL)",
 }
-"""The indexes of ej_jobs in schema versions 2 and 3, as pg_indexes shows them after ``USING btree``."""
+"""The indexes of ej_jobs in schema versions 2 and 3, as pg_indexes shows them (after
+``USING btree``)."""
 VERSION_1_INDEXES = (
     "CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id)"
     " WHERE status IN ('queued', 'retrying', 'running', 'waiting')",
