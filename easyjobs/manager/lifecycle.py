@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EasyJobsError, SerializationError, StoreError
+from ..errors import EasyJobsError, SerializationError, StoreError, UnknownTask
 from ..jobs import TERMINAL, JobRecord, JobStatus
 from ..protocol.frames import (
     Abort,
@@ -110,8 +110,12 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ submitting
 
-    def submit(self, peer: Peer, frames: list[Submit]) -> None:
-        """Validate, dispatch at once, and acknowledge once the store has committed."""
+    def submit(self, peer: Peer, frames: list[Submit], reloaded: bool = False) -> None:
+        """Validate, dispatch at once, and acknowledge once the store has committed.
+
+        On a store several managers share, a task unknown here may have been registered on
+        another manager a moment ago: the specs are re-read once before it is refused.
+        """
         if not self._health.writable:
             refusal = f"{self._health.reason}; new jobs are refused until it writes again"
             for frame in frames:
@@ -121,6 +125,7 @@ class Lifecycle:
         items: _Items = []
         spilled: set[Key] = set()
         seen: set[str] = set()  # two submits of one id in one message: the second is a re-send
+        unknown: list[Submit] = []
         for frame in frames:
             record = JobRecord(
                 id=frame.job, queue=frame.queue, task=frame.task, args=frame.args,
@@ -131,6 +136,12 @@ class Lifecycle:
                 duplicate = frame.job in self.active or frame.job in seen
                 deps = [] if duplicate else workflow.dependency_jobs(
                     self._registry.spec, record, now)
+            except UnknownTask as exc:
+                if self._store.shared and not reloaded:
+                    unknown.append(frame)
+                else:
+                    self._peers.reply(peer, Error(exc.code, str(exc), frame.ref))
+                continue
             except EasyJobsError as exc:
                 self._peers.reply(peer, Error(exc.code, str(exc), frame.ref))
                 continue
@@ -139,6 +150,8 @@ class Lifecycle:
                 spilled |= self._claims.place([record, *deps])
             held = record.owner is not None
             items.append((frame, [record, *deps], not duplicate and not deps and held))
+        if unknown:
+            self._background.spawn(self._submit_reloaded(peer, unknown))
         if not items:
             return
         inserted = issue(self._store.add_jobs(
@@ -150,6 +163,11 @@ class Lifecycle:
                 self.activate(group[:1])
             if frame.watch:  # _submitted checks the store if the job proves to exist already
                 self._watchers.watch(peer, frame.job, None, known=True)
+
+    async def _submit_reloaded(self, peer: Peer, frames: list[Submit]) -> None:
+        await self._registry.reload()
+        if peer.id in self._peers:
+            self.submit(peer, frames, reloaded=True)
 
     def _top_up(self, keys: Iterable[Key]) -> None:
         """Claim the jobs just left in the store if a worker waits for them (after their
