@@ -40,6 +40,8 @@ class ClusterNews:
         self._pause = pause
 
     def heard(self, news: Signals) -> None:
+        if news.all_ready or news.ready:
+            self._lifecycle.retry_stranded()
         if news.all_ready:
             self._background.spawn(self._reclaim())
         elif news.ready:

@@ -97,6 +97,10 @@ class Lifecycle:
         self.policy = policy
         self._blocked: dict[str, set[str]] = {}
         """dependency id -> ids of the waiting jobs it blocks"""
+        self._stranded: dict[str, tuple[Peer, Done]] = {}
+        """Outcomes for jobs another manager held when they came, by job id."""
+        self._stranded_resumes: dict[str, Peer] = {}
+        """Resumed jobs another manager held when the resume came, by job id."""
         self._losses: dict[str, int] = {}
         """job id -> how many times a worker was lost while running it (this manager's count,
         kept while the job waits in the store's queue)"""
@@ -293,7 +297,9 @@ class Lifecycle:
             self._background.write(
                 self._store.mark_running(job_id, peer.name, record.attempts, time.time()),
                 f"the resumed start of job {job_id}")
-        if missing and not adopted:
+        if missing and adopted:  # finished, or held by another manager (perhaps one that died)
+            self._background.spawn(self._strand(peer, missing))
+        elif missing:
             self._adopt(missing, lambda: self.resume(peer, missing, adopted=True),
                         f"the resume of {len(missing)} job(s)")
 
@@ -359,15 +365,17 @@ class Lifecycle:
         ack = DoneAck(frame.job, frame.attempt)
         if active is None:
             if adopted:
-                self._background.spawn(self._ack_if_settled(peer, ack))
+                self._background.spawn(self._ack_if_settled(peer, frame))
             else:  # it may wait in the store's queue (e.g. requeued by a restart)
                 self._adopt([frame.job], lambda: self.done(peer, frame, adopted=True),
                             f"the outcome of job {frame.job}")
             return
         if active.finishing:
+            self._duplicate(active.record, frame.attempt)
             active.acks.append((peer, ack))  # settled when the outcome being committed is
             return
         if active.record.status not in (JobStatus.RUNNING, JobStatus.QUEUED):
+            self._duplicate(active.record, frame.attempt)
             peer.send(ack)  # a late or duplicate result: the first one won
             return
         active.finishing = True
@@ -396,19 +404,54 @@ class Lifecycle:
             error = frame.error or {"type": "EasyJobsError", "message": "failed", "traceback": ""}
             self._failed_attempt(active, error)
 
-    async def _ack_if_settled(self, peer: Peer, ack: DoneAck) -> None:
+    def _duplicate(self, record: JobRecord, attempt: int) -> None:
+        """An outcome of another attempt than the one that counts: the job ran twice (the
+        at-least-once rule); a re-sent outcome of the same attempt is no duplicate."""
+        if attempt != record.attempts:
+            self._observers.job_changed("duplicate", record)
+
+    async def _ack_if_settled(self, peer: Peer, frame: Done) -> None:
         """Acknowledge an outcome for a job not held here once the store shows it finished (a
-        late or duplicate result); an unfinished one keeps its outcome with the worker."""
+        late or duplicate result). An unfinished one is held by another manager, perhaps one
+        that died: the outcome is tried again once jobs are handed back (``retry_stranded``)."""
         try:
-            record = await self._store.get_job(ack.job)
+            record = await self._store.get_job(frame.job)
         except StoreError:
             return
         if record is None or record.status in TERMINAL:
+            if record is not None:
+                self._duplicate(record, frame.attempt)
             if peer.id in self._peers:
-                peer.send(ack)
+                peer.send(DoneAck(frame.job, frame.attempt))
         else:
-            log.warning("job %s is %s and held by another manager; its worker keeps the "
-                        "outcome and sends it again", ack.job, record.status.value)
+            log.info("job %s is %s and held by another manager; its outcome is recorded once "
+                     "that manager hands it back", frame.job, record.status.value)
+            self._stranded[frame.job] = (peer, frame)
+
+    async def _strand(self, peer: Peer, jobs: list[str]) -> None:
+        """Keep the resumed jobs still unfinished for ``retry_stranded``."""
+        for job_id in jobs:
+            try:
+                record = await self._store.get_job(job_id)
+            except StoreError:
+                return
+            if record is not None and record.status not in TERMINAL:
+                self._stranded_resumes[job_id] = peer
+
+    def retry_stranded(self) -> None:
+        """Jobs were handed back to the store's queue: try again the resumes and outcomes
+        that found their job held by another manager (before anyone claims them)."""
+        resumes, self._stranded_resumes = self._stranded_resumes, {}
+        by_peer: dict[Peer, list[str]] = {}
+        for job_id, peer in resumes.items():
+            by_peer.setdefault(peer, []).append(job_id)
+        for peer, jobs in by_peer.items():
+            if peer.id in self._peers:
+                self.resume(peer, jobs)
+        outcomes, self._stranded = self._stranded, {}
+        for peer, frame in outcomes.values():
+            if peer.id in self._peers:
+                self.done(peer, frame)
 
     def _adopt(self, job_ids: list[str], then: Callable[[], None], what: str) -> None:
         """Take jobs that wait free in the store's queue into memory, then call ``then``."""

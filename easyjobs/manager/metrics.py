@@ -34,6 +34,7 @@ class _TaskMetrics(NamedTuple):
     failed: Any
     cancelled: Any
     retried: Any
+    duplicates: Any
     duration: Any
     queue_wait: Any
 
@@ -55,6 +56,10 @@ class Metrics(Collector):
                                  registry=self.registry)
         self.retried = Counter("easyjobs_jobs_retried", "Failed attempts that will be retried",
                                _LABELS, registry=self.registry)
+        self.duplicates = Counter(
+            "easyjobs_jobs_duplicate_outcomes",
+            "Outcomes of another attempt than the one recorded: jobs that ran more than once",
+            _LABELS, registry=self.registry)
         self.duration = Histogram("easyjobs_job_duration_seconds",
                                   "From the last attempt's start to the outcome", _LABELS,
                                   registry=self.registry)
@@ -72,13 +77,15 @@ class Metrics(Collector):
             task = self._tasks[labels] = _TaskMetrics(*(
                 metric.labels(*labels) for metric in (
                     self.submitted, self.succeeded, self.failed, self.cancelled, self.retried,
-                    self.duration, self.queue_wait)))
+                    self.duplicates, self.duration, self.queue_wait)))
         if change == "created":
             task.submitted.inc()
         elif change == "started" and record.attempts == 1:
             task.queue_wait.observe(max(0.0, (record.started_at or 0.0) - record.created_at))
         elif change == "retrying":
             task.retried.inc()
+        elif change == "duplicate":
+            task.duplicates.inc()
         elif change == "finished":
             outcome = {JobStatus.SUCCEEDED: task.succeeded, JobStatus.FAILED: task.failed}
             outcome.get(record.status, task.cancelled).inc()

@@ -96,6 +96,8 @@ CONNECT_DEFAULTS: dict[str, Any] = {
     "tcp_user_timeout": 10_000,
 }
 """Connection options the URL may override."""
+FENCED = "EJ001"
+"""The SQLSTATE ``ej_fence`` raises."""
 UNWRITABLE_STATES = {
     "53100": "the database disk is full",
     "53200": "the database is out of memory",
@@ -104,6 +106,8 @@ UNWRITABLE_STATES = {
     "57P01": "the database is shutting down",
     "57P02": "the database is shutting down",
     "57P03": "the database is starting or shutting down",
+    FENCED: "this manager's lease in the database has expired; other managers may take its jobs"
+            " over, so it writes nothing until it renews the lease",
 }
 
 FREE = "status = 'queued' AND owner IS NULL"
@@ -112,6 +116,18 @@ MANAGERS = (
     "CREATE TABLE ej_managers (id text PRIMARY KEY, name text NOT NULL,"
     " lease_until timestamptz NOT NULL)"
 )
+# Every write transaction of a manager that joined starts with it: once its lease has expired,
+# another manager may have taken its jobs over, and nothing it writes may land on top.
+FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT EXISTS (SELECT FROM ej_managers WHERE id = manager AND lease_until > now()) THEN
+            RAISE EXCEPTION 'easyjobs manager % holds no live lease', manager
+                USING ERRCODE = '{FENCED}';
+        END IF;
+    END $$"""
+FENCE = "SELECT ej_fence(%s)"
+UNFENCED = frozenset({"take_back", "renew"})
+"""The ops that make or renew the lease itself."""
 """A job waiting in the queue for any manager; spelled out so the claim index matches it."""
 INDEXES = (
     # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
@@ -132,7 +148,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         *INDEXES,
     ),
     # Version 2 had no leases: one manager only.
-    2: (MANAGERS,),
+    2: (MANAGERS, FENCE_FUNCTION),
 }
 """The statements that take a schema from a version to the next, run by ``open()``."""
 
@@ -148,6 +164,7 @@ SCHEMA = (
     "CREATE INDEX ej_jobs_created ON ej_jobs (created_at, id)",
     *INDEXES,
     MANAGERS,
+    FENCE_FUNCTION,
     """CREATE TABLE ej_tasks (
         queue text NOT NULL, name text NOT NULL, spec bytea NOT NULL,
         updated_at double precision NOT NULL, PRIMARY KEY (queue, name))""",
@@ -418,6 +435,8 @@ class PostgresStore(Store):
         self._channel = ""
         """The channel of this schema's notifications (set at open)."""
         self._listener: Listener | None = None
+        self._fence: str | None = None
+        """The manager whose live lease every write transaction checks (set by take_back)."""
 
     @property
     def where(self) -> str:
@@ -596,6 +615,7 @@ class PostgresStore(Store):
 
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
         def extract(_: int, rows: Rows) -> tuple[int, list[JobRecord]]:
+            self._fence = owner  # joined: every later transaction checks the lease
             return rows[0][0], _held(rows)
 
         params = (owner, f"{socket.gethostname()}:{os.getpid()}", LEASE_S, owner, self._channel)
@@ -859,6 +879,9 @@ class PostgresStore(Store):
         try:
             return await self._transaction(batch)
         except Exception as exc:  # the driver's errors, and a value it cannot send
+            if getattr(exc, "sqlstate", None) == FENCED and len(batch) > 1:
+                # The lease's own ops (renew) go through alone; every other op is refused.
+                return [outcome for op in batch for outcome in await self._execute([op])]
             if self._unwritable(exc):
                 return self._fail_unwritable(batch, exc)
             if len(batch) == 1:
@@ -889,6 +912,8 @@ class PostgresStore(Store):
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
+                if self._fence is not None and any(op[0] not in UNFENCED for op in batch):
+                    await conn.execute(FENCE, (self._fence,))
                 for group in groups:
                     cursor = conn.cursor()
                     await cursor.execute(group[0][1], _merged(group))

@@ -12,12 +12,14 @@ import pytest
 from easyjobs.errors import StoreError
 from easyjobs.jobs import JobStatus, new_job_id
 from easyjobs.manager.core import Core
+from easyjobs.manager.metrics import Metrics
 from easyjobs.manager.peers import Peer
 from easyjobs.protocol.frames import (
     Accepted,
     Assign,
     Credit,
     Done,
+    DoneAck,
     Error,
     Frame,
     Register,
@@ -158,3 +160,31 @@ async def test_a_crashing_continuation_is_logged(core: Core,
         await core.background.drain()
         await wait_until(lambda: "crash failed" in caplog.text, what="the log line")
     assert "crash failed (a bug of ours)" in caplog.text and "RuntimeError: bug" in caplog.text
+
+
+async def test_an_outcome_of_an_earlier_attempt_counts_as_a_duplicate(core: Core) -> None:
+    """Attempt 1's worker is lost, attempt 2 succeeds, then attempt 1 reports too: the first
+    outcome stands and /metrics counts one duplicate; a re-sent outcome of attempt 2 does not
+    count."""
+    metrics = Metrics(core.observers, core.queries)
+    first, second, client = FakePeer("w1", "worker"), FakePeer("w2", "worker"), FakePeer("c")
+    for peer in (first, second, client):
+        core.connect(peer)
+    core.handle(first, [REGISTER, Credit(1)])
+    core.handle(second, [REGISTER])
+    job = new_job_id()
+    core.handle(client, [submit(1, job)])
+    assert [a.job for a in first.of(Assign)] == [job]
+    core.disconnect(first)
+    core.handle(second, [Credit(1)])
+    assert [(a.job, a.attempt) for a in second.of(Assign)] == [(job, 2)]
+    core.handle(second, [Done(job, 2, "succeeded", 3)])
+    await wait_until(lambda: bool(client.of(Result)), what="the result")
+    late = FakePeer("w1", "worker")
+    core.connect(late)
+    core.handle(late, [Done(job, 1, "succeeded", 3)])
+    core.handle(second, [Done(job, 2, "succeeded", 3)])
+    await wait_until(lambda: len(late.of(DoneAck)) == 1 and len(second.of(DoneAck)) == 2,
+                     what="every outcome to be acknowledged")
+    text = (await metrics.render()).decode()
+    assert 'easyjobs_jobs_duplicate_outcomes_total{queue="Q",task="add"} 1.0' in text

@@ -151,6 +151,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
             conn.execute(f"DROP INDEX {index}")
         conn.execute("ALTER TABLE ej_jobs DROP COLUMN owner")
         conn.execute("DROP TABLE ej_managers")
+        conn.execute("DROP FUNCTION ej_fence")
         for statement in VERSION_1_INDEXES:
             conn.execute(statement)
         conn.execute("UPDATE ej_meta SET value = '1' WHERE key = 'schema_version'")
@@ -492,3 +493,24 @@ async def test_leaving_hands_every_held_job_to_the_others_and_tells_them(pg_url:
     finally:
         await leaving.close()
         await staying.close()
+
+
+async def test_a_manager_whose_lease_expired_writes_nothing_until_it_renews(
+    pg_url: str, pg_server: Server
+) -> None:
+    """Fencing: past its lease, every write of a manager fails as unwritable, naming the
+    lease, while its renewal still goes through (in the same batch, too) and writes resume."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.take_back("m1")
+        pg_server.execute(f"UPDATE {schema_of(pg_url)}.ej_managers SET lease_until = now()"
+                          " - interval '1 second' WHERE id = 'm1'")
+        refused, renewed = store.add_jobs([job(1)]), store.renew("m1")
+        with pytest.raises(StoreUnwritable, match="lease in the database has expired"):
+            await refused
+        assert await renewed == []
+        assert await store.add_jobs([job(2)]) == [True]
+        assert store.writable
+    finally:
+        await store.close()
