@@ -283,7 +283,7 @@ class Store(ABC):
                      on_connect: Callable[[], None]) -> None:
         """Hear what the managers sharing this store commit, from its return until ``close``.
 
-        ``on_signals`` gets the news of each write transaction (this manager's own too).
+        ``on_signals`` gets the news of the other managers' write transactions.
         ``on_connect`` runs each time the hearing (re)starts: news sent while it was down is
         lost, so the caller then catches up from the tables. A store only one manager can use
         (SQLite) has nothing to hear and calls neither.

@@ -116,6 +116,14 @@ MANAGERS = (
     "CREATE TABLE ej_managers (id text PRIMARY KEY, name text NOT NULL,"
     " lease_until timestamptz NOT NULL)"
 )
+# By status, but only the statuses a job rests in: the queued and running rows churn (every
+# job passes through both), and an index holding them would fill with dead entries that the
+# writes by id would then walk, slower with every job done, if the planner picked it. A
+# running job is found by its owner instead (ej_jobs_owner).
+STATUS_INDEX = (
+    "CREATE INDEX ej_jobs_status ON ej_jobs (status, created_at, id)"
+    f" WHERE status NOT IN ('{JobStatus.QUEUED.value}', '{JobStatus.RUNNING.value}')"
+)
 # Every write transaction of a manager that joined starts with it: once its lease has expired,
 # another manager may have taken its jobs over, and nothing it writes may land on top.
 FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAGE plpgsql AS $$
@@ -126,8 +134,6 @@ FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAG
         END IF;
     END $$"""
 FENCE = "SELECT ej_fence(%s)"
-UNFENCED = frozenset({"take_back", "renew"})
-"""The ops that make or renew the lease itself."""
 """A job waiting in the queue for any manager; spelled out so the claim index matches it."""
 INDEXES = (
     # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
@@ -147,8 +153,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP INDEX ej_jobs_unfinished",
         *INDEXES,
     ),
-    # Version 2 had no leases: one manager only.
-    2: (MANAGERS, FENCE_FUNCTION),
+    # Version 2 had no leases (one manager only), and indexed the churning statuses.
+    2: (MANAGERS, FENCE_FUNCTION, "DROP INDEX ej_jobs_status", STATUS_INDEX),
 }
 """The statements that take a schema from a version to the next, run by ``open()``."""
 
@@ -162,7 +168,8 @@ SCHEMA = (
         next_attempt_at double precision, priority integer NOT NULL DEFAULT 0, owner text)""",
     # list_jobs() reads it backwards: newest first, and the cursor is a range on the key.
     "CREATE INDEX ej_jobs_created ON ej_jobs (created_at, id)",
-    *INDEXES,
+    STATUS_INDEX,
+    *INDEXES[1:],
     MANAGERS,
     FENCE_FUNCTION,
     """CREATE TABLE ej_tasks (
@@ -247,11 +254,15 @@ def _when(new: JobStatus) -> str:
 
 # The status changes take one row per job as arrays (ending with the ids), so that the writer
 # can send consecutive calls of one kind as one statement; RETURNING says which jobs changed.
+BY_ID = "j.id = ANY(%b::text[])"
+"""The ids again, as a condition the primary key serves: without it the planner, its row
+estimates stale under a queue's churn, joins the ids with a scan of the whole table, once per
+statement of a group commit."""
 MARK_RUNNING = (
     f"UPDATE ej_jobs j SET status = '{JobStatus.RUNNING.value}', attempts = u.attempts,"
     " worker = u.worker, started_at = u.at"
     " FROM unnest(%b::int4[], %b::text[], %b::float8[], %b::text[]) AS u(attempts, worker, at, id)"
-    f" WHERE j.id = u.id AND {_when(JobStatus.RUNNING)} RETURNING j.id"
+    f" WHERE j.id = u.id AND {BY_ID} AND {_when(JobStatus.RUNNING)} RETURNING j.id"
 )
 REQUEUE = (
     f"UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
@@ -261,7 +272,7 @@ RETRY = (
     f"UPDATE ej_jobs j SET status = '{JobStatus.RETRYING.value}', error = u.error,"
     " next_attempt_at = u.due, worker = NULL"
     " FROM unnest(%b::bytea[], %b::float8[], %b::text[]) AS u(error, due, id)"
-    f" WHERE j.id = u.id AND {_when(JobStatus.RETRYING)} RETURNING j.id"
+    f" WHERE j.id = u.id AND {BY_ID} AND {_when(JobStatus.RETRYING)} RETURNING j.id"
 )
 FINISH = {
     status: f"UPDATE ej_jobs j SET status = '{status.value}', result = u.result,"
@@ -270,7 +281,7 @@ FINISH = {
     " owner = NULL"
     " FROM unnest(%b::bytea[], %b::bytea[], %b::float8[], %b::text[], %b::text[])"
     " AS u(result, error, at, on_failure_job, id)"
-    f" WHERE j.id = u.id AND {_when(status)} RETURNING j.id"
+    f" WHERE j.id = u.id AND {BY_ID} AND {_when(status)} RETURNING j.id"
     for status in TERMINAL
 }
 MERGEABLE = {
@@ -508,7 +519,7 @@ class PostgresStore(Store):
     def mark_running(
         self, job_id: str, worker: str, attempt: int, at: float
     ) -> asyncio.Future[None]:
-        params = ([attempt], [worker], [float(at)], [job_id])
+        params = ([attempt], [worker], [float(at)], [job_id], [job_id])
         return self._write("mark_running", MARK_RUNNING, params, _none)
 
     def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:
@@ -517,7 +528,8 @@ class PostgresStore(Store):
     def retry(
         self, job_id: str, error: dict[str, str], next_attempt_at: float
     ) -> asyncio.Future[bool]:
-        params = ([pack(error, f"job {job_id} error")], [float(next_attempt_at)], [job_id])
+        params = ([pack(error, f"job {job_id} error")], [float(next_attempt_at)], [job_id],
+                  [job_id])
         return self._write("retry", RETRY, params, _changed_one)
 
     def finish(
@@ -538,6 +550,7 @@ class PostgresStore(Store):
             [None if error is None else pack(error, f"job {job_id} error")],
             [float(at)],
             [on_failure_job],
+            [job_id],
             [job_id],
         )
         news = _left_free(children)
@@ -605,7 +618,11 @@ class PostgresStore(Store):
                      on_connect: Callable[[], None]) -> None:
         if self._listener is not None or self._refusal() is not None:
             raise StoreError("listen() needs an open store, and is called once")
-        self._listener = Listener(self._connect, self._channel, self._where, on_signals,
+        def others(news: Signals) -> None:  # this manager acted on its own news already
+            if news.origin is None or news.origin != self._fence:
+                on_signals(news)
+
+        self._listener = Listener(self._connect, self._channel, self._where, others,
                                   on_connect)
         await self._listener.start()
 
@@ -618,14 +635,27 @@ class PostgresStore(Store):
             self._fence = owner  # joined: every later transaction checks the lease
             return rows[0][0], _held(rows)
 
+        self._fence = None  # (re)joining: the lease to check is the one this makes
         params = (owner, f"{socket.gethostname()}:{os.getpid()}", LEASE_S, owner, self._channel)
         return self._write("take_back", TAKE_BACK, params, extract)
 
     def renew(self, owner: str) -> asyncio.Future[list[JobRecord] | None]:
-        def extract(_: int, rows: Rows) -> list[JobRecord] | None:
-            return _held(rows) if rows[0][0] else None
-
-        return self._write("renew", RENEW, (LEASE_S, owner, owner, self._channel), extract)
+        # Beside the writer, on a pooled connection (one statement, its own transaction): a
+        # lease must never wait behind a backlog of job writes. It touches only other
+        # managers' jobs, so its order among this manager's writes does not matter.
+        refusal = self._refusal()
+        if refusal is not None:
+            fut: asyncio.Future[list[JobRecord] | None] = (
+                asyncio.get_running_loop().create_future())
+            fut.set_exception(refusal)
+            return fut
+        assert self._point_pool is not None  # serving: open() made it
+        task = asyncio.get_running_loop().create_task(self._run_read(
+            "renew", RENEW, (LEASE_S, owner, owner, self._channel),
+            lambda rows: _held(rows) if rows[0][0] else None, self._point_pool, None))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+        return task
 
     def leave(self, owner: str) -> asyncio.Future[None]:
         return self._write("leave", LEAVE, (owner, owner, owner, self._channel), _none)
@@ -879,9 +909,6 @@ class PostgresStore(Store):
         try:
             return await self._transaction(batch)
         except Exception as exc:  # the driver's errors, and a value it cannot send
-            if getattr(exc, "sqlstate", None) == FENCED and len(batch) > 1:
-                # The lease's own ops (renew) go through alone; every other op is refused.
-                return [outcome for op in batch for outcome in await self._execute([op])]
             if self._unwritable(exc):
                 return self._fail_unwritable(batch, exc)
             if len(batch) == 1:
@@ -912,7 +939,7 @@ class PostgresStore(Store):
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
-                if self._fence is not None and any(op[0] not in UNFENCED for op in batch):
+                if self._fence is not None:
                     await conn.execute(FENCE, (self._fence,))
                 for group in groups:
                     cursor = conn.cursor()
@@ -920,6 +947,7 @@ class PostgresStore(Store):
                     cursors.append(cursor)
                 await conn.execute(FOLD_COUNTS)
                 if news:  # delivered to the listeners only if this transaction commits
+                    news.origin = self._fence
                     await conn.execute(NOTIFY, (self._channel, news.encode()))
                 await conn.execute("COMMIT")
         except BaseException:
@@ -944,6 +972,8 @@ class PostgresStore(Store):
                 mine = [(job_id,) for job_id in dict.fromkeys(ids) if job_id in changed]
                 changed.difference_update(ids)
                 outcomes.append((fut, None, extract(len(mine), mine)))
+        called = {id(op[4]): position for position, op in enumerate(batch)}
+        outcomes.sort(key=lambda outcome: called[id(outcome[0])])  # answered in call order
         return outcomes
 
     async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
@@ -1041,20 +1071,35 @@ def _driver() -> None:
 
 
 def _groups(batch: list[Op]) -> list[list[Op]]:
-    """``batch`` cut into runs of ops that one statement each can do (see ``MERGEABLE``)."""
-    groups: list[list[Op]] = []
-    group_ids: set[str] = set()
+    """``batch`` as groups of ops that one statement each can do (see ``MERGEABLE``).
+
+    An op joins the latest group of its statement unless a group after that one touches one
+    of its jobs, or cannot say which jobs it touches: ops on different jobs commute, so the
+    batch's effect is the one of its call order, in a statement per kind of op rather than
+    one per change of kind (finish, start, finish, start... as workers take jobs in turn).
+    """
+    groups: list[tuple[list[Op], set[str] | None]] = []
     for op in batch:
         merge = MERGEABLE.get(op[1])
-        if merge is not None and groups and groups[-1][0][1] is op[1]:
-            ids, once = op[2][merge[0]], merge[1]
-            if not once or group_ids.isdisjoint(ids):
-                groups[-1].append(op)
-                group_ids.update(ids)
-                continue
-        groups.append([op])
-        group_ids = set(op[2][merge[0]]) if merge is not None else set()
-    return groups
+        if merge is None:
+            groups.append(([op], None))  # touches jobs it does not name: nothing passes it
+            continue
+        ids, once = set(op[2][merge[0]]), merge[1]
+        target: tuple[list[Op], set[str]] | None = None
+        for group, touched in reversed(groups):
+            if touched is None:
+                break
+            if group[0][1] is op[1] and (not once or touched.isdisjoint(ids)):
+                target = (group, touched)
+                break
+            if not touched.isdisjoint(ids):
+                break
+        if target is None:
+            groups.append(([op], ids))
+        else:
+            target[0].append(op)
+            target[1].update(ids)
+    return [group for group, _ in groups]
 
 
 def _merged(group: list[Op]) -> Sequence[Any]:

@@ -8,6 +8,7 @@ kind of news, ids and keys only, never results:
     done ["<id>",...]                  these jobs finished (their watchers re-read them)
     tasks                              task specs were saved
     pause <0|1>                        every worker to be paused (1) or resumed (0)
+    from <manager id>                  who sent it (a manager skips its own news)
 
 Lists are JSON, so any id or name is carried as it is.
 
@@ -35,6 +36,7 @@ class Signals:
     done: set[str] = field(default_factory=set)
     tasks: bool = False
     pause: bool | None = None
+    origin: str | None = None
     all_ready: bool = False
     """Too many keys to list: every task may have free queued jobs."""
     all_done: bool = False
@@ -68,6 +70,8 @@ class Signals:
             lines["tasks"] = "tasks"
         if self.pause is not None:
             lines["pause"] = f"pause {int(self.pause)}"
+        if self.origin is not None:
+            lines["from"] = f"from {self.origin}"
         while len("\n".join(lines.values()).encode()) > MAX_PAYLOAD:
             longest = max(lists, key=lambda kind: len(lists[kind]))
             lists[longest] = ALL
@@ -85,6 +89,8 @@ class Signals:
                 signals.tasks = True
             elif kind == "pause" and rest in ("0", "1"):
                 signals.pause = rest == "1"
+            elif kind == "from" and rest:
+                signals.origin = rest
             elif kind in ("ready", "done"):
                 if rest == ALL:
                     setattr(signals, f"all_{kind}", True)

@@ -38,12 +38,13 @@ def job(n: int = 0, **fields: object) -> JobRecord:
 NEW_INDEXES = {
     "ej_jobs_pkey": "(id)",
     "ej_jobs_created": "(created_at, id)",
-    "ej_jobs_status": "(status, created_at, id)",
+    "ej_jobs_status": "(status, created_at, id)"
+                      " WHERE (status <> ALL (ARRAY['queued'::text, 'running'::text]))",
     "ej_jobs_claim": "(queue, task, priority, created_at, id)"
                      " WHERE ((status = 'queued'::text) AND (owner IS NULL))",
     "ej_jobs_owner": "(owner) WHERE (owner IS NOT NULL)",
 }
-"""The indexes of ej_jobs in schema versions 2 and 3, as pg_indexes shows them (after
+"""The indexes of ej_jobs in schema version 3, as pg_indexes shows them (after
 ``USING btree``)."""
 VERSION_1_INDEXES = (
     "CREATE INDEX ej_jobs_unfinished ON ej_jobs (created_at, id)"
@@ -499,7 +500,7 @@ async def test_a_manager_whose_lease_expired_writes_nothing_until_it_renews(
     pg_url: str, pg_server: Server
 ) -> None:
     """Fencing: past its lease, every write of a manager fails as unwritable, naming the
-    lease, while its renewal still goes through (in the same batch, too) and writes resume."""
+    lease, while its renewal (beside the writer) still goes through, and writes resume."""
     store = PostgresStore(pg_url)
     await store.open()
     try:
@@ -512,5 +513,59 @@ async def test_a_manager_whose_lease_expired_writes_nothing_until_it_renews(
         assert await renewed == []
         assert await store.add_jobs([job(2)]) == [True]
         assert store.writable
+    finally:
+        await store.close()
+
+
+def fake_op(sql: str, job_id: str) -> Any:
+    """An op as the writer queues it, for ``_groups`` (nothing runs it)."""
+    from easyjobs.store.postgres import FINISH, MARK_RUNNING
+    params: dict[str, tuple[list[Any], ...]] = {
+        MARK_RUNNING: ([1], ["w"], [1.0], [job_id], [job_id]),
+        FINISH[JobStatus.SUCCEEDED]: ([None], [None], [2.0], [None], [job_id], [job_id]),
+    }
+    return ("op", sql, params.get(sql, ()), None, None, None)
+
+
+def test_interleaved_ops_on_different_jobs_go_as_one_statement_per_kind() -> None:
+    """Starts and outcomes of different jobs, interleaved as workers take jobs in turn, make a
+    statement per kind; an op whose job a later group touched stays behind it, and an op that
+    names no jobs lets nothing pass."""
+    from easyjobs.store.postgres import FINISH, MARK_RUNNING, PROBE, _groups
+
+    start, done = MARK_RUNNING, FINISH[JobStatus.SUCCEEDED]
+
+    def shape(*ops: tuple[str, str]) -> list[list[str]]:
+        return [[op[2][3 if op[1] is start else 4][0] for op in group]
+                for group in _groups([fake_op(sql, job_id) for sql, job_id in ops])]
+
+    assert shape((start, "a"), (done, "b"), (start, "c"), (done, "d")) == [["a", "c"],
+                                                                           ["b", "d"]]
+    assert shape((start, "a"), (done, "a"), (start, "b")) == [["a", "b"], ["a"]]
+    assert shape((start, "a"), (done, "a"), (start, "a")) == [["a"], ["a"], ["a"]]
+    probe = ("op", PROBE, (), None, None, None)
+    groups = _groups([fake_op(start, "a"), probe, fake_op(start, "b")])
+    assert [len(group) for group in groups] == [1, 1, 1]
+
+
+async def test_interleaved_starts_and_outcomes_all_land_and_answer_in_call_order(
+    pg_url: str,
+) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        jobs = [job(n) for n in range(6)]
+        await store.add_jobs(jobs)
+        calls: list[asyncio.Future[Any]] = []
+        for n in range(6):  # a worker starting job n as it reports job n - 1
+            calls.append(store.mark_running(jobs[n].id, "w", 1, 1.0))
+            if n:
+                calls.append(store.finish(jobs[n - 1].id, JobStatus.SUCCEEDED, n - 1, None, 2.0))
+        calls.append(store.finish(jobs[5].id, JobStatus.SUCCEEDED, 5, None, 2.0))
+        assert await asyncio.gather(*calls) == [None] + [None, True] * 5 + [True]
+        for n, record in enumerate(jobs):
+            stored = await store.get_job(record.id)
+            assert stored is not None and (stored.status, stored.result) == (
+                JobStatus.SUCCEEDED, n)
     finally:
         await store.close()
