@@ -134,6 +134,10 @@ FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAG
         END IF;
     END $$"""
 FENCE = "SELECT ej_fence(%s)"
+UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "release", "announce"})
+"""Ops whose commit nobody is told of and whose loss in a server crash at-least-once already
+allows (a job back in the queue or with its manager, to run again): a batch of only these
+commits without waiting for the WAL flush (``synchronous_commit = off``)."""
 """A job waiting in the queue for any manager; spelled out so the claim index matches it."""
 INDEXES = (
     # take_back() finds running, waiting and retrying jobs by it; list_jobs(status=...) too.
@@ -941,6 +945,8 @@ class PostgresStore(Store):
                 await conn.execute("BEGIN")
                 if self._fence is not None:
                     await conn.execute(FENCE, (self._fence,))
+                if all(op[0] in UNACKNOWLEDGED for op in batch):
+                    await conn.execute("SET LOCAL synchronous_commit = off")
                 for group in groups:
                     cursor = conn.cursor()
                     await cursor.execute(group[0][1], _merged(group))
