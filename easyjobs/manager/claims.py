@@ -13,6 +13,7 @@ the store meanwhile. A claim is a store write, so it sees every insert issued be
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from ..errors import StoreError
@@ -49,23 +50,30 @@ class Claims:
             self._spills[key] = self._spills.get(key, 0) + 1  # a claim in flight may miss them
             self.top_up(key)
 
-    def place(self, records: Iterable[JobRecord]) -> set[Key]:
+    def place(self, records: Iterable[JobRecord], placing: Counter[Key] | None = None
+              ) -> set[Key]:
         """Set the owner of new unfinished jobs before their insert; returns the tasks whose
         jobs were left free in the store (``top_up`` them once the insert is issued).
 
         A queued job is held only if a worker here serves its task (any manager's workers may
         claim it from the store otherwise). A job that waits for dependencies or a retry is
-        always held: it needs this manager's attention, not a worker's.
+        always held: it needs this manager's attention, not a worker's. ``placing`` counts the
+        jobs held by earlier calls whose activation is still to come (one message's submits),
+        so that they count against the look-ahead too.
         """
+        placing = Counter() if placing is None else placing
         spilled: set[Key] = set()
         for record in records:
             if record.status in TERMINAL:
                 continue
             key = (record.queue, record.task)
-            if (record.status is not JobStatus.QUEUED
-                    or (key not in self._backlog and self._dispatcher.serves(key)
-                        and self._dispatcher.ready(key) < self._lookahead)):
+            if record.status is not JobStatus.QUEUED:
                 record.owner = self.owner
+                continue
+            if (key not in self._backlog and self._dispatcher.serves(key)
+                    and self._dispatcher.ready(key) + placing[key] < self._lookahead):
+                record.owner = self.owner
+                placing[key] += 1
                 continue
             record.owner = None
             self._backlog.add(key)
@@ -74,12 +82,13 @@ class Claims:
         return spilled
 
     def top_up(self, key: Key) -> None:
-        """Claim jobs of ``key`` when its look-ahead is below half and a worker serves it."""
+        """Claim jobs of ``key`` when its look-ahead is below three quarters full and a
+        worker serves it."""
         if (key not in self._backlog or key in self._claiming or not self._health.writable
                 or not self._dispatcher.serves(key)):
             return
         want = self._lookahead - self._dispatcher.ready(key)
-        if want * 2 < self._lookahead:
+        if want * 4 < self._lookahead:
             return
         self._claiming.add(key)
         spills = self._spills.setdefault(key, 0)

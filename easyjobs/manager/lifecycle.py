@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -128,12 +129,13 @@ class Lifecycle:
         now = time.time()
         items: _Items = []
         spilled: set[Key] = set()
+        placing: Counter[Key] = Counter()  # held by this message, not activated yet
         seen: set[str] = set()  # two submits of one id in one message: the second is a re-send
         unknown: list[Submit] = []
-        for frame in frames:
-            record = JobRecord(
+        for position, frame in enumerate(frames):
+            record = JobRecord(  # a microsecond apart: the store's FIFO keeps the message's order
                 id=frame.job, queue=frame.queue, task=frame.task, args=frame.args,
-                kwargs=frame.kwargs, parent=frame.parent, created_at=now,
+                kwargs=frame.kwargs, parent=frame.parent, created_at=now + position * 1e-6,
             )
             try:
                 self._registry.check(frame)
@@ -151,7 +153,7 @@ class Lifecycle:
                 continue
             seen.add(frame.job)
             if not duplicate:
-                spilled |= self._claims.place([record, *deps])
+                spilled |= self._claims.place([record, *deps], placing)
             held = record.owner is not None
             items.append((frame, [record, *deps], not duplicate and not deps and held))
         if unknown:

@@ -134,6 +134,10 @@ FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAG
         END IF;
     END $$"""
 FENCE = "SELECT ej_fence(%s)"
+BY_ID_OPS = frozenset({"add_jobs", "mark_running", "finish", "retry", "requeue", "release"})
+"""Ops whose statements find every row by its id: a batch of only these runs with sequential
+scans off (``BY_ID`` alone does not do, as a queue table grows by thousands of rows a second
+and its statistics lag far behind: the planner would scan the whole table per statement)."""
 UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "release", "announce"})
 """Ops whose commit nobody is told of and whose loss in a server crash at-least-once already
 allows (a job back in the queue or with its manager, to run again): a batch of only these
@@ -947,10 +951,13 @@ class PostgresStore(Store):
                     await conn.execute(FENCE, (self._fence,))
                 if all(op[0] in UNACKNOWLEDGED for op in batch):
                     await conn.execute("SET LOCAL synchronous_commit = off")
+                if all(op[0] in BY_ID_OPS for op in batch):
+                    await conn.execute("SET LOCAL enable_seqscan = off")
                 for group in groups:
                     cursor = conn.cursor()
                     await cursor.execute(group[0][1], _merged(group))
                     cursors.append(cursor)
+                await conn.execute("SET LOCAL enable_seqscan = on")
                 await conn.execute(FOLD_COUNTS)
                 if news:  # delivered to the listeners only if this transaction commits
                     news.origin = self._fence

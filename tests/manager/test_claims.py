@@ -234,3 +234,18 @@ async def test_a_schedule_does_not_pile_up_jobs_that_wait_in_the_store(core: Cor
     stored = await core.store.list_jobs(task="tick", limit=100)
     assert len(stored) == 2 * LOOKAHEAD + 1
     assert core.active == {}  # the fired job waits in the store
+
+
+async def test_one_message_of_many_submits_holds_no_more_than_the_lookahead(core: Core) -> None:
+    """A client that sends many submits at once (one message) gets the same bound."""
+    client, worker = FakePeer("c"), FakePeer("w", "worker")
+    core.connect(client)
+    core.connect(worker)
+    core.handle(worker, [REGISTER, Credit(1)])
+    jobs = [new_job_id() for _ in range(3 * LOOKAHEAD)]
+    core.handle(client, [submit(ref, job) for ref, job in enumerate(jobs)])
+    assert set(core.active) == set(jobs[:LOOKAHEAD])
+    assert [a.job for a in worker.of(Assign)] == jobs[:1]
+    await wait_until(lambda: len(client.of(Accepted)) == len(jobs), what="the acks")
+    core.handle(worker, [Done(jobs[0], 1, "succeeded", 0)])
+    assert await run_all(core, worker, len(jobs) - 1) == jobs[1:]  # the rest, claimed, in order
