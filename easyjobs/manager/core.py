@@ -82,7 +82,8 @@ class Core:
         self.dispatcher = Dispatcher(self._assign)
         self.health = StoreHealth(store, self.dispatcher)
         self.lease = Lease(store, self.id, self.dispatcher,
-                           lambda records: self.lifecycle.take_over(records))
+                           lambda records: self.lifecycle.take_over(records),
+                           lambda: self.queries.local_workers())
         self.background.on_store_error = self.health.failed
         self.queries = Queries(active, store, self.peers, self.background, self.dispatcher,
                                self.registry, self.scheduler, self.health, self.lease)

@@ -268,7 +268,7 @@ class HttpApi:
         return JSONResponse({"jobs": to_json(jobs), "next": cursor})
 
     async def workers(self, request: Request) -> Response:
-        return JSONResponse({"workers": self._queries.workers()})
+        return JSONResponse({"workers": await self._queries.workers()})
 
     async def _toggle(self, request: Request, pause: bool) -> Response:
         body = await self._body(request)

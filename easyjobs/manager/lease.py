@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from ..errors import StoreError
+from ..errors import SerializationError, StoreError
 from ..jobs import JobRecord
 from ..store import LEASE_S, Store
 from .dispatcher import Dispatcher
@@ -32,9 +33,11 @@ class Lease:
     """Renews ``owner``'s lease while the manager runs (only on a shared store)."""
 
     def __init__(self, store: Store, owner: str, dispatcher: Dispatcher,
-                 taken: Callable[[list[JobRecord]], None]) -> None:
+                 taken: Callable[[list[JobRecord]], None],
+                 workers: Callable[[], list[dict[str, Any]]]) -> None:
         self._store = store
-        self._owner = owner
+        self.owner = owner
+        self._workers = workers
         self._dispatcher = dispatcher
         self._taken = taken
         self._task: asyncio.Task[None] | None = None
@@ -70,7 +73,7 @@ class Lease:
             self._expiry.cancel()
         if not self.lost:
             try:
-                await self._store.leave(self._owner)
+                await self._store.leave(self.owner)
             except StoreError:
                 log.warning("could not end this manager's lease; the others take its jobs "
                             "over once it expires (within %.0f s)", LEASE_S)
@@ -81,13 +84,17 @@ class Lease:
             await asyncio.sleep(RENEW_S)  # the renewal period, not a synchronisation
             sent = loop.time()
             try:
-                taken = await self._store.renew(self._owner)
+                taken = await self._store.renew(self.owner)
             except StoreError:
                 continue  # still trusted until the expiry timer says otherwise
             if taken is None:
                 self._lose()
                 return
             self._trust(sent)
+            try:  # what the other managers list of this one's workers
+                await self._store.share_workers(self.owner, self._workers())
+            except (StoreError, SerializationError):
+                log.debug("could not share this manager's workers", exc_info=True)
             if taken:
                 log.info("took over %d waiting or retrying job(s) from managers whose lease "
                          "expired", len(taken))

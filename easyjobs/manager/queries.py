@@ -118,8 +118,17 @@ class Queries:
     def has_worker(self, worker_id: str) -> bool:
         return worker_id in self._dispatcher.workers
 
-    def workers(self) -> list[dict[str, Any]]:
-        """Connected workers as the HTTP API shows them."""
+    async def workers(self) -> list[dict[str, Any]]:
+        """The workers of every manager sharing the store, this one's first; the others' as
+        their managers last shared them (at their last lease renewal)."""
+        mine = self.local_workers()
+        try:
+            return mine + await self._store.other_workers(self._lease.owner)
+        except StoreError:
+            return mine
+
+    def local_workers(self) -> list[dict[str, Any]]:
+        """This manager's connected workers as the HTTP API shows them."""
         loop_now, wall_now = asyncio.get_running_loop().time(), time.time()
         out = []
         for worker in self._dispatcher.workers.values():
@@ -135,6 +144,7 @@ class Queries:
                 "last_heartbeat": (wall_now - (loop_now - session.last_received)
                                    if session is not None else None),
                 "paused": worker.paused or self._dispatcher.paused,
+                "manager": self._lease.owner,
             })
         return out
 

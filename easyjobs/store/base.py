@@ -217,6 +217,17 @@ class Store(ABC):
         None when ``owner`` holds no lease any more (another manager took its jobs over)."""
 
     @abstractmethod
+    def share_workers(self, owner: str, workers: Sequence[dict[str, Any]]
+                      ) -> asyncio.Future[None]:
+        """Replace what the store shows of ``owner``'s workers (msgpack-able maps with an
+        ``"id"``); on a shared store the other managers list them (``other_workers``)."""
+
+    @abstractmethod
+    def other_workers(self, owner: str) -> asyncio.Future[list[dict[str, Any]]]:
+        """The workers the other live managers shared last, each with its ``"manager"``; a
+        store only one manager can use has none."""
+
+    @abstractmethod
     def leave(self, owner: str) -> asyncio.Future[None]:
         """``owner`` stops (shared stores): its lease ends and every job it holds is left to
         the others at once (running ones requeued)."""

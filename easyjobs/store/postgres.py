@@ -116,6 +116,21 @@ MANAGERS = (
     "CREATE TABLE ej_managers (id text PRIMARY KEY, name text NOT NULL,"
     " lease_until timestamptz NOT NULL)"
 )
+# What each live manager's workers look like, as of its last lease renewal (msgpack maps).
+WORKERS = (
+    "CREATE TABLE ej_workers (manager text NOT NULL, id text NOT NULL, info bytea NOT NULL,"
+    " PRIMARY KEY (manager, id))"
+)
+SHARE_WORKERS = (
+    "WITH kept AS (INSERT INTO ej_workers (manager, id, info)"
+    " SELECT %s, id, info FROM unnest(%s::text[], %s::bytea[]) AS w(id, info)"
+    " ON CONFLICT (manager, id) DO UPDATE SET info = excluded.info RETURNING 1)"
+    " DELETE FROM ej_workers WHERE manager = %s AND id <> ALL(%s::text[])"
+)
+OTHER_WORKERS = (
+    "SELECT w.manager, w.info FROM ej_workers w JOIN ej_managers m ON m.id = w.manager"
+    " WHERE m.lease_until > now() AND w.manager <> %s ORDER BY w.manager, w.id"
+)
 # By status, but only the statuses a job rests in: the queued and running rows churn (every
 # job passes through both), and an index holding them would fill with dead entries that the
 # writes by id would then walk, slower with every job done, if the planner picked it. A
@@ -162,7 +177,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         *INDEXES,
     ),
     # Version 2 had no leases (one manager only), and indexed the churning statuses.
-    2: (MANAGERS, FENCE_FUNCTION, "DROP INDEX ej_jobs_status", STATUS_INDEX),
+    2: (MANAGERS, WORKERS, FENCE_FUNCTION, "DROP INDEX ej_jobs_status", STATUS_INDEX),
 }
 """The statements that take a schema from a version to the next, run by ``open()``."""
 
@@ -179,6 +194,7 @@ SCHEMA = (
     STATUS_INDEX,
     *INDEXES[1:],
     MANAGERS,
+    WORKERS,
     FENCE_FUNCTION,
     """CREATE TABLE ej_tasks (
         queue text NOT NULL, name text NOT NULL, spec bytea NOT NULL,
@@ -377,6 +393,7 @@ TAKE_BACK = (
     " VALUES (%s, %s, now() + make_interval(secs => %s))"
     " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until RETURNING 1),"
     " dead AS (DELETE FROM ej_managers WHERE lease_until < now() RETURNING id),"
+    " unlisted AS (DELETE FROM ej_workers WHERE manager IN (SELECT id FROM dead)),"
     + _taking_over("owner IS NOT NULL AND (owner IN (SELECT id FROM dead)"
                    " OR owner NOT IN (SELECT id FROM ej_managers))",
                    "(SELECT count(*) FROM requeued)")
@@ -388,12 +405,14 @@ RENEW = (
     " WHERE id = %s RETURNING 1),"
     " dead AS (DELETE FROM ej_managers WHERE lease_until < now()"
     " AND EXISTS (SELECT FROM renewed) RETURNING id),"
+    " unlisted AS (DELETE FROM ej_workers WHERE manager IN (SELECT id FROM dead)),"
     + _taking_over("owner IN (SELECT id FROM dead)", "(SELECT count(*) FROM renewed)",
                    "EXISTS (SELECT FROM renewed)")
 )
 # A manager stopping: its lease ends and every job it holds is left for the others.
 LEAVE = (
     "WITH gone AS (DELETE FROM ej_managers WHERE id = %s),"
+    " unlisted AS (DELETE FROM ej_workers WHERE manager = %s),"
     f" requeued AS (UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
     f" owner = NULL WHERE owner = %s AND status = '{JobStatus.RUNNING.value}' RETURNING 1),"
     f" freed AS (UPDATE ej_jobs SET owner = NULL WHERE owner = %s"
@@ -651,22 +670,39 @@ class PostgresStore(Store):
         # Beside the writer, on a pooled connection (one statement, its own transaction): a
         # lease must never wait behind a backlog of job writes. It touches only other
         # managers' jobs, so its order among this manager's writes does not matter.
+        return self._beside("renew", RENEW, (LEASE_S, owner, owner, self._channel),
+                            lambda rows: _held(rows) if rows[0][0] else None)
+
+    def _beside(self, name: str, sql: str, params: Sequence[Any],
+                extract: Callable[[Rows], T]) -> asyncio.Future[T]:
+        """Run one statement (its own transaction) on a pooled connection now, beside the
+        writer: for what is about this manager, never about its jobs' order."""
         refusal = self._refusal()
         if refusal is not None:
-            fut: asyncio.Future[list[JobRecord] | None] = (
-                asyncio.get_running_loop().create_future())
+            fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             fut.set_exception(refusal)
             return fut
         assert self._point_pool is not None  # serving: open() made it
-        task = asyncio.get_running_loop().create_task(self._run_read(
-            "renew", RENEW, (LEASE_S, owner, owner, self._channel),
-            lambda rows: _held(rows) if rows[0][0] else None, self._point_pool, None))
+        task = asyncio.get_running_loop().create_task(
+            self._run_read(name, sql, params, extract, self._point_pool, None))
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
         return task
 
     def leave(self, owner: str) -> asyncio.Future[None]:
-        return self._write("leave", LEAVE, (owner, owner, owner, self._channel), _none)
+        return self._write("leave", LEAVE, (owner, owner, owner, owner, self._channel), _none)
+
+    def share_workers(self, owner: str, workers: Sequence[dict[str, Any]]
+                      ) -> asyncio.Future[None]:
+        ids = [str(worker["id"]) for worker in workers]
+        infos = [pack(worker, "a worker's description") for worker in workers]
+        return self._beside("share_workers", SHARE_WORKERS, (owner, ids, infos, owner, ids),
+                            lambda rows: None)
+
+    def other_workers(self, owner: str) -> asyncio.Future[list[dict[str, Any]]]:
+        return self._read("other_workers", OTHER_WORKERS, (owner,),
+                          lambda rows: [unpack(info) | {"manager": m} for m, info in rows],
+                          scan=False)
 
     @property
     def shared(self) -> bool:
@@ -1056,7 +1092,7 @@ class PostgresStore(Store):
                 async with pool.connection() as conn:
                     try:
                         cursor = await conn.execute(sql, params, binary=True)
-                        rows = await cursor.fetchall()
+                        rows = await cursor.fetchall() if cursor.description else []
                     except psycopg.OperationalError:
                         if attempt == 0 and conn.broken:  # a connection lost while pooled
                             continue

@@ -450,6 +450,13 @@ class SQLiteStore(Store):
     def leave(self, owner: str) -> asyncio.Future[None]:
         return self._answer(None)  # the next start takes everything back
 
+    def share_workers(self, owner: str, workers: Sequence[dict[str, Any]]
+                      ) -> asyncio.Future[None]:
+        return self._answer(None)  # one manager per file: nobody else lists them
+
+    def other_workers(self, owner: str) -> asyncio.Future[list[dict[str, Any]]]:
+        return self._answer([])
+
     def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
         return self._read(
             "queued_tasks", lambda conn: {(q, t) for q, t in conn.execute(QUEUED_TASKS)},

@@ -473,7 +473,8 @@ async def test_job_list_pages_newest_first_with_a_stable_cursor(
 async def test_workers_list(
     manager: RunningManager, worker_factory: WorkerFactory, api: httpx.AsyncClient
 ) -> None:
-    """GET /workers: id, name, queues, tasks, in flight, capacity, connected since, heartbeat."""
+    """GET /workers: id, name, queues, tasks, in flight, capacity, connected since, heartbeat,
+    and the manager it is connected to."""
     before = time.time()
     worker = worker_factory(name="w-list", max_tasks=3)
     gate = gated(worker)
@@ -485,7 +486,8 @@ async def test_workers_list(
     workers = {w["name"]: w for w in (await api.get("/workers")).json()["workers"]}
     entry = workers["w-list"]
     assert set(entry) == {"id", "name", "queues", "tasks", "in_flight", "capacity",
-                          "connected_at", "last_heartbeat", "paused"}
+                          "connected_at", "last_heartbeat", "paused", "manager"}
+    assert entry["manager"] == manager.manager.core.id
     assert entry["queues"] == ["ETL", "OTHER"]
     assert entry["tasks"] == ["ETL.add", "ETL.hold", "OTHER.reverse"]
     assert entry["in_flight"] == 1 and entry["capacity"] == 3 and entry["paused"] is False

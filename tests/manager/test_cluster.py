@@ -13,6 +13,7 @@ import pytest
 
 from easyjobs.jobs import JobStatus, new_job_id
 from easyjobs.manager.core import Core
+from easyjobs.manager.lease import RENEW_S
 from easyjobs.protocol.frames import (
     Abort,
     Accepted,
@@ -169,3 +170,27 @@ async def test_a_manager_whose_listener_was_killed_catches_up(cores: Cores, pg_u
     await wait_until(lambda: bool(worker.of(Assign)), timeout=15,
                      what="B to catch up and run the job")
     assert worker.of(Assign)[0].job == job
+
+
+async def test_every_manager_lists_the_workers_of_all(cores: Cores) -> None:
+    """A's worker list holds B's worker, as B shared it at its last lease renewal; once B
+    stops, A lists it no more."""
+    a, b = await cores(), await cores()
+    mine, theirs = FakePeer("mine", "worker"), FakePeer("theirs", "worker")
+    await serving(a, mine)
+    await serving(b, theirs, credit=3)
+
+    async def listed() -> list[tuple[str, str, int | None]]:
+        return sorted((w["name"], w["manager"], w["capacity"]) for w in await a.queries.workers())
+
+    async def both() -> bool:
+        return len(await listed()) == 2
+
+    await wait_until(both, timeout=3 * RENEW_S, what="B to share its worker")
+    assert await listed() == [("mine", a.id, 10), ("theirs", b.id, 10)]
+    await b.stop()
+
+    async def only_mine() -> bool:
+        return [name for name, _, _ in await listed()] == ["mine"]
+
+    await wait_until(only_mine, what="B's worker to leave A's list")

@@ -115,7 +115,7 @@ async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Serv
     tables = {name for (name,) in pg_server.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
     assert tables == {"ej_jobs", "ej_tasks", "ej_schedules", "ej_meta", "ej_job_counts",
-                      "ej_job_count_deltas", "ej_managers"}
+                      "ej_job_count_deltas", "ej_managers", "ej_workers"}
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
@@ -151,7 +151,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
         for index in ("ej_jobs_claim", "ej_jobs_owner", "ej_jobs_status"):
             conn.execute(f"DROP INDEX {index}")
         conn.execute("ALTER TABLE ej_jobs DROP COLUMN owner")
-        conn.execute("DROP TABLE ej_managers")
+        conn.execute("DROP TABLE ej_managers, ej_workers")
         conn.execute("DROP FUNCTION ej_fence")
         for statement in VERSION_1_INDEXES:
             conn.execute(statement)
