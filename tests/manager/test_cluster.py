@@ -14,6 +14,7 @@ import pytest
 from easyjobs.jobs import JobStatus, new_job_id
 from easyjobs.manager.core import Core
 from easyjobs.manager.lease import RENEW_S
+from easyjobs.manager.lifecycle import JobPolicy
 from easyjobs.protocol.frames import (
     Abort,
     Accepted,
@@ -42,7 +43,7 @@ async def cores(pg_url: str) -> AsyncIterator[Cores]:
     started: list[Core] = []
 
     async def start() -> Core:
-        core = Core(PostgresStore(pg_url))
+        core = Core(PostgresStore(pg_url), JobPolicy(retry_base=0.02))
         await core.start()
         started.append(core)
         return core
@@ -194,3 +195,42 @@ async def test_every_manager_lists_the_workers_of_all(cores: Cores) -> None:
         return [name for name, _, _ in await listed()] == ["mine"]
 
     await wait_until(only_mine, what="B's worker to leave A's list")
+
+
+async def flaky(x: int) -> int:
+    """Fails (as the test reports it)."""
+    return x
+
+
+async def cleanup(job_failed: dict[str, object]) -> None:
+    """The on_failure handler of ``flaky``."""
+
+
+async def test_a_retry_and_an_on_failure_handler_for_a_job_submitted_elsewhere(
+        cores: Cores) -> None:
+    """A job submitted on A fails on B's worker, is retried there, fails for good; its
+    on_failure handler runs, and A's client gets the failure."""
+    a, b = await cores(), await cores()
+    worker, client = FakePeer("w", "worker"), FakePeer("client")
+    b.connect(worker)
+    specs = [spec_for(flaky, "Q", make_options(on_failure="cleanup", retry_policy="retry_once")),
+             spec_for(cleanup, "Q", make_options(retry_policy="never"))]
+    b.handle(worker, [Register([s.to_wire() for s in specs]), Credit(3)])
+    await wait_until(lambda: a.registry.spec("Q", "flaky") is not None, what="the specs on A")
+    a.connect(client)
+    job = new_job_id()
+    a.handle(client, [Submit(1, job, "Q", "flaky", [1], {})])
+    error = {"type": "ValueError", "message": "no", "traceback": ""}
+    for attempt in (1, 2):
+        await wait_until(lambda n=attempt: len(worker.of(Assign)) == n,
+                         what=f"attempt {attempt} on B")
+        assert (worker.of(Assign)[-1].job, worker.of(Assign)[-1].attempt) == (job, attempt)
+        b.handle(worker, [Done(job, attempt, "failed", None, error)])
+    await wait_until(lambda: len(worker.of(Assign)) == 3, what="the on_failure handler")
+    handler = worker.of(Assign)[2]
+    assert handler.task == "cleanup" and handler.kwargs["job_failed"]["job_id"] == job
+    b.handle(worker, [Done(handler.job, 1, "succeeded", None)])
+    await wait_until(lambda: bool(client.of(Result)), what="the failure on A")
+    assert client.of(Result)[0].status == "failed"
+    stored = await a.store.get_job(job)
+    assert stored is not None and (stored.attempts, stored.on_failure_job) == (2, handler.job)
