@@ -392,7 +392,7 @@ TAKE_BACK = (
     "WITH joined AS (INSERT INTO ej_managers (id, name, lease_until)"
     " VALUES (%s, %s, now() + make_interval(secs => %s))"
     " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until RETURNING 1),"
-    " dead AS (DELETE FROM ej_managers WHERE lease_until < now() RETURNING id),"
+    " dead AS (DELETE FROM ej_managers WHERE lease_until < now() AND id <> %s RETURNING id),"
     " unlisted AS (DELETE FROM ej_workers WHERE manager IN (SELECT id FROM dead)),"
     + _taking_over("owner IS NOT NULL AND (owner IN (SELECT id FROM dead)"
                    " OR owner NOT IN (SELECT id FROM ej_managers))",
@@ -403,7 +403,7 @@ TAKE_BACK = (
 RENEW = (
     "WITH renewed AS (UPDATE ej_managers SET lease_until = now() + make_interval(secs => %s)"
     " WHERE id = %s RETURNING 1),"
-    " dead AS (DELETE FROM ej_managers WHERE lease_until < now()"
+    " dead AS (DELETE FROM ej_managers WHERE lease_until < now() AND id <> %s"
     " AND EXISTS (SELECT FROM renewed) RETURNING id),"
     " unlisted AS (DELETE FROM ej_workers WHERE manager IN (SELECT id FROM dead)),"
     + _taking_over("owner IN (SELECT id FROM dead)", "(SELECT count(*) FROM renewed)",
@@ -663,14 +663,15 @@ class PostgresStore(Store):
             return rows[0][0], _held(rows)
 
         self._fence = None  # (re)joining: the lease to check is the one this makes
-        params = (owner, f"{socket.gethostname()}:{os.getpid()}", LEASE_S, owner, self._channel)
+        params = (owner, f"{socket.gethostname()}:{os.getpid()}", LEASE_S, owner, owner,
+                  self._channel)
         return self._write("take_back", TAKE_BACK, params, extract)
 
     def renew(self, owner: str) -> asyncio.Future[list[JobRecord] | None]:
         # Beside the writer, on a pooled connection (one statement, its own transaction): a
         # lease must never wait behind a backlog of job writes. It touches only other
         # managers' jobs, so its order among this manager's writes does not matter.
-        return self._beside("renew", RENEW, (LEASE_S, owner, owner, self._channel),
+        return self._beside("renew", RENEW, (LEASE_S, owner, owner, owner, self._channel),
                             lambda rows: _held(rows) if rows[0][0] else None)
 
     def _beside(self, name: str, sql: str, params: Sequence[Any],

@@ -511,6 +511,9 @@ async def test_a_manager_whose_lease_expired_writes_nothing_until_it_renews(
         with pytest.raises(StoreUnwritable, match="lease in the database has expired"):
             await refused
         assert await renewed == []
+        lease = pg_server.execute(f"SELECT lease_until > now() FROM {schema_of(pg_url)}"
+                                  ".ej_managers WHERE id = 'm1'").fetchall()
+        assert lease == [(True,)]  # renewed, not taken for a dead manager's by itself
         assert await store.add_jobs([job(2)]) == [True]
         assert store.writable
     finally:
