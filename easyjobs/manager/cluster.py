@@ -48,11 +48,12 @@ class ClusterNews:
             self._claims.wake(news.ready)
         if news.all_done:
             self._watchers.reread_all()
-            self._lifecycle.finished_elsewhere(None)
-        elif news.done:
+        else:
             for job_id in news.done:
                 self._watchers.reread(job_id)
-            self._lifecycle.finished_elsewhere(news.done)
+        if news.all_done or news.done or news.all_cancelled or news.cancelled:
+            self._lifecycle.finished_elsewhere(None if news.all_done else news.done,
+                                               None if news.all_cancelled else news.cancelled)
         if news.tasks:
             self._background.spawn(self._registry.reload())
         if news.pause is not None:
@@ -60,7 +61,7 @@ class ClusterNews:
 
     def caught_up(self) -> None:
         """The listener (re)connected: whatever it missed is re-read from the tables."""
-        self.heard(Signals(all_ready=True, all_done=True, tasks=True))
+        self.heard(Signals(all_ready=True, all_done=True, all_cancelled=True, tasks=True))
 
     async def _reclaim(self) -> None:
         try:

@@ -19,6 +19,7 @@ and a ``result`` is pushed only after it is committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -128,8 +129,9 @@ class Core:
     async def start(self) -> None:
         """Open the store, take back the unfinished jobs, and start the schedules."""
         await self.store.open()
+        joined = asyncio.get_running_loop().time()  # take_back makes the lease: trusted since
         await recover(self.store, self.registry, self.lifecycle, self.claims, self.scheduler)
-        self.lease.start()
+        self.lease.start(joined)
         await self.store.listen(self.news.heard, self.news.caught_up)
 
     async def stop(self) -> None:

@@ -55,10 +55,10 @@ class Lease:
             return "this manager cannot renew its lease in the store"
         return None
 
-    def start(self) -> None:
-        """Begin renewing (``take_back`` at start-up made the lease); it is trusted from now."""
+    def start(self, joined: float) -> None:
+        """Begin renewing the lease ``take_back`` made, sent at loop time ``joined``."""
         if self._store.shared:
-            self._trust(asyncio.get_running_loop().time())
+            self._trust(joined)
             self._task = asyncio.get_running_loop().create_task(self._renew_forever(),
                                                                 name="easyjobs lease")
 
@@ -98,7 +98,10 @@ class Lease:
             if taken:
                 log.info("took over %d waiting or retrying job(s) from managers whose lease "
                          "expired", len(taken))
-                self._taken(taken)
+                try:
+                    self._taken(taken)
+                except Exception:  # a bug of ours must not end the renewals
+                    log.exception("could not hold the jobs taken over")
 
     def _trust(self, sent: float) -> None:
         if self._expiry is not None:

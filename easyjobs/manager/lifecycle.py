@@ -619,6 +619,7 @@ class Lifecycle:
         unrecorded, self._unrecorded = self._unrecorded, []
         for conclude in unrecorded:
             conclude()
+        self.retry_stranded()
 
     def _not_concluded(self, active: Active) -> None:
         """The outcome could not be committed: the job goes on as the store still has it."""
@@ -633,6 +634,8 @@ class Lifecycle:
             log.error("could not record the outcome of job %s; requeueing it", record.id)
             if record.status is JobStatus.RUNNING:
                 record.move(JobStatus.QUEUED)
+                self._background.write(self._store.requeue([record.id]),
+                                       f"the requeue of {record.id}")
             record.worker, active.worker_id = None, None
             self._queue(active)
             return
@@ -651,7 +654,12 @@ class Lifecycle:
     async def settle_dependency(self, dep_id: str) -> None:
         """A waiting job's dependency is not held here: apply its outcome if it has one (else
         this manager sees it finish once it claims and runs it)."""
-        record = await self._store.get_job(dep_id)
+        try:
+            record = await self._store.get_job(dep_id)
+        except StoreError:  # read again in a moment: nothing else would tell the waiting job
+            asyncio.get_running_loop().call_later(
+                1.0, lambda: self._background.spawn(self.settle_dependency(dep_id)))
+            return
         if record is not None and record.status not in TERMINAL:
             return
         if record is None:
@@ -691,11 +699,13 @@ class Lifecycle:
                     if dep_id not in self.active:
                         self._background.spawn(self.settle_dependency(dep_id))
 
-    def finished_elsewhere(self, job_ids: set[str] | None) -> None:
-        """Other managers finished these jobs (None: perhaps any job): re-read those this
-        manager holds or has jobs waiting on."""
-        mine = set(self.active) | set(self._blocked)
-        for job_id in mine if job_ids is None else job_ids & mine:
+    def finished_elsewhere(self, done: set[str] | None, cancelled: set[str] | None) -> None:
+        """Other managers finished ``done`` and cancelled ``cancelled`` (None: perhaps any):
+        re-read the ones this manager's waiting jobs depend on, and the cancelled ones it
+        holds (the only jobs held here that another manager may finish)."""
+        depended = set(self._blocked) if done is None else done & self._blocked.keys()
+        held = set(self.active) if cancelled is None else cancelled & self.active.keys()
+        for job_id in depended | held:
             self._background.spawn(self._reread(job_id))
 
     async def _reread(self, job_id: str) -> None:
@@ -716,10 +726,18 @@ class Lifecycle:
             if active.timer is not None:
                 active.timer.cancel()
             for dep_id in active.pending:
-                self._blocked.get(dep_id, set()).discard(job_id)
+                self._unblock(dep_id, job_id)
             self._losses.pop(job_id, None)
         if job_id in self._blocked:
             self._dependency_finished(record)
+
+    def _unblock(self, dep_id: str, job_id: str) -> None:
+        """``job_id`` waits for ``dep_id`` no more (its set goes once empty)."""
+        waiting = self._blocked.get(dep_id)
+        if waiting is not None:
+            waiting.discard(job_id)
+            if not waiting:
+                del self._blocked[dep_id]
 
     async def not_started(self, job_id: str) -> bool:
         """Queued, or waiting on a dependency that is itself still queued."""
@@ -768,6 +786,10 @@ class Lifecycle:
             self._peers.store_failed(peer, frame.ref)
             return
         self._queries.lookup(peer, Lookup(frame.ref, frame.job))
+        # This manager skips its own news: its watchers and waiting jobs are told here.
+        self._watchers.reread(frame.job)
+        if frame.job in self._blocked:
+            self._background.spawn(self._reread(frame.job))
 
     def _cancel_now(self, active: Active) -> None:
         record = active.record
@@ -776,6 +798,6 @@ class Lifecycle:
         self._dispatcher.discard(record.id)
         self._dispatcher.finished(record.id, active.worker_id)
         for dep_id in active.pending:
-            self._blocked.get(dep_id, set()).discard(record.id)
+            self._unblock(dep_id, record.id)
         error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
         self._conclude(active, JobStatus.CANCELLED, None, error, [])

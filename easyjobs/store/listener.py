@@ -77,7 +77,10 @@ class Listener:
                 if lost:
                     log.info("the listener reconnected to PostgreSQL %s; catching up", self._where)
                 lost, wait = False, RETRY_FIRST_S
-                self._on_connect()
+                try:
+                    self._on_connect()
+                except Exception:  # a bug of ours must not end the listening
+                    log.exception("could not catch up after connecting")
                 async for notify in self._conn.notifies():
                     self._hear(notify.payload)
             except (psycopg.Error, StoreError, OSError) as exc:

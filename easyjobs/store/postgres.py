@@ -143,7 +143,9 @@ STATUS_INDEX = (
 # another manager may have taken its jobs over, and nothing it writes may land on top.
 FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAGE plpgsql AS $$
     BEGIN
-        IF NOT EXISTS (SELECT FROM ej_managers WHERE id = manager AND lease_until > now()) THEN
+        -- The lock makes a take-over (which deletes the row) wait until this transaction ends.
+        PERFORM FROM ej_managers WHERE id = manager AND lease_until > now() FOR KEY SHARE;
+        IF NOT FOUND THEN
             RAISE EXCEPTION 'easyjobs manager % holds no live lease', manager
                 USING ERRCODE = '{FENCED}';
         END IF;
@@ -153,7 +155,7 @@ BY_ID_OPS = frozenset({"add_jobs", "mark_running", "finish", "retry", "requeue",
 """Ops whose statements find every row by its id: a batch of only these runs with sequential
 scans off (``BY_ID`` alone does not do, as a queue table grows by thousands of rows a second
 and its statistics lag far behind: the planner would scan the whole table per statement)."""
-UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "release", "announce"})
+UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "announce"})
 """Ops whose commit nobody is told of and whose loss in a server crash at-least-once already
 allows (a job back in the queue or with its manager, to run again): a batch of only these
 commits without waiting for the WAL flush (``synchronous_commit = off``)."""
@@ -399,15 +401,18 @@ TAKE_BACK = (
                    "(SELECT count(*) FROM requeued)")
 )
 # Extend the lease (by the database's clock), then take over from the managers whose lease
-# expired; a manager whose lease is gone (taken over itself) renews and takes nothing.
+# expired, and from owners no lease names (a write of a manager taken over while its
+# transaction ran); a manager whose lease is gone (taken over itself) takes nothing.
 RENEW = (
     "WITH renewed AS (UPDATE ej_managers SET lease_until = now() + make_interval(secs => %s)"
     " WHERE id = %s RETURNING 1),"
     " dead AS (DELETE FROM ej_managers WHERE lease_until < now() AND id <> %s"
     " AND EXISTS (SELECT FROM renewed) RETURNING id),"
     " unlisted AS (DELETE FROM ej_workers WHERE manager IN (SELECT id FROM dead)),"
-    + _taking_over("owner IN (SELECT id FROM dead)", "(SELECT count(*) FROM renewed)",
-                   "EXISTS (SELECT FROM renewed)")
+    + _taking_over("EXISTS (SELECT FROM renewed) AND owner IS NOT NULL"
+                   " AND (owner IN (SELECT id FROM dead)"
+                   " OR owner NOT IN (SELECT id FROM ej_managers))",
+                   "(SELECT count(*) FROM renewed)", "EXISTS (SELECT FROM renewed)")
 )
 # A manager stopping: its lease ends and every job it holds is left for the others.
 LEAVE = (
@@ -467,6 +472,7 @@ class PostgresStore(Store):
         self._reconnect_wait = RECONNECT_FIRST_S
         self._point_pool: AsyncConnectionPool | None = None
         self._scan_pool: AsyncConnectionPool | None = None
+        self._lease_pool: AsyncConnectionPool | None = None
         self._writer: asyncio.Task[None] | None = None
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
@@ -582,6 +588,8 @@ class PostgresStore(Store):
         )
         news = _left_free(children)
         news.done.add(job_id)
+        if status is JobStatus.CANCELLED:
+            news.cancelled.add(job_id)
         if not children:
             return self._write("finish", FINISH[status], params, _changed_one, news)
         params += _job_columns(children)
@@ -676,16 +684,16 @@ class PostgresStore(Store):
 
     def _beside(self, name: str, sql: str, params: Sequence[Any],
                 extract: Callable[[Rows], T]) -> asyncio.Future[T]:
-        """Run one statement (its own transaction) on a pooled connection now, beside the
-        writer: for what is about this manager, never about its jobs' order."""
+        """Run one statement (its own transaction) now, beside the writer and the reads, on a
+        connection of its own: the lease must not wait behind a backlog of either."""
         refusal = self._refusal()
         if refusal is not None:
             fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             fut.set_exception(refusal)
             return fut
-        assert self._point_pool is not None  # serving: open() made it
+        assert self._lease_pool is not None  # serving: open() made it
         task = asyncio.get_running_loop().create_task(
-            self._run_read(name, sql, params, extract, self._point_pool, None))
+            self._run_read(name, sql, params, extract, self._lease_pool, None))
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
         return task
@@ -840,9 +848,10 @@ class PostgresStore(Store):
                     min_size=1, max_size=size, open=False, timeout=POOL_TIMEOUT_S,
                     name=f"easyjobs-{lane}",
                 )
-                for lane, size in (("point-reads", POINT_READERS), ("scans", SCAN_READERS))
+                for lane, size in (("point-reads", POINT_READERS), ("scans", SCAN_READERS),
+                                   ("lease", 1))
             ]
-            self._point_pool, self._scan_pool = pools
+            self._point_pool, self._scan_pool, self._lease_pool = pools
             for pool in pools:
                 await pool.open(wait=True, timeout=POOL_TIMEOUT_S)
         except BaseException as exc:
@@ -914,7 +923,7 @@ class PostgresStore(Store):
 
     async def _release(self) -> None:
         """Close every connection; safe on a half-opened store."""
-        for pool in (self._point_pool, self._scan_pool):
+        for pool in (self._point_pool, self._scan_pool, self._lease_pool):
             if pool is not None:
                 await pool.close()
         if self._conn is not None:

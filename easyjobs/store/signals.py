@@ -6,6 +6,7 @@ kind of news, ids and keys only, never results:
 
     ready [["<queue>","<task>"],...]   queued jobs of these tasks were left free in the store
     done ["<id>",...]                  these jobs finished (their watchers re-read them)
+    cancelled ["<id>",...]             of those, the cancelled (a manager holding one drops it)
     tasks                              task specs were saved
     pause <0|1>                        every worker to be paused (1) or resumed (0)
     from <manager id>                  who sent it (a manager skips its own news)
@@ -34,6 +35,7 @@ class Signals:
 
     ready: set[Key] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)
     tasks: bool = False
     pause: bool | None = None
     origin: str | None = None
@@ -41,20 +43,25 @@ class Signals:
     """Too many keys to list: every task may have free queued jobs."""
     all_done: bool = False
     """Too many ids to list: any watched job may have finished."""
+    all_cancelled: bool = False
+    """Too many ids to list: any held job may have been cancelled."""
 
     def __bool__(self) -> bool:
-        return bool(self.ready or self.done or self.tasks or self.pause is not None
-                    or self.all_ready or self.all_done)
+        return bool(self.ready or self.done or self.cancelled or self.tasks
+                    or self.pause is not None or self.all_ready or self.all_done
+                    or self.all_cancelled)
 
     def merge(self, other: Signals) -> None:
         """Add ``other``'s news to these (a transaction of several writes)."""
         self.ready |= other.ready
         self.done |= other.done
+        self.cancelled |= other.cancelled
         self.tasks = self.tasks or other.tasks
         if other.pause is not None:
             self.pause = other.pause
         self.all_ready = self.all_ready or other.all_ready
         self.all_done = self.all_done or other.all_done
+        self.all_cancelled = self.all_cancelled or other.all_cancelled
 
     def encode(self) -> str:
         """The payload; lists that would overflow ``MAX_PAYLOAD`` are sent as ``*``."""
@@ -62,6 +69,7 @@ class Signals:
         for kind, everything, items in (
             ("ready", self.all_ready, sorted([q, t] for q, t in self.ready)),
             ("done", self.all_done, sorted(self.done)),
+            ("cancelled", self.all_cancelled, sorted(self.cancelled)),
         ):
             if everything or items:
                 lists[kind] = ALL if everything else json.dumps(items, separators=(",", ":"))
@@ -91,7 +99,7 @@ class Signals:
                 signals.pause = rest == "1"
             elif kind == "from" and rest:
                 signals.origin = rest
-            elif kind in ("ready", "done"):
+            elif kind in ("ready", "done", "cancelled"):
                 if rest == ALL:
                     setattr(signals, f"all_{kind}", True)
                     continue

@@ -105,6 +105,9 @@ async def test_a_cancel_on_one_manager_aborts_the_job_running_on_another(cores: 
     b.handle(worker, [Done(job, 1, "succeeded", 3)])  # too late: the cancel won
     stored = await a.store.get_job(job)
     assert stored is not None and stored.status is JobStatus.CANCELLED
+    # The client watched the job (its submit did): its manager made the cancel and tells it.
+    await wait_until(lambda: bool(client.of(Result)), what="the watched job's outcome")
+    assert [(r.job, r.status) for r in client.of(Result)] == [(job, "cancelled")]
 
 
 async def test_pausing_on_one_manager_pauses_the_workers_of_all(cores: Cores) -> None:

@@ -7,7 +7,7 @@ from easyjobs.store.signals import MAX_PAYLOAD, Signals
 
 def test_every_kind_of_news_survives_a_round_trip() -> None:
     news = Signals(ready={("ETL", "extract"), ("q,1", "t\n\x1e")}, done={"a", 'b"c'},
-                   tasks=True, pause=False, origin="m1")
+                   cancelled={"a"}, tasks=True, pause=False, origin="m1")
     payload = news.encode()
     assert Signals.decode(payload) == news
     assert payload.splitlines()[0] == 'ready [["ETL","extract"],["q,1","t\\n\\u001e"]]'
