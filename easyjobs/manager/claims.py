@@ -23,6 +23,9 @@ from .background import Background, issue
 from .dispatcher import Dispatcher, Key
 from .health import StoreHealth
 
+SLOTS_AHEAD = 4
+"""Ready jobs held per slot of the workers serving a task (their credit and jobs in flight)."""
+
 
 class Claims:
     """Decides where each new queued job waits, and refills the look-ahead from the store."""
@@ -71,7 +74,7 @@ class Claims:
                 record.owner = self.owner
                 continue
             if (key not in self._backlog and self._dispatcher.serves(key)
-                    and self._dispatcher.ready(key) + placing[key] < self._lookahead):
+                    and self._dispatcher.ready(key) + placing[key] < self._target(key)):
                 record.owner = self.owner
                 placing[key] += 1
                 continue
@@ -82,18 +85,25 @@ class Claims:
         return spilled
 
     def top_up(self, key: Key) -> None:
-        """Claim jobs of ``key`` when its look-ahead is below three quarters full and a
-        worker serves it."""
+        """Claim jobs of ``key`` when its look-ahead is below three quarters of its target
+        (``_target``) and a worker serves it."""
         if (key not in self._backlog or key in self._claiming or not self._health.writable
                 or not self._dispatcher.serves(key)):
             return
-        want = self._lookahead - self._dispatcher.ready(key)
-        if want * 4 < self._lookahead:
+        target = self._target(key)
+        want = target - self._dispatcher.ready(key)
+        if want < 1 or want * 4 < target:
             return
         self._claiming.add(key)
         spills = self._spills.setdefault(key, 0)
         claimed = issue(self._store.claim(key[0], key[1], want, self.owner))
         self._background.spawn(self._claimed(key, want, spills, claimed))
+
+    def _target(self, key: Key) -> int:
+        """How many ready jobs of ``key`` to hold: ``lookahead`` at most, and no more than
+        its unpaused workers here can take in a few rounds, so that a manager with slow or
+        paused workers leaves the rest of the queue to the other managers' workers."""
+        return min(self._lookahead, SLOTS_AHEAD * self._dispatcher.slots(key))
 
     def top_up_all(self) -> None:
         """Refill every task with a backlog (after the store writes again)."""

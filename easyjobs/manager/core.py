@@ -102,7 +102,7 @@ class Core:
                                 lambda paused: self.toggle_workers(paused, announce=False))
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,
-            Credit: lambda peer, frame: self.dispatcher.grant(peer.id, frame.n),
+            Credit: self._credit,
             Revoke: lambda peer, frame: self.dispatcher.revoke(peer.id, frame.n),
             Watch: lambda peer, frame: self.watchers.watch(peer, frame.job, frame.ref),
             Lookup: self.queries.lookup,
@@ -190,6 +190,8 @@ class Core:
             self.background.write(self.store.announce(Signals(pause=pause)),
                                   "the pause of every manager's workers")
         self.dispatcher.pause(worker_id, pause)
+        if not pause:
+            self.claims.top_up_all()  # their jobs may wait in the store
         for peer_id in [worker_id] if worker_id else list(self.dispatcher.workers):
             peer = self.peers.get(peer_id)
             if peer is not None:
@@ -212,6 +214,13 @@ class Core:
         for key in keys:  # a reconnecting worker sent its resume before: those jobs are its own
             self.claims.top_up(key)
         self.observers.worker_changed("registered", peer)
+
+    def _credit(self, peer: Peer, frame: Credit) -> None:
+        """More slots: they may take jobs from the store too (the look-ahead grows with them)."""
+        self.dispatcher.grant(peer.id, frame.n)
+        worker = self.dispatcher.workers.get(peer.id)  # an assignment may have dropped it
+        for key in worker.keys if worker is not None else ():
+            self.claims.top_up(key)
 
     def _peer_error(self, peer: Peer, frame: Error) -> None:
         log.warning("peer %r reported %s: %.200r", peer.name, frame.code[:40], frame.message)

@@ -101,6 +101,18 @@ class Dispatcher:
         """How many jobs of ``key`` wait in memory for a worker."""
         return self._waiting.get(key, 0)
 
+    def slots(self, key: Key) -> int:
+        """The slots of the unpaused workers that serve ``key``: what they advertised, else
+        their credit and jobs in flight."""
+        if self.paused:
+            return 0
+        total = 0
+        for worker_id in self._serving.get(key, ()):
+            worker = self.workers[worker_id]
+            if not worker.paused:
+                total += worker.capacity or worker.credit + len(worker.in_flight)
+        return total
+
     def serves(self, key: Key) -> bool:
         """Whether a connected worker advertised ``key`` (paused or not)."""
         return bool(self._serving.get(key))

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from easyjobs.jobs import JobStatus, new_job_id
+from easyjobs.manager.claims import SLOTS_AHEAD
 from easyjobs.manager.core import Core
 from easyjobs.manager.lease import RENEW_S
 from easyjobs.manager.lifecycle import JobPolicy
@@ -237,3 +238,22 @@ async def test_a_retry_and_an_on_failure_handler_for_a_job_submitted_elsewhere(
     assert client.of(Result)[0].status == "failed"
     stored = await a.store.get_job(job)
     assert stored is not None and (stored.attempts, stored.on_failure_job) == (2, handler.job)
+
+
+async def test_a_manager_with_a_busy_worker_leaves_the_queue_to_the_others(
+        cores: Cores) -> None:
+    """A's one-slot worker is busy: A holds only a few jobs ahead for it; B's idle workers
+    claim the rest of what A's client submits."""
+    a, b = await cores(), await cores()
+    slow, fast, client = FakePeer("slow", "worker"), FakePeer("fast", "worker"), FakePeer("c")
+    a.connect(slow)
+    a.handle(slow, [Register(REGISTER.tasks, capacity=1), Credit(1)])
+    await serving(b, fast, credit=10)
+    await knows_add(a)
+    a.connect(client)
+    jobs = [new_job_id() for _ in range(30)]
+    a.handle(client, [submit(ref, job) for ref, job in enumerate(jobs)])
+    assert len(slow.of(Assign)) == 1
+    assert len(a.active) <= SLOTS_AHEAD  # the one running, and a few ready for it
+    await wait_until(lambda: len(fast.of(Assign)) == 10, what="B's worker to be fed")
+    assert not {f.job for f in fast.of(Assign)} & set(a.active)
