@@ -507,7 +507,9 @@ async def test_pause_and_resume_all_workers(
     assert all(w["paused"] for w in (await api.get("/workers")).json()["workers"])
     job_id = (await api.post("/ETL/task/add", json={"a": 1})).json()["job_id"]
     # Dispatch happens when the job is created: had it been assigned, it would be running now.
-    assert manager.manager.core.active[job_id].record.status is JobStatus.QUEUED
+    # With every worker paused the manager holds none ready: the job waits in the store.
+    assert job_id not in manager.manager.core.active
+    assert (await api.get(f"/jobs/{job_id}")).json()["status"] == "queued"
     assert (await api.get(f"/jobs/{job_id}/result", params={"timeout": 0.1})).status_code == 202
     assert (await api.post("/workers/resume", json={})).json() == {"paused": False,
                                                                   "worker": None}
