@@ -131,6 +131,8 @@ class Core:
         await self.store.open()
         joined = asyncio.get_running_loop().time()  # take_back makes the lease: trusted since
         await recover(self.store, self.registry, self.lifecycle, self.claims, self.scheduler)
+        if await self.store.paused():  # every worker was paused, here or on another manager
+            self.dispatcher.pause(None, True)
         self.lease.start(joined)
         await self.store.listen(self.news.heard, self.news.caught_up)
 

@@ -302,7 +302,15 @@ class Store(ABC):
 
     @abstractmethod
     def announce(self, news: Signals) -> asyncio.Future[None]:
-        """Tell the managers sharing this store ``news``: a write, in order with the others."""
+        """Tell the managers sharing this store ``news``: a write, in order with the others.
+
+        A pause in it is also remembered (``paused``), for the managers that start later.
+        """
+
+    @abstractmethod
+    def paused(self) -> asyncio.Future[bool]:
+        """Whether every worker is to be paused, as the last announced pause said (False if
+        none was): a manager reads it at start."""
 
 
 def pack(value: Any, what: str) -> bytes:

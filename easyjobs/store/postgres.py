@@ -236,6 +236,10 @@ SCHEMA = (
     " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
 )
 NOTIFY = "SELECT pg_notify(%s, %s)"
+REMEMBER_PAUSE = (
+    "INSERT INTO ej_meta (key, value) VALUES ('paused', %s)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 CHANNEL_MAX = 63
 """Bytes of a channel name PostgreSQL keeps."""
 FOLD_COUNTS = (
@@ -647,7 +651,14 @@ class PostgresStore(Store):
         return self._write("release", RELEASE, ([job.id for job in jobs], owner), _none, news)
 
     def announce(self, news: Signals) -> asyncio.Future[None]:
-        return self._write("announce", "SELECT 1", (), _none, news)
+        if news.pause is None:
+            return self._write("announce", "SELECT 1", (), _none, news)
+        return self._write("pause", REMEMBER_PAUSE, ("1" if news.pause else "0",), _none,
+                           news)
+
+    def paused(self) -> asyncio.Future[bool]:
+        return self._read("paused", "SELECT value FROM ej_meta WHERE key = 'paused'", (),
+                          lambda rows: rows == [("1",)], scan=False)
 
     async def listen(self, on_signals: Callable[[Signals], None],
                      on_connect: Callable[[], None]) -> None:

@@ -215,6 +215,11 @@ FIRE_SCHEDULE = (
     " WHERE schedules.last_fire < excluded.last_fire"
 )
 
+REMEMBER_PAUSE = (
+    "INSERT INTO meta (key, value) VALUES ('paused', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+SELECT_PAUSED = "SELECT value FROM meta WHERE key = 'paused'"
 # A write that touches no job, for probe().
 PROBE = (
     "INSERT INTO meta (key, value) VALUES ('probed_at', ?)"
@@ -438,7 +443,20 @@ class SQLiteStore(Store):
         """One manager per file: there is nobody else to hear."""
 
     def announce(self, news: Signals) -> asyncio.Future[None]:
-        return self._answer(None)
+        if news.pause is None:
+            return self._answer(None)  # one manager per file: nobody else to tell
+        flag = "1" if news.pause else "0"
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(REMEMBER_PAUSE, (flag,))
+
+        return self._write("announce", apply)
+
+    def paused(self) -> asyncio.Future[bool]:
+        return self._read(
+            "paused", lambda conn: conn.execute(SELECT_PAUSED).fetchone() == ("1",),
+            self._point_reads,
+        )
 
     @property
     def shared(self) -> bool:

@@ -249,3 +249,24 @@ async def test_one_message_of_many_submits_holds_no_more_than_the_lookahead(core
     await wait_until(lambda: len(client.of(Accepted)) == len(jobs), what="the acks")
     core.handle(worker, [Done(jobs[0], 1, "succeeded", 0)])
     assert await run_all(core, worker, len(jobs) - 1) == jobs[1:]  # the rest, claimed, in order
+
+
+async def test_a_pause_of_every_worker_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    first = make_core(path)
+    await first.start()
+    first.toggle_workers(True)
+    await first.stop()
+    second = make_core(path)
+    await second.start()
+    try:
+        assert second.dispatcher.paused
+        second.toggle_workers(False)
+    finally:
+        await second.stop()
+    third = make_core(path)
+    await third.start()
+    try:
+        assert not third.dispatcher.paused
+    finally:
+        await third.stop()

@@ -257,3 +257,14 @@ async def test_a_manager_with_a_busy_worker_leaves_the_queue_to_the_others(
     assert len(a.active) <= SLOTS_AHEAD  # the one running, and a few ready for it
     await wait_until(lambda: len(fast.of(Assign)) == 10, what="B's worker to be fed")
     assert not {f.job for f in fast.of(Assign)} & set(a.active)
+
+
+async def test_a_manager_started_while_every_worker_is_paused_pauses_its_own(
+        cores: Cores) -> None:
+    a = await cores()
+    a.toggle_workers(True)
+    await a.background.drain()  # the pause is written
+    b = await cores()
+    assert b.dispatcher.paused
+    b.toggle_workers(False)
+    await wait_until(lambda: not a.dispatcher.paused, what="A to resume")

@@ -16,6 +16,7 @@ from easyjobs.errors import ConfigurationError, SerializationError, StoreError
 from easyjobs.jobs import TERMINAL, UNFINISHED, JobRecord, JobStatus, can_transition, new_job_id
 from easyjobs.store import PostgresStore, SQLiteStore, Store, StoreUnwritable, open_store
 from easyjobs.store.base import MAX_PAGE
+from easyjobs.store.signals import Signals
 from easyjobs.store.sqlite import (
     FREE_OWNED,
     HELD,
@@ -478,6 +479,15 @@ class TestStoreContract:
         assert await store.adopt([free_a.id], "m2") == []
         assert await store.adopt([], "m2") == []
         assert await store.claim("default", "add", 10, "m2") == []
+
+    async def test_an_announced_pause_is_remembered(self, store: Store) -> None:
+        """paused() says what the last announced pause said; other news leaves it alone."""
+        assert await store.paused() is False
+        await store.announce(Signals(pause=True))
+        await store.announce(Signals(tasks=True))
+        assert await store.paused() is True
+        await store.announce(Signals(pause=False))
+        assert await store.paused() is False
 
     async def test_release_frees_only_queued_jobs_of_that_owner(self, store: Store) -> None:
         """release gives the owner's queued jobs back to the queue; others keep their owner."""
