@@ -88,7 +88,7 @@ class Core:
         self.background.on_store_error = self.health.failed
         self.queries = Queries(active, store, self.peers, self.background, self.dispatcher,
                                self.registry, self.scheduler, self.health, self.lease)
-        self.watchers = Watchers(self.peers, self.queries, self.background)
+        self.watchers = Watchers(self.peers, self.queries, self.background, store)
         self.claims = Claims(store, self.id, self.dispatcher, self.background, self.health,
                              policy.lookahead,
                              lambda records: self.lifecycle.activate(records, notify=False))

@@ -6,21 +6,32 @@ in the store's queue is claimed, run and finished later, and its watchers are to
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from ..errors import StoreError
 from ..jobs import TERMINAL
 from ..protocol.frames import Result
+from ..store import Store
 from .background import Background
 from .peers import Peer, Peers
 from .queries import Queries
+
+log = logging.getLogger("easyjobs.manager")
 
 
 class Watchers:
     """The peers waiting for each unfinished job's outcome."""
 
-    def __init__(self, peers: Peers, queries: Queries, background: Background) -> None:
+    def __init__(self, peers: Peers, queries: Queries, background: Background,
+                 store: Store) -> None:
         self._peers = peers
         self._queries = queries
         self._background = background
+        self._store = store
         self._by_job: dict[str, set[Peer]] = {}
+        self._rereading: set[str] = set()
+        """Watched jobs to re-read from the store at the end of this loop turn."""
 
     def watch(self, peer: Peer, job_id: str, ref: int | None, *, known: bool = False) -> None:
         """Push the job's outcome to ``peer`` once committed (now, if it already is).
@@ -66,9 +77,29 @@ class Watchers:
             self.reread(job_id)
 
     def reread(self, job_id: str) -> None:
-        """The job's outcome was decided elsewhere: its watchers get what the store holds."""
-        for peer in self._by_job.get(job_id, set()).copy():
-            self.check(peer, job_id)
+        """The job's outcome was decided elsewhere: its watchers get what the store holds.
+
+        The jobs to re-read in one loop turn are read together, in one query.
+        """
+        if job_id not in self._by_job:
+            return
+        if not self._rereading:
+            asyncio.get_running_loop().call_soon(
+                lambda: self._background.spawn(self._reread_pending()))
+        self._rereading.add(job_id)
+
+    async def _reread_pending(self) -> None:
+        job_ids, self._rereading = self._rereading, set()
+        try:
+            records = await self._store.get_jobs(sorted(job_ids))
+        except StoreError:
+            log.warning("could not re-read %d watched job(s); their watchers are told at the "
+                        "next news or catch-up", len(job_ids))
+            return
+        for record in records:
+            if record.status in TERMINAL:
+                self.deliver(Result(record.id, record.status.value, record.result,
+                                    record.error))
 
     def drop(self, peer: Peer) -> None:
         """The peer is gone: it watches nothing any more."""

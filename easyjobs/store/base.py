@@ -157,6 +157,11 @@ class Store(ABC):
         """The job as last committed, or None if there is no such job."""
 
     @abstractmethod
+    def get_jobs(self, job_ids: Sequence[str]) -> asyncio.Future[list[JobRecord]]:
+        """Those of ``job_ids`` that exist, as last committed, in any order: one read for
+        many (a manager re-reading the jobs its clients watch once others finished them)."""
+
+    @abstractmethod
     def claim(
         self, queue: str, task: str, limit: int, owner: str
     ) -> asyncio.Future[list[JobRecord]]:

@@ -623,6 +623,10 @@ class PostgresStore(Store):
             lambda rows: record_from_row(rows[0]) if rows else None, scan=False,
         )
 
+    def get_jobs(self, job_ids: Sequence[str]) -> asyncio.Future[list[JobRecord]]:
+        return self._read("get_jobs", f"{SELECT_JOB_COLUMNS} WHERE id = ANY(%s::text[])",
+                          (list(dict.fromkeys(job_ids)),), _job_records, scan=False)
+
     def claim(
         self, queue: str, task: str, limit: int, owner: str
     ) -> asyncio.Future[list[JobRecord]]:

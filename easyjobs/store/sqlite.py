@@ -173,6 +173,8 @@ FINISH = {
     for status in TERMINAL
 }
 SELECT_JOB = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
+IDS_PER_QUERY = 500
+"""Ids bound in one ``get_jobs`` query (SQLite caps the parameters of a statement)."""
 # claim() reads the jobs, then owns them: the read gives the order, and the writer thread
 # runs nothing in between.
 SELECT_CLAIMABLE = (
@@ -402,6 +404,19 @@ class SQLiteStore(Store):
             return None if row is None else record_from_row(row)
 
         return self._read("get_job", read, self._point_reads)
+
+    def get_jobs(self, job_ids: Sequence[str]) -> asyncio.Future[list[JobRecord]]:
+        ids = list(dict.fromkeys(job_ids))
+
+        def read(conn: sqlite3.Connection) -> list[JobRecord]:
+            found = []
+            for start in range(0, len(ids), IDS_PER_QUERY):
+                part = ids[start:start + IDS_PER_QUERY]
+                sql = f"SELECT {COLUMNS} FROM jobs WHERE id IN ({', '.join('?' * len(part))})"
+                found += [record_from_row(row) for row in conn.execute(sql, part)]
+            return found
+
+        return self._read("get_jobs", read, self._point_reads)
 
     def claim(
         self, queue: str, task: str, limit: int, owner: str

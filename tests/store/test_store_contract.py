@@ -480,6 +480,19 @@ class TestStoreContract:
         assert await store.adopt([], "m2") == []
         assert await store.claim("default", "add", 10, "m2") == []
 
+    async def test_get_jobs_reads_many_in_one_call(self, store: Store) -> None:
+        """get_jobs returns the existing ones of the ids asked (repeats and unknown ids
+        ignored), as committed, more than one query's worth too."""
+        jobs = [job(n) for n in range(1200)]
+        await store.add_jobs(jobs)
+        await store.finish(jobs[3].id, JobStatus.CANCELLED, None, None, at=2.0)
+        asked = [j.id for j in jobs] + [jobs[0].id, new_job_id()]
+        found = {j.id: j for j in await store.get_jobs(asked)}
+        assert set(found) == {j.id for j in jobs}
+        assert found[jobs[3].id].status is JobStatus.CANCELLED
+        assert found[jobs[5].id] == jobs[5]
+        assert await store.get_jobs([]) == []
+
     async def test_an_announced_pause_is_remembered(self, store: Store) -> None:
         """paused() says what the last announced pause said; other news leaves it alone."""
         assert await store.paused() is False
