@@ -72,6 +72,8 @@ class JobPolicy:
 
 
 DEFAULT_POLICY = JobPolicy()
+CANCELLED_ERROR = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
+"""The error a cancelled job is recorded with."""
 
 _Items = list[tuple[Submit, list[JobRecord], bool]]
 """Accepted submits: the frame, its job and dependency records, whether it was dispatched."""
@@ -778,9 +780,9 @@ class Lifecycle:
     async def _cancel_in_store(self, peer: Peer, frame: Cancel) -> None:
         """Cancel a job this manager does not hold: in the store, where the first outcome
         wins; the manager holding it hears it finished. The answer is the record then."""
-        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
         try:
-            await self._store.finish(frame.job, JobStatus.CANCELLED, None, error, time.time())
+            await self._store.finish(frame.job, JobStatus.CANCELLED, None, CANCELLED_ERROR,
+                                     time.time())
         except StoreError as exc:
             self._health.failed(exc, f"the cancel of job {frame.job}")
             self._peers.store_failed(peer, frame.ref)
@@ -799,5 +801,4 @@ class Lifecycle:
         self._dispatcher.finished(record.id, active.worker_id)
         for dep_id in active.pending:
             self._unblock(dep_id, record.id)
-        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
-        self._conclude(active, JobStatus.CANCELLED, None, error, [])
+        self._conclude(active, JobStatus.CANCELLED, None, dict(CANCELLED_ERROR), [])

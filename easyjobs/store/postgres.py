@@ -701,17 +701,7 @@ class PostgresStore(Store):
                 extract: Callable[[Rows], T]) -> asyncio.Future[T]:
         """Run one statement (its own transaction) now, beside the writer and the reads, on a
         connection of its own: the lease must not wait behind a backlog of either."""
-        refusal = self._refusal()
-        if refusal is not None:
-            fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            fut.set_exception(refusal)
-            return fut
-        assert self._lease_pool is not None  # serving: open() made it
-        task = asyncio.get_running_loop().create_task(
-            self._run_read(name, sql, params, extract, self._lease_pool, None))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
-        return task
+        return self._pooled(name, sql, params, extract, "lease", after_writes=False)
 
     def leave(self, owner: str) -> asyncio.Future[None]:
         return self._write("leave", LEAVE, (owner, owner, owner, owner, self._channel), _none)
@@ -805,16 +795,26 @@ class PostgresStore(Store):
         *, scan: bool,
     ) -> asyncio.Future[T]:
         """Run ``sql`` on a pooled connection once every write called so far is applied."""
+        return self._pooled(name, sql, params, extract, "scan" if scan else "point",
+                            after_writes=True)
+
+    def _pooled(
+        self, name: str, sql: str, params: Sequence[Any], extract: Callable[[Rows], T],
+        lane: str, *, after_writes: bool,
+    ) -> asyncio.Future[T]:
+        """Run ``sql`` on a connection of ``lane``'s pool (tracked until ``close``), after
+        the writes called so far if ``after_writes``."""
         refusal = self._refusal()
         if refusal is not None:
             fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
             fut.set_exception(refusal)
             return fut
-        pool = self._scan_pool if scan else self._point_pool
-        assert pool is not None  # serving: open() made both
+        pool = {"point": self._point_pool, "scan": self._scan_pool,
+                "lease": self._lease_pool}[lane]
+        assert pool is not None  # serving: open() made every pool
+        writes = self._issued_not_applied() if after_writes else None
         task = asyncio.get_running_loop().create_task(
-            self._run_read(name, sql, params, extract, pool, self._issued_not_applied())
-        )
+            self._run_read(name, sql, params, extract, pool, writes))
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
         return task
