@@ -20,9 +20,9 @@ _HOMES = {
         name: "easyjobs.errors"
         for name in (
             "AuthenticationError", "ConfigurationError", "ConnectionLost", "EasyJobsError",
-            "InvalidArguments", "JobCancelled", "ProtocolError", "ResultTimeout",
-            "SerializationError", "StoreError", "TaskFailed", "TaskTimeout", "TLSError",
-            "UnknownJob", "UnknownTask", "UnsupportedVersion", "WorkerLost",
+            "InvalidArguments", "JobCancelled", "PermissionDenied", "ProtocolError",
+            "ResultTimeout", "SerializationError", "StoreError", "TaskFailed", "TaskTimeout",
+            "TLSError", "UnknownJob", "UnknownTask", "UnsupportedVersion", "WorkerLost",
         )
     },
 }
@@ -39,6 +39,7 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobStatus",
+    "PermissionDenied",
     "ProtocolError",
     "RemoteTask",
     "ResultTimeout",
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
         EasyJobsError,
         InvalidArguments,
         JobCancelled,
+        PermissionDenied,
         ProtocolError,
         ResultTimeout,
         SerializationError,

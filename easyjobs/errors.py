@@ -3,6 +3,7 @@
     EasyJobsError
     ├── ConfigurationError      bad options at decoration or start-up time; fix the code
     ├── AuthenticationError     the peer does not know the secret (fatal, never retried)
+    ├── PermissionDenied        the credential's role or queues do not allow the action
     ├── ProtocolError           the peer broke the wire protocol (close code 4000)
     │   └── UnsupportedVersion  no protocol version in common (close code 4002)
     ├── ConnectionLost          the link to the manager closed for good; pending calls fail with it
@@ -42,6 +43,13 @@ class AuthenticationError(EasyJobsError):
     """The secret does not match; retrying with the same secret cannot succeed."""
 
     code = "authentication_failed"
+
+
+class PermissionDenied(EasyJobsError):
+    """The credential is valid but its role or queues do not allow this; ask an admin for one
+    that does."""
+
+    code = "permission_denied"
 
 
 class ProtocolError(EasyJobsError):
@@ -155,6 +163,7 @@ ERROR_CODES: dict[str, type[EasyJobsError]] = {
         EasyJobsError,
         ConfigurationError,
         AuthenticationError,
+        PermissionDenied,
         ProtocolError,
         UnsupportedVersion,
         ConnectionLost,

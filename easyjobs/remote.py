@@ -182,10 +182,12 @@ class Calls:
         status: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        queues: list[str] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Recent job records, newest first, and the cursor (``before``) for the next page."""
+        """Recent job records, newest first, and the cursor (``before``) for the next page;
+        ``queues`` keeps only the jobs of those queues."""
         page: JobList = await self._request(
-            lambda ref: ListJobs(ref, queue, task, status, limit, before)
+            lambda ref: ListJobs(ref, queue, task, status, limit, before, queues)
         )
         return page.jobs, page.next
 

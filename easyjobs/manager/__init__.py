@@ -15,6 +15,7 @@ from typing import Any
 from starlette.routing import WebSocketRoute
 
 from ..errors import ConfigurationError
+from ..protocol.auth import split_secret
 from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
 from ..remote import Calls, RemoteTask
 from ..store import Store, open_store, store_location
@@ -89,10 +90,15 @@ class EasyJobsManager:
             raise ConfigurationError("max_connections and max_unauthenticated must be positive")
         self.server = server
         secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
+        if split_secret(secret)[0]:
+            raise ConfigurationError(
+                "server_secret looks like a credential's token (ej1.<name>.<key>): the manager "
+                "needs its own secret, from which credentials are derived")
         self.store = store or open_store(store_location(db_path))
         if max_worker_losses < 1:
             raise ConfigurationError("max_worker_losses must be at least 1")
-        self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses))
+        self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses),
+                         secret)
         self.endpoint = Endpoint(
             self.core, secret, heartbeat, max_message, handshake_timeout,
             max_backlog=max_backlog, max_connections=max_connections,

@@ -4,8 +4,9 @@ Every write transaction tells all managers, itself included, what it changed (``
 queued jobs left free, jobs finished, task specs saved, a pause. Each manager acts only on what
 concerns it: it claims for the tasks its workers serve, re-reads the jobs its clients watch or
 its waiting jobs depend on, drops the jobs it held that another manager finished, reloads the
-specs, pauses its workers. News missed while the listener was away is made up by ``caught_up``,
-which re-reads all of that from the tables.
+specs and the credentials (closing the links of revoked ones), pauses its workers. News missed
+while the listener was away is made up by ``caught_up``, which re-reads all of that from the
+tables.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from ..errors import StoreError
 from ..store import Store
 from ..store.signals import Signals
+from .access import Credentials
 from .background import Background
 from .claims import Claims
 from .lifecycle import Lifecycle
@@ -29,8 +31,9 @@ class ClusterNews:
     """Turns the store's notifications into this manager's claims, pushes and reloads."""
 
     def __init__(self, store: Store, claims: Claims, watchers: Watchers, lifecycle: Lifecycle,
-                 registry: TaskRegistry, background: Background,
+                 registry: TaskRegistry, credentials: Credentials, background: Background,
                  pause: Callable[[bool], None]) -> None:
+        self._credentials = credentials
         self._store = store
         self._claims = claims
         self._watchers = watchers
@@ -56,12 +59,22 @@ class ClusterNews:
                                                None if news.all_cancelled else news.cancelled)
         if news.tasks:
             self._background.spawn(self._registry.reload())
+        if news.credentials:
+            self._background.spawn(self._reload_credentials())
         if news.pause is not None:
             self._pause(news.pause)
 
     def caught_up(self) -> None:
         """The listener (re)connected: whatever it missed is re-read from the tables."""
-        self.heard(Signals(all_ready=True, all_done=True, all_cancelled=True, tasks=True))
+        self.heard(Signals(all_ready=True, all_done=True, all_cancelled=True, tasks=True,
+                           credentials=True))
+
+    async def _reload_credentials(self) -> None:
+        try:
+            await self._credentials.load()
+        except StoreError:
+            log.warning("could not re-read the credentials after another manager changed "
+                        "them; they are re-read on the next news or catch-up")
 
     async def _reclaim(self) -> None:
         try:

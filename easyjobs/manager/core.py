@@ -3,6 +3,7 @@
 Every peer (a WebSocket connection or the manager's own loopback) is a ``Peer``; the I/O layers
 call ``connect``, ``handle`` with the frames of one message, and ``disconnect``. The parts:
 
+- ``credentials``: who may do what; ``gate``: each frame of a scoped credential checked;
 - ``peers``: who is connected; ``observers``: who is told of changes (metrics, live feed);
 - ``registry``: the advertised task specs; ``dispatcher``: which job goes to which worker;
 - ``claims``: which queued jobs are held in memory, and refilling them from the store's queue;
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConfigurationError, ProtocolError
+from ..errors import AuthenticationError, ConfigurationError, ProtocolError
 from ..protocol.frames import (
     Cancel,
     Credit,
@@ -42,15 +43,18 @@ from ..protocol.frames import (
     Submit,
     Watch,
 )
+from ..protocol.session import CLOSE_AUTH_FAILED
 from ..store import Store
 from ..store.signals import Signals
 from ..tasks import TaskSpec
+from .access import Credentials
 from .active import ActiveJobs
 from .background import Background
 from .claims import Claims
 from .cluster import ClusterNews
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
+from .gate import Gate
 from .health import StoreHealth
 from .lease import Lease
 from .lifecycle import DEFAULT_POLICY, JobPolicy, Lifecycle
@@ -70,14 +74,18 @@ Handler = Callable[[Peer, Any], None]
 class Core:
     """One manager's state and rules; I/O layers call ``connect``, ``handle``, ``disconnect``."""
 
-    def __init__(self, store: Store, policy: JobPolicy = DEFAULT_POLICY) -> None:
+    def __init__(self, store: Store, policy: JobPolicy = DEFAULT_POLICY,
+                 secret: bytes = b"") -> None:
         self.id = uuid.uuid4().hex
         """This manager process, as the owner of the jobs it holds in the store."""
         self.store = store
         self.background = Background()
         self.peers = Peers()
         self.observers = Observers()
+        self.credentials = Credentials(store, secret)
+        self.credentials.on_revoked.append(self._revoked)
         active: ActiveJobs = {}
+        self.gate = Gate(active, store, self.peers, self.background, self._route)
         self.scheduler = Scheduler(self._fire_schedule)
         self.registry = TaskRegistry(store, self.background, self.scheduler)
         self.dispatcher = Dispatcher(self._assign)
@@ -98,7 +106,7 @@ class Core:
         self.health.on_writable += [self.lifecycle.store_writable, self.claims.top_up_all]
         self.firing = ScheduleFiring(store, self.registry, self.lifecycle, self.claims)
         self.news = ClusterNews(store, self.claims, self.watchers, self.lifecycle,
-                                self.registry, self.background,
+                                self.registry, self.credentials, self.background,
                                 lambda paused: self.toggle_workers(paused, announce=False))
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,
@@ -129,6 +137,7 @@ class Core:
     async def start(self) -> None:
         """Open the store, take back the unfinished jobs, and start the schedules."""
         await self.store.open()
+        await self.credentials.load()
         joined = asyncio.get_running_loop().time()  # take_back makes the lease: trusted since
         await recover(self.store, self.registry, self.lifecycle, self.claims, self.scheduler)
         if await self.store.paused():  # every worker was paused, here or on another manager
@@ -163,11 +172,14 @@ class Core:
         self.lifecycle.worker_left(peer)
 
     def handle(self, peer: Peer, frames: list[Frame]) -> None:
-        """Act on the frames of one message, in order. ``ProtocolError`` closes the peer.
+        """Act on the frames of one message, in order, as far as the peer's credential allows
+        (``gate``). ``ProtocolError`` closes the peer."""
+        self.gate.handle(peer, frames)
 
-        Consecutive submits are handled together (their inserts share one write). A peer
-        dropped while its message is handled gets nothing more done for it.
-        """
+    def _route(self, peer: Peer, frames: list[Frame]) -> None:
+        """Each frame to its part. Consecutive submits are handled together (their inserts
+        share one write). A peer dropped while its message is handled gets nothing more done
+        for it."""
         submits: list[Submit] = []
         for frame in frames:
             if isinstance(frame, Submit):
@@ -198,6 +210,12 @@ class Core:
             peer = self.peers.get(peer_id)
             if peer is not None:
                 self.observers.worker_changed("paused" if pause else "resumed", peer)
+
+    def _revoked(self, names: set[str]) -> None:
+        """Credentials were revoked: their links end now (their next hello is refused)."""
+        for peer in [p for p in self.peers.by_id.values() if p.grant.credential in names]:
+            peer.close(CLOSE_AUTH_FAILED, AuthenticationError(
+                f"credential {peer.grant.credential!r} was revoked"))
 
     # ------------------------------------------------------------------ routes
 

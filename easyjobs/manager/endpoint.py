@@ -15,13 +15,15 @@ import secrets
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..errors import ConnectionLost, EasyJobsError, ProtocolError
+from ..errors import AuthenticationError, ConnectionLost, EasyJobsError, ProtocolError
 from ..protocol.auth import new_nonce
 from ..protocol.frames import Frame, Hello
 from ..protocol.session import (
+    CLOSE_AUTH_FAILED,
     CLOSE_GOING_AWAY,
     CLOSE_GRACE,
     CLOSE_INTERNAL_ERROR,
+    CLOSE_PERMISSION_DENIED,
     CLOSE_PROTOCOL_ERROR,
     ServerSession,
     State,
@@ -60,6 +62,10 @@ class WebSocketPeer(Peer):
             self._connection.closed()
             return
         self._wake.set()
+
+    def close(self, code: int, error: EasyJobsError) -> None:
+        self.session.fail(code, error)
+        self._connection.closed()
 
 
 class Connection:
@@ -145,6 +151,7 @@ class Endpoint:
             self._secret, loop.time(), nonce=new_nonce(), session_id=session_id,
             heartbeat=self._heartbeat, max_message=self._max_message,
             handshake_timeout=self._handshake_timeout, max_backlog=self._max_backlog,
+            keys=self._core.credentials.key,
         )
         connection = Connection(self._core, session, session_id)
         self._open[session] = connection
@@ -192,9 +199,17 @@ class Endpoint:
                     break
                 frames = session.receive(data, loop.time())
                 if frames and isinstance(frames[0], Hello):
+                    grant = self._core.credentials.grant(session.credential)
+                    if grant is None or not grant.may_connect_as(session.role):
+                        refused = grant.denied(f"connect as a {session.role}") if grant else \
+                            AuthenticationError(f"credential {session.credential!r} unknown")
+                        session.fail(CLOSE_PERMISSION_DENIED if grant else CLOSE_AUTH_FAILED,
+                                     refused)
+                        break
                     connection.peer = WebSocketPeer(connection, connection.session_id)
+                    connection.peer.grant = grant
                     self._core.connect(connection.peer)
-                    log.info("%s %r connected", session.role, session.name)
+                    log.info("%s %r connected with %s", session.role, session.name, grant)
                     frames = frames[1:]
                     ticker.reschedule()
                 peer = connection.peer

@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Iterator
 
-from ..errors import SerializationError, StoreError
+from ..errors import EasyJobsError, SerializationError, StoreError
 from ..jobs import JobStatus
 from ..protocol.frames import Error, Frame, Result
+from .access import MANAGER, Grant
 
 log = logging.getLogger("easyjobs.manager")
 
@@ -31,8 +32,14 @@ class Peer:
         self.watching: set[str] = set()
         self.reads = asyncio.Semaphore(MAX_READS_PER_PEER)
         """Store reads done for this peer at once; more wait their turn (memory stays bounded)."""
+        self.grant: Grant = MANAGER
+        """What its credential allows (``access``); the manager's own peers hold the secret."""
 
     def send(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def close(self, code: int, error: EasyJobsError) -> None:
+        """End the link because of ``error`` (the peer is told, then closed with ``code``)."""
         raise NotImplementedError
 
 

@@ -78,6 +78,10 @@ class Queries:
 
     async def _send_page(self, peer: Peer, request: ListJobs) -> None:
         limit, ref = max(1, min(request.limit or 50, 1000)), request.ref
+        queues = request.queues
+        if peer.grant.queues is not None:  # a credential sees its own queues only
+            queues = sorted(peer.grant.queues & set(queues if queues is not None
+                                                    else peer.grant.queues))
         try:
             async with peer.reads:  # see ``stored``
                 if peer.id not in self._peers:
@@ -85,7 +89,7 @@ class Queries:
                 records = await self._store.list_jobs(
                     queue=request.queue, task=request.task,
                     status=JobStatus(request.status) if request.status else None, limit=limit,
-                    before=request.before,
+                    before=request.before, queues=queues,
                 )
         except StoreError:
             self._peers.store_failed(peer, ref)
@@ -105,7 +109,8 @@ class Queries:
                 jobs, more = jobs[: len(jobs) // 2], True
 
     def schedules(self, peer: Peer, frame: Schedules) -> None:
-        self._peers.reply(peer, ScheduleInfo(frame.ref, self._scheduler.info()))
+        self._peers.reply(peer, ScheduleInfo(frame.ref, [
+            s for s in self._scheduler.info() if peer.grant.covers(s["queue"])]))
 
     # ------------------------------------------------------------------ read models
 

@@ -46,7 +46,8 @@ class Challenge(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Hello(Frame):
-    """Peer -> server: who it is and the HMAC proof that it knows the secret."""
+    """Peer -> server: who it is and the HMAC proof that it knows the secret (the manager
+    secret, or the key of the named ``credential``)."""
 
     type: ClassVar[str] = "hello"
     version: int
@@ -54,6 +55,7 @@ class Hello(Frame):
     name: str
     nonce: bytes
     proof: bytes
+    credential: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class ListJobs(Frame):
     status: str | None = None
     limit: int | None = None
     before: str | None = None
+    queues: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,14 @@ States (one table, ``_ACCEPTS``, says which frames each state takes from the pee
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import Enum
 
 from ..errors import (
     AuthenticationError,
     ConnectionLost,
     EasyJobsError,
+    PermissionDenied,
     ProtocolError,
     UnsupportedVersion,
     error_from_code,
@@ -67,8 +69,10 @@ CLOSE_AUTH_FAILED = 4001
 CLOSE_UNSUPPORTED_VERSION = 4002
 CLOSE_TIMEOUT = 4003
 CLOSE_BACKLOG = 4004
+CLOSE_PERMISSION_DENIED = 4005
 
-FATAL_CLOSE_CODES = frozenset({CLOSE_PROTOCOL_ERROR, CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION})
+FATAL_CLOSE_CODES = frozenset({CLOSE_PROTOCOL_ERROR, CLOSE_AUTH_FAILED, CLOSE_UNSUPPORTED_VERSION,
+                               CLOSE_PERMISSION_DENIED})
 """Close codes after which reconnecting with the same settings cannot succeed."""
 
 CLOSE_GRACE = 2.0
@@ -307,8 +311,13 @@ class ServerSession(_Session):
         max_message: int,
         handshake_timeout: float = 10.0,
         max_backlog: int = MAX_BACKLOG,
+        keys: Callable[[str], bytes | None] | None = None,
     ) -> None:
         super().__init__(secret, now, handshake_timeout)
+        self._keys = keys
+        """The key of a named credential, None for a name it does not know (or has revoked)."""
+        self.credential = ""
+        """The credential the peer proved it holds; "" for the manager secret."""
         self.max_backlog = max_backlog
         self._writing_since: float | None = None
         """When the writer last made progress while it held bytes; None when it holds none."""
@@ -380,15 +389,20 @@ class ServerSession(_Session):
         if not 16 <= len(frame.nonce) <= 64:
             self.fail(CLOSE_PROTOCOL_ERROR, ProtocolError("hello: nonce must be 16 to 64 bytes"))
             return []
-        expected = auth.hello_proof(self._secret, self._nonce, frame.nonce)
-        if not auth.proof_matches(expected, frame.proof):
-            self.error = AuthenticationError("authentication failed")
+        credential = frame.credential or ""
+        key = self._secret if not credential else self._keys(credential) if self._keys else None
+        # An unknown name is checked against a random key: it costs the same as a wrong proof.
+        expected = auth.hello_proof(key or auth.new_nonce(), self._nonce, frame.nonce)
+        if not auth.proof_matches(expected, frame.proof) or key is None:
+            self.error = AuthenticationError(
+                f"authentication failed (credential {credential!r})" if credential
+                else "authentication failed")
             self._closed(CLOSE_AUTH_FAILED, "authentication failed")
             return []
-        self.role, self.name = frame.role, frame.name
+        self.role, self.name, self.credential = frame.role, frame.name, credential
         self.state = State.OPEN
         self.heartbeat = self._heartbeat_after_hello
-        proof = auth.welcome_proof(self._secret, self._nonce, frame.nonce)
+        proof = auth.welcome_proof(key, self._nonce, frame.nonce)
         self.send(Welcome(self._session_id, proof, self.heartbeat, self._max_message_after_hello))
         self.max_message = self._max_message_after_hello
         return [frame]
@@ -407,7 +421,8 @@ class ClientSession(_Session):
         nonce: bytes,
         handshake_timeout: float = 10.0,
     ) -> None:
-        super().__init__(secret, now, handshake_timeout)
+        self._credential, key = auth.split_secret(secret)
+        super().__init__(key, now, handshake_timeout)
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
         self.side = role
@@ -432,7 +447,8 @@ class ClientSession(_Session):
             self._server_nonce = frame.nonce
             proof = auth.hello_proof(self._secret, frame.nonce, self._nonce)
             self.state = State.AWAIT_WELCOME
-            self.send(Hello(PROTOCOL_VERSION, self._role, self._name, self._nonce, proof))
+            self.send(Hello(PROTOCOL_VERSION, self._role, self._name, self._nonce, proof,
+                            self._credential or None))
             return []
         if isinstance(frame, Welcome):
             expected = auth.welcome_proof(self._secret, self._server_nonce, self._nonce)
@@ -452,8 +468,8 @@ class ClientSession(_Session):
         if isinstance(frame, Error) and self.state is not State.OPEN:
             self.error = error_from_code(frame.code, frame.message)
             code = (
-                CLOSE_UNSUPPORTED_VERSION
-                if isinstance(self.error, UnsupportedVersion)
+                CLOSE_UNSUPPORTED_VERSION if isinstance(self.error, UnsupportedVersion)
+                else CLOSE_PERMISSION_DENIED if isinstance(self.error, PermissionDenied)
                 else CLOSE_PROTOCOL_ERROR
             )
             self._closed(code, frame.message[:120])

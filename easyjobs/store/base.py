@@ -34,8 +34,10 @@ clears it, and the other status changes leave it as it is.
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -246,10 +248,12 @@ class Store(ABC):
         status: JobStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> asyncio.Future[list[JobRecord]]:
         """One page of jobs, newest first (``created_at`` descending, then id descending).
 
-        ``queue``, ``task`` and ``status`` filter by exact match when given. ``limit`` is
+        ``queue``, ``task`` and ``status`` filter by exact match when given; ``queues`` keeps
+        only the jobs of those queues (what a credential may see). ``limit`` is
         clamped to 1..``MAX_PAGE``. ``before`` is a cursor: pass the id of the last job of the
         previous page to get the jobs strictly after it in this order (it need not match the
         filters); an unknown cursor id gives ``[]``. A page shorter than ``limit`` is the last.
@@ -258,6 +262,19 @@ class Store(ABC):
     @abstractmethod
     def save_tasks(self, tasks: Sequence[TaskSpec]) -> asyncio.Future[None]:
         """Insert or replace registered tasks, keyed by ``(queue, name)``."""
+
+    @abstractmethod
+    def add_credential(self, credential: CredentialRecord) -> asyncio.Future[bool]:
+        """Keep a new named credential; False (and nothing written) if the name is taken.
+        The other managers are told (``Signals.credentials``)."""
+
+    @abstractmethod
+    def revoke_credential(self, name: str) -> asyncio.Future[bool]:
+        """Forget a named credential; False if there was none. The other managers are told."""
+
+    @abstractmethod
+    def load_credentials(self) -> asyncio.Future[list[CredentialRecord]]:
+        """Every named credential, by name."""
 
     @abstractmethod
     def load_tasks(self) -> asyncio.Future[list[TaskSpec]]:
@@ -362,3 +379,27 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
         next_attempt_at=next_attempt_at,
         owner=owner,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRecord:
+    """A named credential as a store keeps it: the salt its key is derived with, never the key."""
+
+    name: str
+    role: str
+    queues: tuple[str, ...] | None
+    """The queues it may use; None for every queue (an admin)."""
+    salt: bytes
+    created_at: float
+
+
+def queues_text(queues: tuple[str, ...] | None) -> str | None:
+    """A credential's queues as the column holds them: a JSON list, NULL for every queue."""
+    return None if queues is None else json.dumps(list(queues))
+
+
+def credential_from_row(row: tuple[Any, ...]) -> CredentialRecord:
+    """A credentials row (name, role, queues, salt, created_at) back as a record."""
+    name, role, queues, salt, created_at = row
+    return CredentialRecord(name, role, None if queues is None else tuple(json.loads(queues)),
+                            bytes(salt), created_at)

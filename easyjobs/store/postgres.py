@@ -43,7 +43,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from easyjobs.errors import ConfigurationError, StoreError
@@ -51,10 +51,13 @@ from easyjobs.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
 from easyjobs.store.base import (
     LEASE_S,
     MAX_PAGE,
+    CredentialRecord,
     Store,
     StoreUnwritable,
     TaskSpec,
+    credential_from_row,
     pack,
+    queues_text,
     record_from_row,
     unpack,
 )
@@ -83,7 +86,7 @@ POOL_TIMEOUT_S = 5.0
 """How long a read waits for a pooled connection (e.g. while the server is away)."""
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_CLASS = 0x656A  # "ej": with hashtext(current_schema()) the key of the migration lock
 CONNECT_DEFAULTS: dict[str, Any] = {
     "application_name": "easyjobs",
@@ -120,6 +123,15 @@ MANAGERS = (
 WORKERS = (
     "CREATE TABLE ej_workers (manager text NOT NULL, id text NOT NULL, info bytea NOT NULL,"
     " PRIMARY KEY (manager, id))"
+)
+# Named credentials: a salt to derive each key from the manager secret, never the key.
+CREDENTIALS = (
+    "CREATE TABLE ej_credentials (name text PRIMARY KEY, role text NOT NULL, queues text,"
+    " salt bytea NOT NULL, created_at double precision NOT NULL)"
+)
+ADD_CREDENTIAL = (
+    "INSERT INTO ej_credentials (name, role, queues, salt, created_at)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING 1"
 )
 SHARE_WORKERS = (
     "WITH kept AS (INSERT INTO ej_workers (manager, id, info)"
@@ -180,6 +192,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Version 2 had no leases (one manager only), and indexed the churning statuses.
     2: (MANAGERS, WORKERS, FENCE_FUNCTION, "DROP INDEX ej_jobs_status", STATUS_INDEX),
+    # Version 3 had no named credentials.
+    3: (CREDENTIALS,),
 }
 """The statements that take a schema from a version to the next, run by ``open()``."""
 
@@ -197,6 +211,7 @@ SCHEMA = (
     *INDEXES[1:],
     MANAGERS,
     WORKERS,
+    CREDENTIALS,
     FENCE_FUNCTION,
     """CREATE TABLE ej_tasks (
         queue text NOT NULL, name text NOT NULL, spec bytea NOT NULL,
@@ -730,12 +745,14 @@ class PostgresStore(Store):
         status: JobStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> asyncio.Future[list[JobRecord]]:
         # Only fixed clauses are joined into the SQL; every value is a parameter.
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (("queue = %s", queue), ("task = %s", task),
-                              ("status = %s", status), (OLDER_THAN_CURSOR, before)):
+                              ("status = %s", status), (OLDER_THAN_CURSOR, before),
+                              ("queue = ANY(%s)", None if queues is None else list(queues))):
             if value is not None:
                 clauses.append(clause)
                 params.append(value.value if isinstance(value, JobStatus) else value)
@@ -745,6 +762,23 @@ class PostgresStore(Store):
         sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
         params.append(max(1, min(limit, MAX_PAGE)))
         return self._read("list_jobs", sql, params, _job_records, scan=True)
+
+    def add_credential(self, credential: CredentialRecord) -> asyncio.Future[bool]:
+        params = (credential.name, credential.role, queues_text(credential.queues),
+                  credential.salt, credential.created_at)
+        return self._write("add_credential", ADD_CREDENTIAL, params,
+                           lambda _, rows: bool(rows), Signals(credentials=True))
+
+    def revoke_credential(self, name: str) -> asyncio.Future[bool]:
+        return self._write("revoke_credential", "DELETE FROM ej_credentials WHERE name = %s",
+                           (name,), _changed_one, Signals(credentials=True))
+
+    def load_credentials(self) -> asyncio.Future[list[CredentialRecord]]:
+        return self._read(
+            "load_credentials",
+            "SELECT name, role, queues, salt, created_at FROM ej_credentials ORDER BY name", (),
+            lambda rows: [credential_from_row(row) for row in rows], scan=False,
+        )
 
     def load_tasks(self) -> asyncio.Future[list[TaskSpec]]:
         return self._read(

@@ -8,6 +8,7 @@ kind of news, ids and keys only, never results:
     done ["<id>",...]                  these jobs finished (their watchers re-read them)
     cancelled ["<id>",...]             of those, the cancelled (a manager holding one drops it)
     tasks                              task specs were saved
+    credentials                        named credentials were added or revoked
     pause <0|1>                        every worker to be paused (1) or resumed (0)
     from <manager id>                  who sent it (a manager skips its own news)
 
@@ -37,6 +38,7 @@ class Signals:
     done: set[str] = field(default_factory=set)
     cancelled: set[str] = field(default_factory=set)
     tasks: bool = False
+    credentials: bool = False
     pause: bool | None = None
     origin: str | None = None
     all_ready: bool = False
@@ -47,7 +49,7 @@ class Signals:
     """Too many ids to list: any held job may have been cancelled."""
 
     def __bool__(self) -> bool:
-        return bool(self.ready or self.done or self.cancelled or self.tasks
+        return bool(self.ready or self.done or self.cancelled or self.tasks or self.credentials
                     or self.pause is not None or self.all_ready or self.all_done
                     or self.all_cancelled)
 
@@ -57,6 +59,7 @@ class Signals:
         self.done |= other.done
         self.cancelled |= other.cancelled
         self.tasks = self.tasks or other.tasks
+        self.credentials = self.credentials or other.credentials
         if other.pause is not None:
             self.pause = other.pause
         self.all_ready = self.all_ready or other.all_ready
@@ -76,6 +79,8 @@ class Signals:
         lines = {kind: f"{kind} {items}" for kind, items in lists.items()}
         if self.tasks:
             lines["tasks"] = "tasks"
+        if self.credentials:
+            lines["credentials"] = "credentials"
         if self.pause is not None:
             lines["pause"] = f"pause {int(self.pause)}"
         if self.origin is not None:
@@ -95,6 +100,8 @@ class Signals:
             kind, _, rest = line.partition(" ")
             if kind == "tasks":
                 signals.tasks = True
+            elif kind == "credentials":
+                signals.credentials = True
             elif kind == "pause" and rest in ("0", "1"):
                 signals.pause = rest == "1"
             elif kind == "from" and rest:

@@ -35,7 +35,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,10 +43,13 @@ from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
 from easyjobs.store.base import (
     MAX_PAGE,
+    CredentialRecord,
     Store,
     StoreUnwritable,
     TaskSpec,
+    credential_from_row,
     pack,
+    queues_text,
     record_from_row,
     unpack,
 )
@@ -71,9 +74,10 @@ TIGHT_WAL_PAGES = 64
 """WAL pages between checkpoints once the store has run out of space (SQLite's default: 1000)."""
 CHECKPOINT_COMMITS = 200
 """Commits between two background checkpoints (a few MiB of WAL at most in between)."""
-SCHEMA_VERSION = "3"
-OLDER_VERSIONS = ("1", "2")
-"""Schema versions ``open()`` migrates: 1 had no counts table, 1 and 2 no owner or priority."""
+SCHEMA_VERSION = "4"
+OLDER_VERSIONS = ("1", "2", "3")
+"""Schema versions ``open()`` migrates: 1 had no counts table, 1 and 2 no owner or priority,
+1 to 3 no credentials table."""
 UNWRITABLE_CODES = frozenset(
     (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)
 )
@@ -102,6 +106,10 @@ TABLES = (
         queue TEXT NOT NULL, task TEXT NOT NULL, last_fire REAL NOT NULL,
         PRIMARY KEY (queue, task))""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Named credentials: a salt to derive each key from the manager secret, never the key.
+    """CREATE TABLE IF NOT EXISTS credentials (
+        name TEXT PRIMARY KEY, role TEXT NOT NULL, queues TEXT, salt BLOB NOT NULL,
+        created_at REAL NOT NULL)""",
     # count_jobs() reads this instead of scanning jobs; the triggers keep it exact in the
     # transaction of every change, whoever writes. Counts at zero stay, as rows for next time.
     """CREATE TABLE IF NOT EXISTS job_counts (
@@ -514,6 +522,7 @@ class SQLiteStore(Store):
         status: JobStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        queues: Collection[str] | None = None,
     ) -> asyncio.Future[list[JobRecord]]:
         # Only fixed clauses are joined into the SQL; every value is a parameter.
         clauses: list[str] = []
@@ -522,6 +531,9 @@ class SQLiteStore(Store):
             if value is not None:
                 clauses.append(clause)
                 params.append(value.value if isinstance(value, JobStatus) else value)
+        if queues is not None:
+            clauses.append(f"queue IN ({', '.join('?' * len(queues))})" if queues else "0")
+            params.extend(queues)
         page = max(1, min(limit, MAX_PAGE))
 
         def read(conn: sqlite3.Connection) -> list[JobRecord]:
@@ -548,6 +560,32 @@ class SQLiteStore(Store):
             conn.executemany(UPSERT_TASK, rows)
 
         return self._write("save_tasks", apply)
+
+    def add_credential(self, credential: CredentialRecord) -> asyncio.Future[bool]:
+        row = (credential.name, credential.role, queues_text(credential.queues),
+               credential.salt, credential.created_at)
+
+        def apply(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "INSERT INTO credentials (name, role, queues, salt, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING", row).rowcount == 1
+
+        return self._write("add_credential", apply)
+
+    def revoke_credential(self, name: str) -> asyncio.Future[bool]:
+        def apply(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM credentials WHERE name = ?",
+                                (name,)).rowcount == 1
+
+        return self._write("revoke_credential", apply)
+
+    def load_credentials(self) -> asyncio.Future[list[CredentialRecord]]:
+        sql = "SELECT name, role, queues, salt, created_at FROM credentials ORDER BY name"
+        return self._read(
+            "load_credentials",
+            lambda conn: [credential_from_row(row) for row in conn.execute(sql)],
+            self._point_reads,
+        )
 
     def load_tasks(self) -> asyncio.Future[list[TaskSpec]]:
         sql = "SELECT queue, name, spec FROM tasks ORDER BY queue, name"
@@ -737,7 +775,7 @@ class SQLiteStore(Store):
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version != SCHEMA_VERSION and version not in OLDER_VERSIONS:
             raise StoreError(f"store schema version {version} is not supported")
-        if version in OLDER_VERSIONS:  # the indexes below need the new columns
+        if version in ("1", "2"):  # the indexes below need the new columns
             for statement in ADD_OWNER:
                 conn.execute(statement)
         for statement in ON_JOBS:

@@ -41,6 +41,7 @@ from ..errors import (
     ConfigurationError,
     ConnectionLost,
     EasyJobsError,
+    PermissionDenied,
     ProtocolError,
     SerializationError,
     TLSError,
@@ -53,6 +54,7 @@ from ..protocol.session import (
     CLOSE_GOING_AWAY,
     CLOSE_GRACE,
     CLOSE_NORMAL,
+    CLOSE_PERMISSION_DENIED,
     CLOSE_TIMEOUT,
     CLOSE_UNSUPPORTED_VERSION,
     FATAL_CLOSE_CODES,
@@ -389,12 +391,15 @@ class Link:
                 try:
                     async with await dial(address, self._tls) as ws:
                         await self._serve(ws, address)
-                except (AuthenticationError, UnsupportedVersion, ProtocolError,
-                        TLSError) as exc:
+                except (AuthenticationError, PermissionDenied, UnsupportedVersion,
+                        ProtocolError, TLSError) as exc:
                     error = exc
                     if isinstance(exc, AuthenticationError):
                         log.error("authentication failed: %s (manager at %s); fix the secret, "
                                   "not retrying", exc, address)
+                    elif isinstance(exc, PermissionDenied):
+                        log.error("permission denied by the manager at %s: %s; not retrying",
+                                  address, exc)
                     elif isinstance(exc, TLSError):
                         log.error("%s; not retrying", exc)
                     else:
@@ -504,6 +509,8 @@ class Link:
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         if code == CLOSE_AUTH_FAILED:
             raise AuthenticationError(f"the manager refused the secret ({reason or code})")
+        if code == CLOSE_PERMISSION_DENIED:
+            raise PermissionDenied(reason or "permission denied")
         if code == CLOSE_UNSUPPORTED_VERSION:
             raise UnsupportedVersion(f"the manager refused our protocol version ({reason})")
         if code in FATAL_CLOSE_CODES:

@@ -34,7 +34,7 @@ def _load() -> list[Any]:
     """Every vector of every file as a test case whose id is the vector's name."""
     cases: list[tuple[str, dict[str, Any]]] = [
         (kind, case)
-        for kind in ("valid", "invalid", "auth")
+        for kind in ("valid", "invalid", "auth", "credentials")
         for case in json.loads((VECTORS / f"{kind}.json").read_text(encoding="utf-8"))
     ]
     names = [case["name"] for _, case in cases]
@@ -114,10 +114,41 @@ def _check_auth(case: dict[str, Any]) -> None:
     assert server.state is State.OPEN and client.state is State.OPEN
 
 
+def _check_credential(case: dict[str, Any]) -> None:
+    secret, salt, key, server_nonce, peer_nonce = (
+        bytes.fromhex(case[k]) for k in ("manager_secret", "salt", "key", "server_nonce",
+                                         "peer_nonce"))
+    name = case["credential"]
+    assert auth.credential_key(secret, name, salt) == key
+    assert auth.credential_token(name, key) == case["token"]
+    assert auth.split_secret(case["token"].encode()) == (name, key)
+    # The peer configured with the token names the credential in hello and proves it holds
+    # the key; the manager finds the key by that name.
+    server = ServerSession(secret, 0.0, nonce=server_nonce, session_id="s", heartbeat=1.0,
+                           max_message=1 << 20, keys={name: key}.get)
+    client = ClientSession(case["token"].encode(), 0.0, role="worker", name="w",
+                           nonce=peer_nonce)
+    [challenge] = server.data_to_send(0.0)
+    client.receive(challenge, 0.0)
+    [hello_message] = client.data_to_send(0.0)
+    [hello_frame] = decode_message(hello_message)
+    assert isinstance(hello_frame, Hello) and hello_frame.credential == name
+    assert hello_frame.proof == bytes.fromhex(case["hello_proof"])
+    server.receive(hello_message, 0.0)
+    [welcome_message] = server.data_to_send(0.0)
+    [welcome_frame] = decode_message(welcome_message)
+    assert isinstance(welcome_frame, Welcome)
+    assert welcome_frame.proof == bytes.fromhex(case["welcome_proof"])
+    client.receive(welcome_message, 0.0)
+    assert server.state is State.OPEN and client.state is State.OPEN
+    assert server.credential == name
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "valid": _check_valid,
     "invalid": _check_invalid,
     "auth": _check_auth,
+    "credentials": _check_credential,
 }
 
 

@@ -104,7 +104,7 @@ async def test_wrong_database_names_it(pg_url: str) -> None:
 
 
 async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Server) -> None:
-    """open() makes ej_ tables, the claim and owner indexes and version 3; opening again
+    """open() makes ej_ tables, the claim and owner indexes and version 4; opening again
     changes nothing."""
     for _ in range(2):
         store = PostgresStore(pg_url)
@@ -115,11 +115,11 @@ async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Serv
     tables = {name for (name,) in pg_server.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))}
     assert tables == {"ej_jobs", "ej_tasks", "ej_schedules", "ej_meta", "ej_job_counts",
-                      "ej_job_count_deltas", "ej_managers", "ej_workers"}
+                      "ej_job_count_deltas", "ej_managers", "ej_workers", "ej_credentials"}
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("3",)]
+    assert version == [("4",)]
     assert pg_server.execute(f"SELECT count(*) FROM {schema}.ej_jobs").fetchone() == (2,)
 
 
@@ -132,14 +132,14 @@ async def test_an_older_store_refuses_a_newer_schema(pg_url: str, pg_server: Ser
     pg_server.execute(f"UPDATE {schema}.ej_meta SET value = '99' WHERE key = 'schema_version'")
     newer = PostgresStore(pg_url)
     with pytest.raises(StoreError, match="schema version 99, newer than this easyjobs supports"
-                                         r" \(3\): upgrade easyjobs"):
+                                         r" \(4\): upgrade easyjobs"):
         await newer.open()
 
 
 async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
     pg_url: str, pg_server: Server
 ) -> None:
-    """A version 1 schema (no owner, a claim index over every queued job) opens as version 3:
+    """A version 1 schema (no owner, a claim index over every queued job) opens as version 4:
     its jobs are kept and free, its indexes replaced, and claims take its jobs."""
     store = PostgresStore(pg_url)
     await store.open()
@@ -151,7 +151,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
         for index in ("ej_jobs_claim", "ej_jobs_owner", "ej_jobs_status"):
             conn.execute(f"DROP INDEX {index}")
         conn.execute("ALTER TABLE ej_jobs DROP COLUMN owner")
-        conn.execute("DROP TABLE ej_managers, ej_workers")
+        conn.execute("DROP TABLE ej_managers, ej_workers, ej_credentials")
         conn.execute("DROP FUNCTION ej_fence")
         for statement in VERSION_1_INDEXES:
             conn.execute(statement)
@@ -168,7 +168,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("3",)]
+    assert version == [("4",)]
 
 
 async def test_stores_claiming_at_once_never_get_the_same_job(pg_url: str) -> None:

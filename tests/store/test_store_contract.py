@@ -1162,7 +1162,7 @@ class TestSQLiteStore:
         await store.close()
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("SELECT value FROM meta").fetchall() == [("3",)]
+            assert conn.execute("SELECT value FROM meta").fetchall() == [("4",)]
         conn.close()
         with pytest.raises(ConfigurationError, match="NORMAL or FULL"):
             SQLiteStore(path, synchronous="OFF")
@@ -1264,12 +1264,12 @@ class TestSQLiteStore:
         await store.open()
         await store.close()
         with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+            conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
         conn.close()
-        with pytest.raises(StoreError, match="schema version 4 is not supported"):
+        with pytest.raises(StoreError, match="schema version 5 is not supported"):
             await SQLiteStore(path).open()
         with sqlite3.connect(path) as conn:
-            assert conn.execute("SELECT value FROM meta").fetchall() == [("4",)]
+            assert conn.execute("SELECT value FROM meta").fetchall() == [("5",)]
         conn.close()
 
     async def test_claim_searches_its_index_in_a_large_backlog(self, tmp_path: Path) -> None:
