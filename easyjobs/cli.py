@@ -6,6 +6,8 @@
     easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
     easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
     easyjobs job JOB_ID | easyjobs cancel JOB_ID | easyjobs schedules
+    easyjobs credentials add NAME --role worker|client|admin [--queues Q,...]
+    easyjobs credentials list | easyjobs credentials revoke NAME
 
 Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line. Every
 client command takes ``--managers H:P,...`` (or ``--host``/``--port``), ``--tls``,
@@ -153,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     schedules = commands.add_parser("schedules", help="list cron schedules and next fire times")
     _connection_args(schedules)
     _timeout_arg(schedules)
+
+    credentials = commands.add_parser(
+        "credentials", help="add, list or revoke named credentials (needs the manager secret)")
+    verbs = credentials.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="make a credential and print its token, once")
+    add.add_argument("name", help="1 to 64 letters, digits, '-' or '_'")
+    add.add_argument("--role", required=True, choices=("worker", "client", "admin"))
+    add.add_argument("--queues", help="the queues it may use, comma-separated (not for admin)")
+    verbs.add_parser("list", help="every credential: name, role, queues (never a secret)")
+    revoke = verbs.add_parser("revoke", help="revoke a credential; its links close at once")
+    revoke.add_argument("name")
+    for verb in verbs.choices.values():
+        _connection_args(verb)
+        _timeout_arg(verb)
     return parser
 
 
@@ -171,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _manager(args)
         if args.command == "worker":
             return asyncio.run(_worker(args))
+        if args.command == "credentials":
+            return _credentials(args)
         return asyncio.run(_client_command(args))
     except ConfigurationError as exc:
         print(f"easyjobs: {exc}", file=sys.stderr)  # noqa: T201
@@ -304,6 +322,44 @@ async def _client_command(args: argparse.Namespace) -> int:
     except EasyJobsError as exc:
         print(f"easyjobs: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    """``easyjobs credentials``: the manager's HTTP API, with the manager secret as token."""
+    from .admin import AdminError, call_manager
+    from .config import read_secret
+
+    where = _where(args)
+    secret = read_secret(secret_file=args.secret_file)
+    timeout = CLIENT_TIMEOUT if args.timeout is None else args.timeout
+    request: tuple[str, str, dict[str, Any] | None]
+    if args.verb == "add":
+        queues = None if args.queues is None else [
+            q.strip() for q in args.queues.split(",") if q.strip()]
+        request = ("POST", "/credentials", {"name": args.name, "role": args.role,
+                                            "queues": queues})
+    elif args.verb == "list":
+        request = ("GET", "/credentials", None)
+    else:
+        request = ("DELETE", f"/credentials/{args.name}", None)
+    try:
+        answer = call_manager(where, secret, *request, timeout=timeout)
+    except AdminError as exc:
+        print(f"easyjobs: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    if args.verb == "add":
+        print(f"credential {answer['name']!r} ({answer['role']}"  # noqa: T201
+              f"{', queues ' + ', '.join(answer['queues']) if answer['queues'] else ''}); its "
+              "secret, shown only now (give it as EASYJOBS_SECRET or secret=...):",
+              file=sys.stderr)
+        print(answer["token"])  # noqa: T201
+    elif args.verb == "list":
+        for entry in answer["credentials"]:
+            scope = ",".join(entry["queues"]) if entry["queues"] is not None else "*"
+            print(f"{entry['name']}\t{entry['role']}\t{scope}")  # noqa: T201
+    else:
+        print(f"revoked {answer['revoked']}", file=sys.stderr)  # noqa: T201
+    return 0
 
 
 def _where(args: argparse.Namespace) -> dict[str, Any]:

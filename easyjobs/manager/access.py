@@ -130,7 +130,7 @@ class Credentials:
 
     async def add(self, name: str, role: str, queues: Iterable[str] | None) -> str:
         """Make a credential and return its token: shown once, kept nowhere."""
-        if not isinstance(name, str) or not auth.CREDENTIAL_NAME.fullmatch(name):
+        if not auth.CREDENTIAL_NAME.fullmatch(name):
             raise ConfigurationError(
                 "a credential's name is 1 to 64 letters, digits, '-' or '_'")
         if role not in ROLES:

@@ -23,7 +23,6 @@ from ..protocol.session import (
     CLOSE_GOING_AWAY,
     CLOSE_GRACE,
     CLOSE_INTERNAL_ERROR,
-    CLOSE_PERMISSION_DENIED,
     CLOSE_PROTOCOL_ERROR,
     ServerSession,
     State,
@@ -151,7 +150,7 @@ class Endpoint:
             self._secret, loop.time(), nonce=new_nonce(), session_id=session_id,
             heartbeat=self._heartbeat, max_message=self._max_message,
             handshake_timeout=self._handshake_timeout, max_backlog=self._max_backlog,
-            keys=self._core.credentials.key,
+            keys=self._core.credentials.key, admit=self._admit,
         )
         connection = Connection(self._core, session, session_id)
         self._open[session] = connection
@@ -184,6 +183,13 @@ class Endpoint:
             if session.error is not None and not self._closing:
                 self._trimmer.soon()  # what a dropped peer cost goes back to the OS
 
+    def _admit(self, credential: str, role: str) -> EasyJobsError | None:
+        """Why ``credential`` may not connect as a ``role`` (worker or client), if it may not."""
+        grant = self._core.credentials.grant(credential)
+        if grant is not None and not grant.may_connect_as(role):
+            return grant.denied(f"connect as a {role}")
+        return None
+
     async def _read(self, websocket: WebSocket, connection: Connection, ticker: Ticker) -> None:
         loop = asyncio.get_running_loop()
         session = connection.session
@@ -200,11 +206,9 @@ class Endpoint:
                 frames = session.receive(data, loop.time())
                 if frames and isinstance(frames[0], Hello):
                     grant = self._core.credentials.grant(session.credential)
-                    if grant is None or not grant.may_connect_as(session.role):
-                        refused = grant.denied(f"connect as a {session.role}") if grant else \
-                            AuthenticationError(f"credential {session.credential!r} unknown")
-                        session.fail(CLOSE_PERMISSION_DENIED if grant else CLOSE_AUTH_FAILED,
-                                     refused)
+                    if grant is None:  # revoked since its proof was checked
+                        session.fail(CLOSE_AUTH_FAILED, AuthenticationError(
+                            f"credential {session.credential!r} was revoked"))
                         break
                     connection.peer = WebSocketPeer(connection, connection.session_id)
                     connection.peer.grant = grant

@@ -26,6 +26,8 @@ class EventHub:
     def __init__(self, observers: Observers, limit: int = 1000) -> None:
         self._limit = limit
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._credential: dict[asyncio.Queue[dict[str, Any]], str] = {}
+        """Whose credential each stream reads under ("" for the manager secret)."""
         observers.append(self)
 
     @property
@@ -50,10 +52,12 @@ class EventHub:
             else:
                 queue.put_nowait(event)
 
-    async def stream(self) -> AsyncIterator[dict[str, Any]]:
-        """Events from now on, until the subscriber falls too far behind or goes away."""
+    async def stream(self, credential: str = "") -> AsyncIterator[dict[str, Any]]:
+        """Events from now on, until the subscriber falls too far behind or goes away, or
+        its ``credential`` is revoked (``end``)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._limit)
         self._queues.add(queue)
+        self._credential[queue] = credential
         try:
             while True:
                 event = await queue.get()
@@ -62,6 +66,15 @@ class EventHub:
                 yield event
         finally:
             self._queues.discard(queue)
+            self._credential.pop(queue, None)
+
+    def end(self, credentials: set[str]) -> None:
+        """End the streams read under these credentials (they were revoked)."""
+        for queue in [q for q in self._queues if self._credential.get(q) in credentials]:
+            self._queues.discard(queue)
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(_END)
 
     def close(self) -> None:
         """End every stream (the manager is stopping)."""

@@ -3,13 +3,14 @@
 Thin handlers over the core and the manager's own calls (the same submit path as any peer:
 argument checks, commit before the answer, results pushed — ``?wait`` and ``/result`` wait on
 the pushed result, never poll). Every route but ``/healthz`` needs ``Authorization: Bearer
-<token>`` (the manager secret or an API token), compared in constant time; a token in a query
-string is never looked at. Every answer is JSON; bytes travel as ``{"$base64": ...}``.
+<token>``: the manager secret or an API token (admin), or a credential's token, which sees and
+acts on its own queues only (403 ``permission_denied`` otherwise; ``access``). Tokens are
+compared in constant time; a token in a query string is never looked at. Every answer is JSON;
+bytes travel as ``{"$base64": ...}``.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,9 +21,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from ..errors import (
+    ConfigurationError,
     EasyJobsError,
     InvalidArguments,
     JobCancelled,
+    PermissionDenied,
     ResultTimeout,
     SerializationError,
     TaskFailed,
@@ -33,6 +36,7 @@ from ..jobs import JobStatus
 from ..jsonvalues import from_json, to_json
 from ..protocol.frames import MAX_DEPTH
 from . import dashboard, openapi
+from .access import Grant
 from .events import EventHub
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -47,6 +51,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _STATUS_FOR_ERROR: dict[type[EasyJobsError], int] = {
     UnknownTask: 404, UnknownJob: 404, InvalidArguments: 422, SerializationError: 422,
+    PermissionDenied: 403, ConfigurationError: 422,
 }
 
 
@@ -67,10 +72,12 @@ class HttpApi:
                  metrics_public: bool = False) -> None:
         self._manager = manager
         self._queries = manager.core.queries
+        self._credentials = manager.core.credentials
         self._tokens = tokens
         self._metrics_public = metrics_public
         self.metrics = Metrics(manager.core.observers, self._queries)
         self.events = EventHub(manager.core.observers)
+        self._credentials.on_revoked.append(self.events.end)
 
     def routes(self) -> list[BaseRoute]:
         guarded = self._guarded
@@ -87,26 +94,28 @@ class HttpApi:
             Route("/workers/pause", guarded(self.pause), methods=["POST"]),
             Route("/workers/resume", guarded(self.resume), methods=["POST"]),
             Route("/queues", guarded(self.queues)),
+            Route("/credentials", guarded(self.list_credentials)),
+            Route("/credentials", guarded(self.add_credential), methods=["POST"]),
+            Route("/credentials/{name}", guarded(self.revoke_credential), methods=["DELETE"]),
             Route("/{queue}/task/{task}", guarded(self.run_task), methods=["POST"]),
             *dashboard.routes(),  # the page needs no token; its API calls do
         ]
 
     # ------------------------------------------------------------------ plumbing
 
-    def authorized(self, request: Request) -> bool:
+    def authorized(self, request: Request) -> Grant | None:
+        """The grant of the request's bearer token, None without a valid one."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            return False
-        given = token.strip().encode()
-        matched = False
-        for known in self._tokens:  # every token is compared: timing says nothing
-            matched |= hmac.compare_digest(given, known)
-        return matched
+            return None
+        return self._credentials.bearer(token.strip().encode(), self._tokens)
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            if not self.authorized(request):
+            grant = self.authorized(request)
+            if grant is None:
                 return error(401, "missing or wrong bearer token", "unauthorized")
+            request.state.grant = grant
             try:
                 return await handler(request)
             except HTTPError as exc:
@@ -121,6 +130,28 @@ class HttpApi:
                 return error(500, "internal error; see the manager's log", "internal_error")
 
         return guarded
+
+    @staticmethod
+    def _grant(request: Request) -> Grant:
+        grant: Grant = request.state.grant
+        return grant
+
+    def _admin(self, request: Request, action: str) -> None:
+        grant = self._grant(request)
+        if not grant.admin:
+            raise grant.denied(action)
+
+    def _use(self, request: Request, queue: str, action: str) -> None:
+        grant = self._grant(request)
+        if not grant.may_use(queue):
+            raise grant.denied(action)
+
+    async def _job(self, request: Request, action: str) -> dict[str, Any]:
+        """The job of the path, once the request's credential may use its queue."""
+        job_id = request.path_params["job_id"]
+        info = await self._manager.calls.lookup(job_id)
+        self._use(request, info["queue"], f"{action} job {job_id} of queue {info['queue']!r}")
+        return info
 
     @staticmethod
     def _number(request: Request, name: str, default: float | None) -> float | None:
@@ -168,15 +199,23 @@ class HttpApi:
         return JSONResponse({"status": "ok"})
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi.document(self._queries.task_specs()))
+        grant = self._grant(request)
+        return JSONResponse(openapi.document(
+            [s for s in self._queries.task_specs() if grant.covers(s.queue)]))
 
     async def metrics_route(self, request: Request) -> Response:
-        if not self._metrics_public and not self.authorized(request):
-            return error(401, "missing or wrong bearer token", "unauthorized")
+        if not self._metrics_public:
+            grant = self.authorized(request)
+            if grant is None:
+                return error(401, "missing or wrong bearer token", "unauthorized")
+            if not grant.admin:
+                exc = grant.denied("read the metrics")
+                return error(403, str(exc), exc.code)
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def run_task(self, request: Request) -> Response:
         queue, task = request.path_params["queue"], request.path_params["task"]
+        self._use(request, queue, f"submit to queue {queue!r}")
         wait = self._number(request, "wait", None)
         spec = self._queries.task_spec(queue, task)
         if spec is None:
@@ -234,20 +273,20 @@ class HttpApi:
         return {"job_id": job_id, "status": JobStatus.SUCCEEDED.value, "result": to_json(value)}
 
     async def get_job(self, request: Request) -> Response:
-        info = await self._manager.calls.lookup(request.path_params["job_id"])
-        return JSONResponse(to_json(info))
+        return JSONResponse(to_json(await self._job(request, "read")))
 
     async def get_result(self, request: Request) -> Response:
         timeout = self._number(request, "timeout", 0.0)
         assert timeout is not None
         job_id = request.path_params["job_id"]
-        await self._manager.calls.lookup(job_id)  # UnknownJob -> 404 before any wait
+        await self._job(request, "await")  # UnknownJob -> 404 before any wait
         outcome = await self._outcome(job_id, timeout)
         status = {JobStatus.SUCCEEDED.value: 200, JobStatus.FAILED.value: 424,
                   JobStatus.CANCELLED.value: 409}.get(outcome["status"], 202)
         return JSONResponse(outcome, status_code=status)
 
     async def cancel(self, request: Request) -> Response:
+        await self._job(request, "cancel")
         record = await self._manager.calls.cancel(request.path_params["job_id"])
         return JSONResponse(to_json(record))
 
@@ -262,15 +301,23 @@ class HttpApi:
             raise HTTPError(400, "limit must be an integer") from None
         if not 1 <= limit <= 1000:
             raise HTTPError(400, "limit must be between 1 and 1000")
+        grant, queue = self._grant(request), params.get("queue")
+        if queue is not None:
+            self._use(request, queue, f"list queue {queue!r}")
+        elif not grant.admin and grant.role != "client":
+            raise grant.denied("list jobs")
         jobs, cursor = await self._manager.calls.list_jobs(
-            queue=params.get("queue"), task=params.get("task"), status=status, limit=limit,
-            before=params.get("cursor"))
+            queue=queue, task=params.get("task"), status=status, limit=limit,
+            before=params.get("cursor"),
+            queues=None if grant.queues is None else sorted(grant.queues))
         return JSONResponse({"jobs": to_json(jobs), "next": cursor})
 
     async def workers(self, request: Request) -> Response:
+        self._admin(request, "list the workers")
         return JSONResponse({"workers": await self._queries.workers()})
 
     async def _toggle(self, request: Request, pause: bool) -> Response:
+        self._admin(request, "pause or resume workers")
         body = await self._body(request)
         if not isinstance(body, dict):
             raise HTTPError(422, 'the body must be empty or {"worker": "<id>"}',
@@ -290,16 +337,49 @@ class HttpApi:
         return await self._toggle(request, False)
 
     async def queues(self, request: Request) -> Response:
-        return JSONResponse({"queues": to_json(await self._queries.queues())})
+        grant = self._grant(request)
+        queues = await self._queries.queues()
+        return JSONResponse({"queues": to_json(
+            {name: queue for name, queue in queues.items() if grant.covers(name)})})
 
     async def event_stream(self, request: Request) -> Response:
+        grant = self._grant(request)
+
         async def lines() -> AsyncIterator[bytes]:
             yield b": connected\n\n"
-            async for event in self.events.stream():
-                yield b"data: " + json.dumps(to_json(event)).encode() + b"\n\n"
+            async for event in self.events.stream(grant.credential):
+                if grant.admin or (event["kind"] == "job"
+                                   and grant.may_use(event["job"]["queue"])):
+                    yield b"data: " + json.dumps(to_json(event)).encode() + b"\n\n"
 
         return StreamingResponse(lines(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
+
+
+    async def list_credentials(self, request: Request) -> Response:
+        self._admin(request, "list credentials")
+        return JSONResponse({"credentials": self._credentials.listing()})
+
+    async def add_credential(self, request: Request) -> Response:
+        """``{"name", "role", "queues"}`` -> the new credential with its token, shown once."""
+        self._admin(request, "add credentials")
+        body = await self._body(request)
+        fields = body if isinstance(body, dict) else {}
+        name, role, queues = fields.get("name"), fields.get("role"), fields.get("queues")
+        if not (isinstance(name, str) and isinstance(role, str)
+                and (queues is None or isinstance(queues, list))):
+            raise HTTPError(422, 'the body must be {"name": ..., "role": "worker" | "client" '
+                                 '| "admin", "queues": [...]}', "invalid_arguments")
+        token = await self._credentials.add(name, role, queues)
+        return JSONResponse({"name": name, "role": role, "queues": queues, "token": token},
+                            status_code=201)
+
+    async def revoke_credential(self, request: Request) -> Response:
+        self._admin(request, "revoke credentials")
+        name = request.path_params["name"]
+        if not await self._credentials.revoke(name):
+            raise HTTPError(404, f"no credential {name!r}", "unknown_credential")
+        return JSONResponse({"revoked": name})
 
 
 _PENDING = {"waiting", "queued", "running", "retrying"}

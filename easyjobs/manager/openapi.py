@@ -161,7 +161,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid JSON", 401: "missing or wrong token", 404: "not found",
+    text = {400: "invalid JSON", 401: "missing or wrong token",
+            403: "the credential's role or queues do not allow it", 404: "not found",
             413: "body over the size limit", 422: "arguments do not bind"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
@@ -189,7 +190,7 @@ def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict
             "responses": {
                 "200": _json(accepted, "finished within ?wait (failed jobs too)"),
                 "202": _json(accepted, "queued (or still running after ?wait)"),
-                **_errors(400, 401, 404, 413, 422),
+                **_errors(400, 401, 403, 404, 413, 422),
             },
         }}
     one_worker = {"required": False, "content": {"application/json": {"schema": {
@@ -213,11 +214,11 @@ def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict
             "responses": {"200": _json({"type": "object", "properties": {
                 "jobs": {"type": "array", "items": _JOB},
                 "next": {"type": ["string", "null"]}}}, "newest first"),
-                **_errors(400, 401)},
+                **_errors(400, 401, 403)},
         }},
         "/jobs/{job_id}": {"get": {"operationId": "get_job", "parameters": [job_path],
                                    "responses": {"200": _json(_JOB, "the job"),
-                                                 **_errors(401, 404)}}},
+                                                 **_errors(401, 403, 404)}}},
         "/jobs/{job_id}/result": {"get": {
             "operationId": "get_result",
             "parameters": [job_path, _query("timeout", {"type": "number", "minimum": 0,
@@ -226,23 +227,43 @@ def document(specs: Iterable[TaskSpec], title: str = "easyjobs manager") -> dict
                           "202": _json({"type": "object"}, "not finished in time"),
                           "409": _json({"type": "object"}, "cancelled"),
                           "424": _json({"type": "object"}, "failed"),
-                          **_errors(400, 401, 404)},
+                          **_errors(400, 401, 403, 404)},
         }},
         "/jobs/{job_id}/cancel": {"post": {
             "operationId": "cancel_job", "parameters": [job_path],
-            "responses": {"200": _json(_JOB, "the job afterwards"), **_errors(401, 404)}}},
+            "responses": {"200": _json(_JOB, "the job afterwards"), **_errors(401, 403, 404)}}},
         "/workers": {"get": {"operationId": "list_workers",
                              "responses": {"200": _json({"type": "object"}, "workers"),
-                                           **_errors(401)}}},
+                                           **_errors(401, 403)}}},
         "/workers/pause": {"post": {"operationId": "pause_workers", "requestBody": one_worker,
                                     "responses": {"200": _json({"type": "object"}, "paused"),
-                                                  **_errors(400, 401, 404, 422)}}},
+                                                  **_errors(400, 401, 403, 404, 422)}}},
         "/workers/resume": {"post": {"operationId": "resume_workers", "requestBody": one_worker,
                                      "responses": {"200": _json({"type": "object"}, "resumed"),
-                                                   **_errors(400, 401, 404, 422)}}},
+                                                   **_errors(400, 401, 403, 404, 422)}}},
         "/queues": {"get": {"operationId": "list_queues",
                             "responses": {"200": _json({"type": "object"}, "queues"),
-                                          **_errors(401)}}},
+                                          **_errors(401, 403)}}},
+        "/credentials": {
+            "get": {"operationId": "list_credentials",
+                    "responses": {"200": _json({"type": "object"}, "names, roles, queues"),
+                                  **_errors(401, 403)}},
+            "post": {"operationId": "add_credential", "requestBody": {
+                "required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["name", "role"], "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        "role": {"type": "string", "enum": ["worker", "client", "admin"]},
+                        "queues": {"type": "array", "items": {"type": "string"}}}}}}},
+                "responses": {"201": _json({"type": "object"}, "the credential and its token,"
+                                                                " shown once"),
+                              **_errors(401, 403, 422)}},
+        },
+        "/credentials/{name}": {"delete": {
+            "operationId": "revoke_credential",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": _json({"type": "object"}, "revoked; its links are closed"),
+                          **_errors(401, 403, 404)}}},
     })
     return {
         "openapi": "3.1.0",

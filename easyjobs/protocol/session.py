@@ -312,10 +312,13 @@ class ServerSession(_Session):
         handshake_timeout: float = 10.0,
         max_backlog: int = MAX_BACKLOG,
         keys: Callable[[str], bytes | None] | None = None,
+        admit: Callable[[str, str], EasyJobsError | None] | None = None,
     ) -> None:
         super().__init__(secret, now, handshake_timeout)
         self._keys = keys
         """The key of a named credential, None for a name it does not know (or has revoked)."""
+        self._admit = admit
+        """Why a credential (proven) may not connect in a role, or None if it may."""
         self.credential = ""
         """The credential the peer proved it holds; "" for the manager secret."""
         self.max_backlog = max_backlog
@@ -398,6 +401,10 @@ class ServerSession(_Session):
                 f"authentication failed (credential {credential!r})" if credential
                 else "authentication failed")
             self._closed(CLOSE_AUTH_FAILED, "authentication failed")
+            return []
+        refusal = self._admit(credential, frame.role) if self._admit is not None else None
+        if refusal is not None:
+            self.fail(CLOSE_PERMISSION_DENIED, refusal)
             return []
         self.role, self.name, self.credential = frame.role, frame.name, credential
         self.state = State.OPEN
