@@ -115,6 +115,9 @@ class HttpApi:
             grant = self.authorized(request)
             if grant is None:
                 return error(401, "missing or wrong bearer token", "unauthorized")
+            if grant.role == "worker":  # it serves jobs over its link, nothing more
+                refused = grant.denied("use the HTTP API")
+                return error(403, str(refused), refused.code)
             request.state.grant = grant
             try:
                 return await handler(request)
