@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from easyjobs import EasyJobsClient, EasyJobsWorker, PermissionDenied
-from easyjobs.errors import AuthenticationError
+from easyjobs.errors import AuthenticationError, TaskFailed
 from easyjobs.protocol.frames import Error, Pause, Submit, decode_message
 from easyjobs.protocol.session import CLOSE_PERMISSION_DENIED
 
@@ -279,3 +279,32 @@ async def test_credentials_need_the_manager_secret_and_say_what_is_wrong(
         async with EasyJobsClient(port=deployment.port, connect_timeout=5,
                                   secret="ej1.procs-client.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"):
             pass
+
+
+async def test_a_submit_reusing_the_id_of_another_queues_job_gets_no_outcome(
+        deployment: Deployment) -> None:
+    """A client for OTHER that re-sends a submit with the id of a PROCS job (as a reconnecting
+    client would its own) is told it may not await it, never given the PROCS result."""
+    await serving_worker(deployment, "procs-worker")
+    async with deployment.client("procs-client") as own:
+        job = await own.submit(QUEUE, "add", 20, 22)
+        assert await job.result(TIMEOUT) == 42
+    worker = EasyJobsWorker(manager_port=deployment.port, jobs_queue=OTHER, connect_timeout=5,
+                            manager_secret=deployment.tokens["other-worker"])
+
+    @worker.task()
+    async def echo(x: int) -> int:
+        return x
+
+    await worker.start()
+    try:
+        async with deployment.client("other-client") as other:
+            assert await other.call(OTHER, "echo", 1) == 1
+            calls = other._link.calls
+            reused = await calls.submit(OTHER, "echo", [5], {}, watch=True, job_id=job.id)
+            with pytest.raises(TaskFailed) as failed:
+                await reused.result(TIMEOUT)
+            assert failed.value.type == "PermissionDenied"
+            assert "42" not in str(failed.value)
+    finally:
+        await worker.stop()

@@ -112,7 +112,9 @@ class Gate:
                 return False
             return True
         if isinstance(frame, Submit):
-            action = "" if grant.may_use(frame.queue) else f"submit to queue {frame.queue!r}"
+            held = self._queue_held(frame.job)  # a re-sent submit: its job's queue counts too
+            action = next((f"submit to queue {q!r}" for q in (frame.queue, held)
+                           if q is not None and not grant.may_use(q)), "")
         elif isinstance(frame, ListJobs):
             named = [q for q in [frame.queue, *(frame.queues or [])] if q is not None]
             action = next((f"list queue {q!r}" for q in named if not grant.may_use(q)), "")

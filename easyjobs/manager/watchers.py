@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from ..errors import StoreError
-from ..jobs import TERMINAL
+from ..jobs import TERMINAL, JobStatus
 from ..protocol.frames import Result
 from ..store import Store
 from .background import Background
@@ -54,6 +54,13 @@ class Watchers:
 
     async def _check_stored(self, peer: Peer, job_id: str, ref: int | None) -> None:
         record = await self._queries.stored(peer, job_id, ref)
+        if record is not None and not peer.grant.may_use(record.queue):
+            # A submit re-using the id of a job of a queue the peer may not see: no outcome.
+            self.unwatch(peer, job_id)
+            refused = peer.grant.denied(f"await job {job_id} of queue {record.queue!r}")
+            self._peers.reply(peer, Result(job_id, JobStatus.FAILED.value, None, {
+                "type": "PermissionDenied", "message": str(refused), "traceback": ""}))
+            return
         if record is not None and record.status not in TERMINAL:
             return  # its outcome will come through deliver
         if not self.unwatch(peer, job_id) or record is None:
