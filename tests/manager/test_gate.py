@@ -232,3 +232,14 @@ async def test_an_admin_credentials_frames_go_straight_through(
     assert ops.of(Error) == [] and ops.closed == []
     assert [i.ref for i in ops.of(JobInfo)] == [1] and [a.ref for a in ops.of(Accepted)] == [2]
     assert [len(page.jobs) for page in ops.of(JobList)] == [2]
+
+
+async def test_a_refusal_is_answered_in_its_place_among_the_frames_of_a_message(
+        core: Core, worker: FakePeer, admin: FakePeer) -> None:
+    """The frames of a message are handled in order (PROTOCOL.md section 1): a refused frame's
+    answer comes after those of the allowed frames before it."""
+    own, foreign = await held(core, admin, "A"), await held(core, admin, "Q")
+    client = scoped(core, "c", "client", "A")
+    core.handle(client, [Lookup(1, own), Lookup(2, foreign), Lookup(3, own)])
+    assert [(type(f).__name__, getattr(f, "ref", None)) for f in client.sent] == [
+        ("JobInfo", 1), ("Error", 2), ("JobInfo", 3)]
