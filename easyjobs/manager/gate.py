@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import StoreError
+from ..errors import PermissionDenied, StoreError
 from ..protocol.frames import (
     Cancel,
     Done,
@@ -59,7 +59,9 @@ class Gate:
 
     def _admit(self, peer: Peer, frames: list[Frame]) -> None:
         """Route the frames allowed, up to the first whose job must be read from the store;
-        that one and the rest wait for the read."""
+        that one and the rest wait for the read. A refusal is answered in its place: after
+        the allowed frames before it are routed (runs of them stay together, so consecutive
+        submits still share one write)."""
         allowed: list[Frame] = []
         for n, frame in enumerate(frames):
             unread = [job for job in _jobs_of(frame) if job not in self._active]
@@ -68,8 +70,13 @@ class Gate:
                 self._waiting[peer.id] = deque([frames[n:]])
                 self._background.spawn(self._read_then_admit(peer, unread))
                 return
-            if self._allows(peer, frame, {}):
+            refusal = self._refusal(peer, frame, {})
+            if refusal is None:
                 allowed.append(frame)
+                continue
+            self._route(peer, allowed)
+            allowed = []
+            self._refuse(peer, frame, refusal)
         self._route(peer, allowed)
 
     async def _read_then_admit(self, peer: Peer, job_ids: list[str]) -> None:
@@ -85,7 +92,11 @@ class Gate:
         if not waiting or peer.id not in self._peers:
             return
         first = waiting.popleft()
-        self._route(peer, [f for f in first[:1] if self._allows(peer, f, queues, missing)])
+        refusal = self._refusal(peer, first[0], queues, missing)
+        if refusal is None:
+            self._route(peer, first[:1])
+        else:
+            self._refuse(peer, first[0], refusal)
         rest = [first[1:], *waiting]
         for frames in rest:
             if peer.id in self._waiting:  # another read began: the rest wait for it
@@ -93,9 +104,9 @@ class Gate:
             elif peer.id in self._peers:
                 self._admit(peer, frames)
 
-    def _allows(self, peer: Peer, frame: Frame, read: dict[str, str],
-                missing: frozenset[str] | set[str] = frozenset()) -> bool:
-        """Whether ``frame`` may go on; if not, the peer is told (or, for a register, closed).
+    def _refusal(self, peer: Peer, frame: Frame, read: dict[str, str],
+                 missing: frozenset[str] | set[str] = frozenset()) -> PermissionDenied | None:
+        """Why ``frame`` may not go on (logged), or None if it may.
 
         ``read`` holds the queues of jobs read from the store; a job in ``missing`` has no
         row, and its frame goes on to be answered ``unknown_job`` as for anyone.
@@ -106,12 +117,8 @@ class Gate:
             refused = sorted({t["queue"] for t in frame.tasks if isinstance(t, dict)
                               and isinstance(t.get("queue"), str)
                               and not grant.may_serve(t["queue"])})
-            if refused:
-                peer.close(CLOSE_PERMISSION_DENIED,
-                           grant.denied(f"serve queue {', '.join(map(repr, refused))}"))
-                return False
-            return True
-        if isinstance(frame, Submit):
+            action = f"serve queue {', '.join(map(repr, refused))}" if refused else ""
+        elif isinstance(frame, Submit):
             held = self._queue_held(frame.job)  # a re-sent submit: its job's queue counts too
             action = next((f"submit to queue {q!r}" for q in (frame.queue, held)
                            if q is not None and not grant.may_use(q)), "")
@@ -134,11 +141,14 @@ class Gate:
                     action = f"{frame.type} job {job}" + (
                         f" of queue {queue!r}" if queue else " (its queue could not be read)")
                     break
-        if not action:
-            return True
-        exc = grant.denied(action)
-        self._peers.reply(peer, Error(exc.code, str(exc), getattr(frame, "ref", None)))
-        return False
+        return grant.denied(action) if action else None
+
+    def _refuse(self, peer: Peer, frame: Frame, refusal: PermissionDenied) -> None:
+        """Tell the peer; a refused register closes the link (the worker cannot serve)."""
+        if isinstance(frame, Register):
+            peer.close(CLOSE_PERMISSION_DENIED, refusal)
+        else:
+            self._peers.reply(peer, Error(refusal.code, str(refusal), getattr(frame, "ref", None)))
 
     def _queue_held(self, job_id: str) -> str | None:
         active = self._active.get(job_id)

@@ -27,6 +27,8 @@ _CREDENTIAL = b"easyjobs/1 credential"
 TOKEN_PREFIX = "ej1."
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """What a credential's name may be: it goes in tokens, logs and URLs as it is."""
+_KEY_TEXT = re.compile(rb"[A-Za-z0-9_-]+")
+"""A token's key part: unpadded base64url (the decoder would skip other bytes, not fail)."""
 SALT_SIZE = 16
 
 
@@ -65,7 +67,7 @@ def split_secret(secret: bytes) -> tuple[str, bytes]:
     prefix, _, rest = secret.partition(b".")
     name, _, encoded = rest.rpartition(b".")
     if prefix + b"." != TOKEN_PREFIX.encode() or not CREDENTIAL_NAME.fullmatch(name.decode(
-            "ascii", "replace")):
+            "ascii", "replace")) or not _KEY_TEXT.fullmatch(encoded):
         return "", secret
     try:
         key = base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4))

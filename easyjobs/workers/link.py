@@ -239,9 +239,18 @@ class Link:
         if self._threaded and self.is_open:
             # What ``on_open`` sent (a worker's tasks) is on the wire before this returns, as
             # without a thread: a caller may submit to those tasks at once.
+            # The link may also end meanwhile (its first frames refused for good): then the
+            # written callback never comes, and this raises at once.
             written = self._owner_loop.create_future()
+            ended = asyncio.ensure_future(self._ended.wait())
             self._to_io(self._io_when_written, lambda: self._post(_resolve, written))
-            await asyncio.wait({written}, timeout=connect_timeout)
+            try:
+                await asyncio.wait({written, ended}, timeout=connect_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+            if self.error is not None:
+                raise self.error
 
     async def close(self) -> None:
         """Close the link for good (its thread too); pending calls fail with ``ConnectionLost``."""

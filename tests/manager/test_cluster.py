@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psycopg
 import pytest
 
+from easyjobs.errors import AuthenticationError
 from easyjobs.jobs import JobStatus, new_job_id
+from easyjobs.manager.access import Grant
 from easyjobs.manager.claims import SLOTS_AHEAD
 from easyjobs.manager.core import Core
 from easyjobs.manager.lease import RENEW_S
 from easyjobs.manager.lifecycle import JobPolicy
+from easyjobs.protocol import auth
 from easyjobs.protocol.frames import (
     Abort,
     Accepted,
@@ -28,6 +31,7 @@ from easyjobs.protocol.frames import (
     Result,
     Submit,
 )
+from easyjobs.protocol.session import CLOSE_AUTH_FAILED
 from easyjobs.store.postgres import PostgresStore
 from easyjobs.tasks import make_options, spec_for
 
@@ -44,7 +48,7 @@ async def cores(pg_url: str) -> AsyncIterator[Cores]:
     started: list[Core] = []
 
     async def start() -> Core:
-        core = Core(PostgresStore(pg_url), JobPolicy(retry_base=0.02))
+        core = Core(PostgresStore(pg_url), JobPolicy(retry_base=0.02), secret=b"s")
         await core.start()
         started.append(core)
         return core
@@ -268,3 +272,28 @@ async def test_a_manager_started_while_every_worker_is_paused_pauses_its_own(
     assert b.dispatcher.paused
     b.toggle_workers(False)
     await wait_until(lambda: not a.dispatcher.paused, what="A to resume")
+
+
+async def test_a_credential_made_on_one_manager_works_and_is_revoked_on_another(
+        cores: Cores) -> None:
+    """B learns of a credential added on A (the same key: both hold the secret); when A
+    revokes it, the links under it close on both managers, and the others stay."""
+    a, b = await cores(), await cores()
+    token = await a.credentials.add("etl", "worker", ["Q"])
+    _, key = auth.split_secret(token.encode())
+    await wait_until(lambda: b.credentials.key("etl") == key, what="B to learn the credential")
+    grant = b.credentials.grant("etl")
+    assert grant == Grant("etl", "worker", frozenset({"Q"}))
+    on_a, on_b, bystander = FakePeer("wa", "worker"), FakePeer("wb", "worker"), FakePeer("w")
+    on_a.grant = grant
+    on_b.grant = grant
+    a.connect(on_a)
+    b.connect(on_b)
+    b.connect(bystander)
+    assert await a.credentials.revoke("etl")
+    assert [code for code, _ in on_a.closed] == [CLOSE_AUTH_FAILED]
+    await wait_until(lambda: bool(on_b.closed), what="B to close the revoked credential's link")
+    [(code, error)] = on_b.closed
+    assert code == CLOSE_AUTH_FAILED and isinstance(error, AuthenticationError)
+    assert str(error) == "credential 'etl' was revoked"
+    assert b.credentials.key("etl") is None and bystander.closed == []

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from easyjobs.errors import StoreError
+from easyjobs.errors import EasyJobsError, StoreError
 from easyjobs.jobs import JobStatus, new_job_id
 from easyjobs.manager.core import Core
 from easyjobs.manager.metrics import Metrics
@@ -33,18 +33,23 @@ from ..utils import wait_until
 
 
 class FakePeer(Peer):
-    """Collects what the manager sends; ``on_send`` may act on each frame."""
+    """Collects what the manager sends, and the close it asks for; ``on_send`` may act on each
+    frame."""
 
     def __init__(self, peer_id: str, role: str = "client",
                  on_send: Callable[[FakePeer, Frame], None] | None = None) -> None:
         super().__init__(peer_id, peer_id, role)
         self.sent: list[Frame] = []
+        self.closed: list[tuple[int, EasyJobsError]] = []
         self.on_send = on_send
 
     def send(self, frame: Frame) -> None:
         self.sent.append(frame)
         if self.on_send is not None:
             self.on_send(self, frame)
+
+    def close(self, code: int, error: EasyJobsError) -> None:
+        self.closed.append((code, error))
 
     def of(self, kind: type[Frame]) -> list[Any]:
         return [frame for frame in self.sent if isinstance(frame, kind)]

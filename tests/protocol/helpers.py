@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from easyjobs.errors import EasyJobsError
 from easyjobs.protocol.frames import Frame, decode_message
 from easyjobs.protocol.session import ClientSession, ServerSession, State
 
@@ -21,10 +24,13 @@ CHALLENGE_BYTES = bytes.fromhex(
 Session = ServerSession | ClientSession
 
 
-def make_server(secret: bytes = SECRET, max_message: int = 1 << 20) -> ServerSession:
+def make_server(secret: bytes = SECRET, max_message: int = 1 << 20,
+                keys: Callable[[str], bytes | None] | None = None,
+                admit: Callable[[str, str], EasyJobsError | None] | None = None,
+                ) -> ServerSession:
     """A manager's session started at time 0, its challenge queued."""
     return ServerSession(secret, 0.0, nonce=SERVER_NONCE, session_id="s1", heartbeat=HEARTBEAT,
-                         max_message=max_message)
+                         max_message=max_message, keys=keys, admit=admit)
 
 
 def make_client(role: str = "worker", secret: bytes = SECRET, now: float = 0.0) -> ClientSession:

@@ -9,6 +9,8 @@ import pytest
 from easyjobs.errors import (
     AuthenticationError,
     ConnectionLost,
+    EasyJobsError,
+    PermissionDenied,
     ProtocolError,
     SerializationError,
     UnsupportedVersion,
@@ -31,10 +33,14 @@ from easyjobs.protocol.frames import (
 )
 from easyjobs.protocol.session import (
     CLOSE_AUTH_FAILED,
+    CLOSE_PERMISSION_DENIED,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_TIMEOUT,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED_VERSION,
+    FATAL_CLOSE_CODES,
+    ClientSession,
+    ServerSession,
     State,
 )
 
@@ -458,3 +464,141 @@ def test_a_peer_that_stops_reading_is_dropped_4004() -> None:
             queued += 1
     assert queued * 60_000 >= MAX_BACKLOG - 60_000
     assert server.close_code == CLOSE_BACKLOG and server.state is State.CLOSED
+
+
+# ----------------------------------------------------------------------------- credentials
+
+KEY = bytes(range(100, 132))
+TOKEN = auth.credential_token("etl", KEY).encode()
+
+
+def handshake(server: ServerSession, client: ClientSession) -> list[bytes]:
+    """Challenge then hello; every message that crossed, the server's answers last."""
+    wire = server.data_to_send(0.0)
+    client.receive(wire[0], 0.0)
+    wire += client.data_to_send(0.0)
+    server.receive(wire[-1], 0.0)
+    return wire
+
+
+def assert_no_key_in(texts: list[str], wire: list[bytes]) -> None:
+    key_text = TOKEN.decode().rsplit(".", 1)[1]
+    for text in texts:
+        assert key_text not in text and KEY.hex() not in text and repr(KEY) not in text
+    assert KEY not in b"".join(wire) and TOKEN not in b"".join(wire)
+
+
+@pytest.mark.parametrize("known", [{}, {"etl": bytes(32)}], ids=["unknown name", "wrong key"])
+def test_a_credential_not_proven_closes_4001_naming_it_and_no_key(known: dict[str, bytes]) -> None:
+    """An unknown name and a wrong key look alike: 4001, no welcome, nothing else said; the
+    error names the credential (for the log), never a key."""
+    asked: list[str] = []
+
+    def keys(name: str) -> bytes | None:
+        asked.append(name)
+        return known.get(name)
+
+    server, client = make_server(keys=keys), make_client(secret=TOKEN)
+    wire = handshake(server, client)
+    assert asked == ["etl"]
+    assert (server.state, server.close_code) == (State.CLOSED, CLOSE_AUTH_FAILED)
+    assert server.data_to_send(0.0) == []
+    assert server.credential == "" and server.role == ""
+    assert isinstance(server.error, AuthenticationError)
+    assert "'etl'" in str(server.error)
+    assert_no_key_in([str(server.error), repr(server.error), server.close_reason], wire)
+
+
+def test_a_credential_proven_opens_with_its_key_not_the_manager_secret() -> None:
+    """The key found by name checks the proof; the welcome proves the manager knows it too."""
+    server, client = make_server(keys={"etl": KEY}.get), make_client(secret=TOKEN)
+    handshake(server, client)
+    pump(server, client)
+    assert server.state is State.OPEN and client.state is State.OPEN
+    assert server.credential == "etl"
+
+
+def test_the_bare_key_without_its_name_is_not_the_manager_secret() -> None:
+    """A key configured without the token's name is checked against the manager secret: 4001."""
+    server, client = make_server(keys={"etl": KEY}.get), make_client(secret=KEY)
+    handshake(server, client)
+    assert server.close_code == CLOSE_AUTH_FAILED
+
+
+def test_a_refused_role_gets_permission_denied_before_any_welcome_and_4005() -> None:
+    """``admit`` refusing a proven credential: an error frame (no welcome), close 4005, and the
+    peer ends with PermissionDenied, 4005 (fatal: it does not reconnect)."""
+    asked: list[tuple[str, str]] = []
+
+    def admit(credential: str, role: str) -> EasyJobsError | None:
+        asked.append((credential, role))
+        return PermissionDenied("credential 'etl' (worker) may not connect as a client")
+
+    server = make_server(keys={"etl": KEY}.get, admit=admit)
+    client = make_client("client", secret=TOKEN)
+    handshake(server, client)
+    assert asked == [("etl", "client")]
+    assert (server.state, server.close_code) == (State.CLOSED, CLOSE_PERMISSION_DENIED)
+    assert server.credential == ""
+    answer = server.data_to_send(0.0)
+    frames = [frame for message in answer for frame in decode_message(message)]
+    assert [type(frame) for frame in frames] == [Error]
+    assert isinstance(frames[0], Error) and frames[0].code == "permission_denied"
+    assert "may not connect as a client" in frames[0].message
+    for message in answer:
+        assert client.receive(message, 0.0) == []
+    assert (client.state, client.close_code) == (State.CLOSED, CLOSE_PERMISSION_DENIED)
+    assert isinstance(client.error, PermissionDenied)
+    assert CLOSE_PERMISSION_DENIED in FATAL_CLOSE_CODES
+
+
+def test_admit_allowing_opens_the_session() -> None:
+    server = make_server(keys={"etl": KEY}.get, admit=lambda credential, role: None)
+    client = make_client(secret=TOKEN)
+    handshake(server, client)
+    pump(server, client)
+    assert server.state is State.OPEN and client.state is State.OPEN
+
+
+def test_a_hello_without_a_credential_uses_the_manager_secret() -> None:
+    """No name in hello: ``keys`` is not asked, the manager secret checks the proof, and
+    ``admit`` is asked about the manager secret ("")."""
+    asked: list[str] = []
+    admitted: list[tuple[str, str]] = []
+
+    def keys(name: str) -> bytes | None:
+        asked.append(name)
+        return KEY
+
+    def admit(credential: str, role: str) -> EasyJobsError | None:
+        admitted.append((credential, role))
+        return None
+
+    server, client = make_server(keys=keys, admit=admit), make_client()
+    wire = handshake(server, client)
+    [hello_frame] = decode_message(wire[1])
+    assert isinstance(hello_frame, Hello) and hello_frame.credential is None
+    pump(server, client)
+    assert server.state is State.OPEN and client.state is State.OPEN
+    assert asked == [] and admitted == [("", "worker")] and server.credential == ""
+    # The manager secret is not a key of any credential: without it the proof fails.
+    other = make_server(secret=b"another-secret", keys=keys)
+    handshake(other, make_client())
+    assert other.close_code == CLOSE_AUTH_FAILED
+
+
+def test_a_token_shaped_secret_sends_its_name_and_proves_with_its_key() -> None:
+    client = make_client(secret=TOKEN)
+    client.receive(CHALLENGE_BYTES, 0.0)
+    [hello_frame] = sent(client)
+    assert isinstance(hello_frame, Hello) and hello_frame.credential == "etl"
+    assert hello_frame.proof == auth.hello_proof(KEY, SERVER_NONCE, PEER_NONCE)
+
+
+def test_a_malformed_token_is_sent_as_a_secret_without_a_name() -> None:
+    malformed = b"ej1.etl.!!!!"
+    client = make_client(secret=malformed)
+    client.receive(CHALLENGE_BYTES, 0.0)
+    [hello_frame] = sent(client)
+    assert isinstance(hello_frame, Hello) and hello_frame.credential is None
+    assert hello_frame.proof == auth.hello_proof(malformed, SERVER_NONCE, PEER_NONCE)

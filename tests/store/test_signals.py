@@ -42,3 +42,17 @@ def test_merging_the_news_of_several_writes() -> None:
     news.merge(Signals(done={"b"}, ready={("Q", "t")}, all_ready=True, pause=True))
     assert news == Signals(done={"a", "b"}, ready={("Q", "t")}, all_ready=True, pause=True)
     assert bool(news) and not Signals()
+
+
+def test_credentials_news_round_trips_and_merges() -> None:
+    """A bare ``credentials`` line: other managers re-read them all (nothing secret is sent)."""
+    news = Signals(credentials=True, origin="m1")
+    assert news.encode() == "credentials\nfrom m1"
+    assert Signals.decode(news.encode()) == news
+    assert bool(Signals(credentials=True))
+    assert Signals.decode('done ["j"]\ncredentials') == Signals(done={"j"}, credentials=True)
+    merged = Signals(done={"j"})
+    merged.merge(Signals(credentials=True))
+    assert merged == Signals(done={"j"}, credentials=True)
+    merged.merge(Signals(tasks=True))
+    assert merged.credentials and merged.tasks

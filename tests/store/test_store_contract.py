@@ -15,7 +15,7 @@ import pytest
 from easyjobs.errors import ConfigurationError, SerializationError, StoreError
 from easyjobs.jobs import TERMINAL, UNFINISHED, JobRecord, JobStatus, can_transition, new_job_id
 from easyjobs.store import PostgresStore, SQLiteStore, Store, StoreUnwritable, open_store
-from easyjobs.store.base import MAX_PAGE
+from easyjobs.store.base import MAX_PAGE, CredentialRecord
 from easyjobs.store.signals import Signals
 from easyjobs.store.sqlite import (
     FREE_OWNED,
@@ -1058,6 +1058,48 @@ class TestStoreContract:
         assert len(await store.list_jobs(limit=-3)) == 1
         assert len(await store.list_jobs(limit=5000)) == 1000
         assert len(await store.list_jobs()) == 50
+
+    async def test_list_jobs_keeps_the_queues_given(self, store: Store) -> None:
+        """``queues`` keeps the jobs of those queues, with the other filters and the cursor;
+        an empty collection keeps none."""
+        jobs = [job(n, queue=("a", "b", "c")[n % 3]) for n in range(9)]
+        await store.add_jobs(jobs)
+        newest_first = list(reversed(jobs))
+        assert await store.list_jobs(queues=["a", "c"]) == [
+            j for j in newest_first if j.queue in ("a", "c")]
+        assert await store.list_jobs(queues={"b"}) == [j for j in newest_first if j.queue == "b"]
+        assert await store.list_jobs(queues=["a", "c"], queue="c") == [
+            j for j in newest_first if j.queue == "c"]
+        assert await store.list_jobs(queues=["a"], queue="b") == []
+        assert await store.list_jobs(queues=["a", "b"], before=jobs[4].id) == [
+            jobs[3], jobs[1], jobs[0]]
+        assert await store.list_jobs(queues=["nowhere"]) == []
+        assert await store.list_jobs(queues=[]) == []
+        assert len(await store.list_jobs(queues=None)) == 9
+
+    async def test_credentials_are_added_loaded_and_revoked(
+            self, store_factory: StoreFactory) -> None:
+        """A credential reads back as written (bytes salt, queues or None for every queue),
+        from another store too; a taken name and an unknown revoke are refused."""
+        store = await store_factory()
+        worker = CredentialRecord("etl-worker", "worker", ("A", "b q"), bytes(range(16)),
+                                  1700000000.125)
+        admin = CredentialRecord("Ops_1", "admin", None, b"\xff" * 16, 1700000001.5)
+        assert await store.load_credentials() == []
+        assert await store.add_credential(worker)
+        assert await store.add_credential(admin)
+        assert not await store.add_credential(
+            CredentialRecord("etl-worker", "client", ("Z",), bytes(16), 1.0))
+        assert await store.load_credentials() == [admin, worker]  # by name
+        other = await store_factory()
+        assert await other.load_credentials() == [admin, worker]
+        assert await other.revoke_credential("etl-worker")
+        assert not await other.revoke_credential("etl-worker")
+        assert not await store.revoke_credential("never")
+        assert await store.load_credentials() == [admin]
+        again = CredentialRecord("etl-worker", "worker", ("A",), bytes(16), 1700000002.0)
+        assert await store.add_credential(again)  # a revoked name may be made again
+        assert await other.load_credentials() == [admin, again]
 
     async def test_fire_schedule_once_per_tick(self, store: Store) -> None:
         """A tick fires once; the same or an older tick is refused, a newer one fires."""
