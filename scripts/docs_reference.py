@@ -27,7 +27,8 @@ from easyjobs.manager import openapi
 from easyjobs.tasks import make_options, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
-HELP_WIDTH = 100
+HELP_WIDTH = 78
+"""Columns of the --help text: what a code block of the Material theme shows without scrolling."""
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
