@@ -92,7 +92,7 @@ class EasyJobsClient:
         """Run ``task`` with these arguments on some worker and return its result."""
         return await self._link.calls.call(queue, task, args, kwargs)
 
-    async def submit(self, queue: str, task: str, /, *args: Any, **kwargs: Any) -> Job:
+    async def submit(self, queue: str, task: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Queue a job and return its handle once the manager has committed it."""
         return await self._link.calls.submit(queue, task, args, kwargs)
 
@@ -125,6 +125,6 @@ class EasyJobsClient:
         """Every cron schedule with its last and next fire times (seconds since the epoch)."""
         return await self._link.calls.schedules()
 
-    def task(self, queue: str, name: str) -> RemoteTask:
+    def task(self, queue: str, name: str) -> RemoteTask[..., Any]:
         """An awaitable remote function for ``name`` in ``queue``."""
         return RemoteTask(lambda: self._link.calls, queue, name)

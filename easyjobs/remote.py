@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import (
     EasyJobsError,
@@ -41,6 +41,10 @@ from .protocol.frames import (
     Submit,
     Watch,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 current_slot: ContextVar[Callable[[], AbstractAsyncContextManager[None]] | None] = ContextVar(
     "easyjobs_current_slot", default=None
@@ -100,7 +104,7 @@ class Calls:
         *,
         watch: bool = False,
         job_id: str | None = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Create a job and return its handle once the manager has committed it."""
         job = job_id or new_job_id()
         parent = current_job.get()
@@ -247,8 +251,11 @@ class Calls:
                 p.future.set_exception(error)
 
 
-class Job:
-    """A handle on a submitted job: its id, its status, and (awaited) its result."""
+class Job(Generic[R_co]):
+    """A handle on a submitted job: its id, its status, and (awaited) its result.
+
+    ``R_co`` is the task's return type when the job came from a typed ``task.submit(...)``.
+    """
 
     __slots__ = ("id", "_calls")
 
@@ -256,9 +263,10 @@ class Job:
         self.id = job_id
         self._calls = calls
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> R_co:
         """Wait (pushed, not polled) for the result; ``TaskFailed`` if the job failed."""
-        return await self._calls.result(self.id, timeout)
+        value: R_co = await self._calls.result(self.id, timeout)
+        return value
 
     async def info(self) -> dict[str, Any]:
         """The job's full record (status, attempts, worker, timestamps, result or error)."""
@@ -276,15 +284,21 @@ class Job:
         return f"Job({self.id!r})"
 
 
-class RemoteTask:
-    """A task as a remote function: ``await task(...)`` runs it on some worker."""
+class RemoteTask(Generic[P, R]):
+    """A task as a remote function: ``await task(...)`` runs it on some worker.
+
+    Decorating ``def f(a: int) -> str`` (or ``async def``) gives a ``RemoteTask`` with ``f``'s
+    parameters and result ``str``, so a type checker checks the arguments of ``task(...)`` and
+    ``task.submit(...)`` and types their results; a task named by a string (``remote``,
+    ``client.task``) takes anything and returns ``Any``.
+    """
 
     def __init__(
         self,
         calls: Callable[[], Calls],
         queue: str,
         name: str,
-        fn: Callable[..., Any] | None = None,
+        fn: Callable[P, Any] | None = None,
     ) -> None:
         self._calls = calls
         self.queue = queue
@@ -293,12 +307,22 @@ class RemoteTask:
         self.__name__ = name
         self.__doc__ = getattr(fn, "__doc__", None)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         return self._calls().call(self.queue, self.name, args, kwargs)
 
-    async def submit(self, *args: Any, **kwargs: Any) -> Job:
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Queue the job and return its handle without waiting for the result."""
         return await self._calls().submit(self.queue, self.name, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<task {self.queue}.{self.name}>"
+
+
+class TaskDecorator(Protocol):
+    """What ``worker.task(...)`` and ``manager.task(...)`` return: it turns a function into a
+    ``RemoteTask`` with the function's parameters and (awaited) return type."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> RemoteTask[P, R]: ...

@@ -2,8 +2,8 @@
 
 A worker turns each decorated function into a *spec* (name, queue, parameters, options) and
 advertises it; the manager binds every submit's arguments against the spec's parameters with
-``check_arguments`` before anything is queued, so a bad call fails at once with a message like
-Python's own.
+``check_arguments``, and checks their values against the annotations with ``check_types``,
+before anything is queued, so a bad call fails at once with a message like Python's own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .argtypes import check_value, schema_for
 from .errors import ConfigurationError, InvalidArguments, ProtocolError, SerializationError
 from .protocol.frames import MAX_DEPTH, is_plain
 
@@ -44,6 +45,14 @@ class Param:
     has_default: bool = False
     default: Any = None
     annotation: str | None = None
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of this parameter's values; a default of None also admits None, as
+        ``def f(x: int = None)`` has long meant."""
+        schema = schema_for(self.annotation)
+        if self.has_default and self.default is None and check_value(schema, None, "") is not None:
+            return {"anyOf": [schema, {"type": "null"}]}
+        return schema
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind,
@@ -101,6 +110,11 @@ class TaskSpec:
     def check(self, args: list[Any] | tuple[Any, ...], kwargs: Iterable[str]) -> None:
         """Raise ``InvalidArguments`` unless the arguments bind to this task's parameters."""
         check_arguments(self.name, self.params, len(args), kwargs)
+
+    def check_types(self, args: list[Any] | tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise ``InvalidArguments`` unless each argument matches its parameter's annotation;
+        for arguments that ``check`` has bound."""
+        check_types(self.name, self.params, args, kwargs)
 
 
 def check_name(value: str, what: str) -> str:
@@ -285,6 +299,35 @@ def check_arguments(
             f"{task}() missing {len(set(missing))} required argument"
             f"{'s' if len(set(missing)) != 1 else ''}: {names}"
         )
+
+
+def check_types(
+    task: str, params: Iterable[Param], args: list[Any] | tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> None:
+    """Check each bound argument against its parameter's ``schema`` (``*args`` and ``**kwargs``
+    against theirs, item by item); ``InvalidArguments`` names the first one that does not fit.
+    """
+    params = tuple(params)
+    positional = [p for p in params if p.kind in ("positional_only", "positional_or_keyword")]
+    by_name = {p.name: p for p in params
+               if p.kind in ("positional_or_keyword", "keyword_only")}
+    rest = next((p for p in params if p.kind == "var_positional"), None)
+    extra = next((p for p in params if p.kind == "var_keyword"), None)
+    checks: list[tuple[Param, Any, str]] = [
+        (p, value, f"argument {p.name!r}") for p, value in zip(positional, args, strict=False)
+    ]
+    if rest is not None:
+        checks += [(rest, value, f"argument {rest.name!r}[{i}]")
+                   for i, value in enumerate(args[len(positional):])]
+    for name, value in kwargs.items():
+        param = by_name.get(name, extra)
+        if param is not None:
+            checks.append((param, value, f"argument {name!r}"))
+    for param, value, where in checks:
+        problem = check_value(param.schema(), value, where)
+        if problem:
+            raise InvalidArguments(f"{task}() {problem}")
 
 
 def spec_from_wire(data: dict[str, Any]) -> TaskSpec:

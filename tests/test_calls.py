@@ -189,8 +189,12 @@ async def test_unknown_task(manager: RunningManager, client: EasyJobsClient) -> 
         ((1, 2), {"c": 3}, "unexpected keyword argument 'c'"),
         ((1, 2, 3), {}, "takes 2 positional arguments but 3 were given"),
         ((1,), {"a": 2, "b": 3}, "multiple values for argument 'a'"),
+        (("1", 2), {}, r"^pair\(\) argument 'a' must be an integer$"),
+        ((1,), {"b": [2]}, r"^pair\(\) argument 'b' must be an integer$"),
+        ((True, 2), {}, "argument 'a' must be an integer"),
     ],
-    ids=["missing", "missing-kw", "unexpected-kwarg", "too-many-positional", "twice"],
+    ids=["missing", "missing-kw", "unexpected-kwarg", "too-many-positional", "twice",
+         "wrong-type", "wrong-type-kw", "bool-for-int"],
 )
 async def test_invalid_arguments_are_refused_before_queueing(
     manager: RunningManager,
@@ -200,7 +204,8 @@ async def test_invalid_arguments_are_refused_before_queueing(
     kwargs: dict[str, Any],
     problem: str,
 ) -> None:
-    """Arguments that do not bind raise InvalidArguments naming the problem; no job row exists."""
+    """Arguments that do not bind, or do not match the annotations, raise InvalidArguments
+    naming the problem; no job row exists."""
     worker = worker_factory()
 
     @worker.task()

@@ -270,13 +270,16 @@ async def test_call_of_a_failing_task_exits_1_with_the_remote_error(
     [
         (("ETL", "nope"), "UnknownTask: no worker has registered task 'nope' in queue 'ETL'"),
         (("ETL", "add", "--kwargs", '{"c": 1}'), "InvalidArguments"),
+        (("ETL", "add", "--args", '["1", 2]'),
+         "InvalidArguments: add() argument 'a' must be an integer"),
     ],
-    ids=["unknown-task", "bad-arguments"],
+    ids=["unknown-task", "bad-arguments", "wrong-type"],
 )
 async def test_call_that_the_manager_refuses_exits_1_with_a_clear_message(
     manager: RunningManager, etl_worker: EasyJobsWorker, args: tuple[str, ...], expected: str,
 ) -> None:
-    """An unknown task or arguments that do not bind: exit 1, one clear line on stderr."""
+    """An unknown task, arguments that do not bind or of the wrong type: exit 1, one clear line
+    on stderr."""
     ran = await run_cli(*call_args(manager, *args))
     assert ran.code == 1
     assert ran.err.startswith("easyjobs: ") and expected in ran.err, ran.err

@@ -203,7 +203,7 @@ async def test_seed_etl_flow_runs_in_order_with_each_result_passed_on(
     tasks = seed_etl(worker, trace)
     await worker.start()
 
-    job = await tasks["extract"].submit(url=["http://stats"])
+    job = await tasks["extract"].submit(url="http://stats")
     # Awaiting the parent gives its own result; the chain goes on by itself.
     assert await job.result(timeout=TIMEOUT) == {"data": SEED_DATA}
     await asyncio.wait_for(trace.ended["compute"].wait(), TIMEOUT)
@@ -212,7 +212,7 @@ async def test_seed_etl_flow_runs_in_order_with_each_result_passed_on(
         "computed": {"a": 3, "b": 4, "c": 5}}
 
     assert trace.arguments == {
-        "extract": ["http://stats"],
+        "extract": "http://stats",
         "transform": SEED_DATA,
         "load": {"a": 3, "b": 4, "c": 5},
         "deploy_environment": None,
@@ -987,7 +987,7 @@ async def test_manager_killed_mid_chain_and_restarted_runs_every_step_exactly_on
     worker = worker_factory(port=port, name="etl", max_tasks=5)
     tasks = seed_etl(worker, trace)
     await worker.start()
-    extract = await tasks["extract"].submit(url=["http://stats"])  # over the worker's own link
+    extract = await tasks["extract"].submit(url="http://stats")  # over the worker's own link
     for task in gated:
         await asyncio.wait_for(trace.started[task].wait(), TIMEOUT)
 

@@ -9,7 +9,6 @@ the same worker code as remote tasks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from starlette.routing import WebSocketRoute
@@ -17,7 +16,7 @@ from starlette.routing import WebSocketRoute
 from ..errors import ConfigurationError
 from ..protocol.auth import split_secret
 from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
-from ..remote import Calls, RemoteTask
+from ..remote import Calls, RemoteTask, TaskDecorator
 from ..store import Store, open_store, store_location
 from ..workers.link import WS_PATH
 from ..workers.worker import EasyJobsWorker
@@ -180,7 +179,7 @@ class EasyJobsManager:
         timeout: float | None = None,
         timezone: str | None = None,
         task_dir: str | None = None,
-    ) -> Callable[[Callable[..., Any]], RemoteTask]:
+    ) -> TaskDecorator:
         """Register a task that runs in the manager process, in queue ``namespace``.
 
         The options are those of ``EasyJobsWorker.task``.
@@ -192,7 +191,7 @@ class EasyJobsManager:
             task_dir=task_dir,
         )
 
-    def remote(self, queue: str, name: str) -> RemoteTask:
+    def remote(self, queue: str, name: str) -> RemoteTask[..., Any]:
         """An awaitable remote function for a task some worker registered."""
         return self._local.remote(queue, name)
 

@@ -234,7 +234,6 @@ class HttpApi:
         kwargs = body.get("kwargs", {}) if explicit else body
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise HTTPError(422, "args must be a list and kwargs an object", "invalid_arguments")
-        self._check_types(spec.params, args, kwargs)
         try:
             args, kwargs = from_json(args), from_json(kwargs)
         except ValueError as exc:
@@ -244,16 +243,6 @@ class HttpApi:
             return JSONResponse({"job_id": job.id, "status": "queued"}, status_code=202)
         outcome = await self._outcome(job.id, wait)
         return JSONResponse(outcome, status_code=202 if outcome["status"] in _PENDING else 200)
-
-    def _check_types(self, params: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
-        by_name = {p.name: p for p in params}
-        positional = [p for p in params if p.kind in ("positional_only", "positional_or_keyword")]
-        for param, value in [*zip(positional, args, strict=False),
-                             *((by_name[k], v) for k, v in kwargs.items() if k in by_name)]:
-            problem = openapi.check_value(openapi.schema_for(param.annotation), value,
-                                          f"argument {param.name!r}")
-            if problem:
-                raise HTTPError(422, problem, "invalid_arguments")
 
     async def _outcome(self, job_id: str, timeout: float) -> dict[str, Any]:
         """The job's result if it finishes within ``timeout`` (pushed), else its status."""

@@ -1,119 +1,17 @@
-"""JSON schemas from advertised task signatures, the live OpenAPI document, and value checks.
+"""The live OpenAPI document, from the advertised task signatures.
 
-Workers advertise each parameter's annotation as text (``"int"``, ``"list[str]"``,
-``"Optional[dict]"``...). ``schema_for`` turns the common ones into JSON Schema; anything else
-(or no annotation) accepts any JSON value. The same schemas drive the OpenAPI document and the
-HTTP API's 422 answers, so what the document promises is what the API checks. Pure functions.
+Each parameter's schema is ``Param.schema`` (``easyjobs.argtypes``), the one the manager checks
+every submit against, so what the document promises is what every entry point checks. Pure
+functions.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from ..tasks import Param, TaskSpec
-
-_SCALARS: dict[str, dict[str, Any]] = {
-    "str": {"type": "string"},
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "bool": {"type": "boolean"},
-    "bytes": {"type": "object", "required": ["$base64"],
-              "properties": {"$base64": {"type": "string"}}},
-    "None": {"type": "null"},
-    "NoneType": {"type": "null"},
-    "Any": {},
-    "typing.Any": {},
-}
-_GENERIC = re.compile(r"^(?:typing\.)?(\w+)\[(.*)\]$")
-
-
-def _split(args: str, separator: str = ",") -> list[str]:
-    """Split ``"str, list[int]"`` at top-level commas (or ``separator``)."""
-    parts, depth, current = [], 0, ""
-    for char in args:
-        if char == separator and depth == 0:
-            parts.append(current.strip())
-            current = ""
-            continue
-        depth += char == "["
-        depth -= char == "]"
-        current += char
-    parts.append(current.strip())
-    return [p for p in parts if p]
-
-
-def schema_for(annotation: str | None) -> dict[str, Any]:
-    """JSON Schema for an annotation's text; ``{}`` (anything) when it is not understood."""
-    if not annotation:
-        return {}
-    text = annotation.strip().strip("'\"")
-    union = _split(text, "|")
-    if len(union) > 1:
-        options = [schema_for(part) for part in union]
-        return {} if {} in options else {"anyOf": options}
-    if text in _SCALARS:
-        return dict(_SCALARS[text])
-    if text in ("list", "List", "typing.List", "tuple", "Tuple"):
-        return {"type": "array"}
-    if text in ("dict", "Dict", "typing.Dict"):
-        return {"type": "object"}
-    match = _GENERIC.match(text)
-    if match is None:
-        return {}
-    name, args = match.group(1), _split(match.group(2))
-    if name == "Optional" and len(args) == 1:
-        inner = schema_for(args[0])
-        return {} if inner == {} else {"anyOf": [inner, {"type": "null"}]}
-    if name == "Union":
-        options = [schema_for(arg) for arg in args]
-        return {} if {} in options else {"anyOf": options}
-    if name in ("list", "List", "Sequence", "set", "Set", "frozenset") and len(args) == 1:
-        return {"type": "array", "items": schema_for(args[0])}
-    if name in ("tuple", "Tuple"):
-        return {"type": "array"}
-    if name in ("dict", "Dict", "Mapping") and len(args) == 2:
-        return {"type": "object", "additionalProperties": schema_for(args[1])}
-    return {}
-
-
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "null": (type(None),), "array": (list,), "object": (dict,),
-}
-
-
-def check_value(schema: dict[str, Any], value: Any, where: str) -> str | None:
-    """Why ``value`` does not match ``schema`` (the subset ``schema_for`` makes), or None."""
-    if "anyOf" in schema:
-        if any(check_value(option, value, where) is None for option in schema["anyOf"]):
-            return None
-        return f"{where} does not match any of the allowed types"
-    expected = schema.get("type")
-    if expected == "number" and isinstance(value, dict) and set(value) == {"$float"}:
-        return None  # NaN or an infinity, tagged (``jsonvalues``)
-    if expected is not None:
-        kinds = _JSON_TYPES[expected]
-        is_bool = isinstance(value, bool)
-        if not isinstance(value, kinds) or (is_bool and expected in ("integer", "number")):
-            return f"{where} must be {'an' if expected[0] in 'aeiou' else 'a'} {expected}"
-    if expected == "object" and "required" in schema:
-        missing = [key for key in schema["required"] if key not in value]
-        if missing:
-            return f"{where} must have the key {missing[0]!r}"
-    if expected == "array" and "items" in schema:
-        for i, item in enumerate(value):
-            problem = check_value(schema["items"], item, f"{where}[{i}]")
-            if problem:
-                return problem
-    if expected == "object" and "additionalProperties" in schema:
-        for key, item in value.items():
-            problem = check_value(schema["additionalProperties"], item, f"{where}[{key!r}]")
-            if problem:
-                return problem
-    return None
 
 
 def parameters_schema(params: Iterable[Param]) -> dict[str, Any]:
@@ -127,7 +25,7 @@ def parameters_schema(params: Iterable[Param]) -> dict[str, Any]:
             continue
         if p.kind in ("var_positional", "positional_only"):
             continue
-        schema = schema_for(p.annotation)
+        schema = p.schema()
         if p.has_default:
             schema = {**schema, "default": p.default} if _jsonable(p.default) else schema
         else:

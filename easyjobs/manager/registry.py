@@ -48,12 +48,17 @@ class TaskRegistry:
         return self.specs.get((queue, task))
 
     def check(self, frame: Submit) -> None:
-        """Raise ``UnknownTask`` or ``InvalidArguments`` unless ``frame`` can become a job."""
+        """Raise ``UnknownTask`` or ``InvalidArguments`` unless ``frame`` can become a job.
+
+        A caller's arguments must also match the annotations; the jobs the manager makes itself
+        (schedules, run_before, run_after, on_failure) only have to bind, as they always have.
+        """
         spec = self.specs.get((frame.queue, frame.task))
         if spec is None:
             raise UnknownTask(f"no worker has registered task {frame.task!r} in queue "
                               f"{frame.queue!r}")
         spec.check(frame.args, frame.kwargs)
+        spec.check_types(frame.args, frame.kwargs)
 
     def add(self, wire_specs: list[dict[str, Any]]) -> list[TaskSpec]:
         """Register the specs of one ``register`` frame, all or none.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol, overload
 
 from ..addresses import ManagerAddress, describe, resolve_managers
 from ..errors import ConfigurationError, ConnectionLost, EasyJobsError
@@ -31,7 +31,7 @@ from ..protocol.frames import (
     Revoke,
     encode_frame,
 )
-from ..remote import Calls, RemoteTask
+from ..remote import Calls, P, R, RemoteTask, TaskDecorator
 from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
 from ..tls import client_tls
 from .child import child_runner, script_for
@@ -186,7 +186,7 @@ class EasyJobsWorker:
         timeout: float | None = None,
         timezone: str | None = None,
         task_dir: str | None = None,
-    ) -> Callable[[Callable[..., Any]], RemoteTask]:
+    ) -> TaskDecorator:
         """Register a function as a task of this worker's queue (or ``namespace``).
 
         An ``async def`` task runs on the worker's event loop; a ``def`` task runs in a thread
@@ -206,7 +206,11 @@ class EasyJobsWorker:
         )
         queue = check_name(namespace, "namespace") if namespace else self.queue
 
-        def register(fn: Callable[..., Any]) -> RemoteTask:
+        @overload
+        def register(fn: Callable[P, Coroutine[Any, Any, R]], /) -> RemoteTask[P, R]: ...
+        @overload
+        def register(fn: Callable[P, R], /) -> RemoteTask[P, R]: ...
+        def register(fn: Callable[..., Any], /) -> RemoteTask[..., Any]:
             spec = spec_for(fn, queue, options)
             run = fn
             if options.subprocess:
@@ -223,7 +227,7 @@ class EasyJobsWorker:
 
         return register
 
-    def remote(self, queue: str, name: str) -> RemoteTask:
+    def remote(self, queue: str, name: str) -> RemoteTask[..., Any]:
         """An awaitable remote function for a task registered elsewhere (another worker or
         the manager): ``await worker.remote('general', 'general_work')(data)``."""
         return RemoteTask(self._task_calls, queue, name)

@@ -292,7 +292,7 @@ async def test_async_work_function(
     worker = worker_factory()
 
     @worker.task(subprocess=True)
-    async def add(a: int, b: int, *, scale: int = 1, blob: bytes = b"") -> None:
+    async def add(a: float, b: float, *, scale: int = 1, blob: bytes = b"") -> None:
         pass
 
     await worker.start()
