@@ -2,7 +2,7 @@
 
     easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F] [--max-connections N]
                      [--ssl-certfile F --ssl-keyfile F [--ssl-ca-certs F --require-client-cert]]
-    easyjobs worker MODULE:ATTR [--managers H:P,...]
+    easyjobs worker MODULE:ATTR [--managers H:P,... | --host H --port P] [--secret-file F]
     easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
     easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
     easyjobs job JOB_ID | easyjobs cancel JOB_ID | easyjobs schedules
@@ -12,7 +12,8 @@
 Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line. Every
 client command takes ``--managers H:P,...`` (or ``--host``/``--port``), ``--tls``,
 ``--ca-file``, ``--client-cert``/``--client-key`` and ``--timeout S``, and exits 1, naming the
-address, when no manager answers.
+address, when no manager answers. ``easyjobs worker`` hands its flags to a worker built
+without them (through the same variables). ``--log-level`` goes before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -79,9 +80,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="easyjobs", description="Distributed asyncio jobs: manager, workers and calls.")
-    parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL"),
-                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
-                        "and worker, WARNING for the client commands)")
+    _log_level_arg(parser, os.environ.get("EASYJOBS_LOG_LEVEL"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
@@ -121,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, default=None,
                         help="seconds to let running jobs finish on SIGINT/SIGTERM")
     _managers_arg(worker)
+    worker.add_argument("--host", help="one manager's host, instead of --managers "
+                        "(env EASYJOBS_HOST, default 127.0.0.1)")
+    worker.add_argument("--port", type=int, help="that manager's port (env EASYJOBS_PORT, "
+                        "default 8220)")
+    _secret_arg(worker)
 
     call = commands.add_parser("call", help="run a task and print its result as JSON")
     _connection_args(call)
@@ -169,7 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in verbs.choices.values():
         _connection_args(verb)
         _timeout_arg(verb)
+    # Global options work after the subcommand too; given there, they win.
+    for command in (*commands.choices.values(), *verbs.choices.values()):
+        _log_level_arg(command, argparse.SUPPRESS)
     return parser
+
+
+def _log_level_arg(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--log-level", default=default,
+                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
+                        "and worker, WARNING for the client commands)")
 
 
 def _timeout_arg(parser: argparse.ArgumentParser) -> None:
@@ -252,11 +265,22 @@ async def _worker(args: argparse.Namespace) -> int:
     module_name, _, attr = args.target.partition(":")
     if not attr:
         raise ConfigurationError("worker target must be MODULE:ATTR, e.g. myapp.jobs:worker")
+    _one_form(args)
+    # A worker built without addresses or secret reads them from here when its module is
+    # imported: each flag replaces its variable.
     managers = None
     if args.managers is not None:
         managers = resolve_managers(args.managers, None, None)
-        # A worker built without addresses reads them from here when its module is imported.
         os.environ["EASYJOBS_MANAGERS"] = args.managers
+    elif args.host is not None or args.port is not None:
+        os.environ.pop("EASYJOBS_MANAGERS", None)
+        if args.host is not None:
+            os.environ["EASYJOBS_HOST"] = args.host
+        if args.port is not None:
+            os.environ["EASYJOBS_PORT"] = str(args.port)
+        managers = resolve_managers(None, None, None)
+    if args.secret_file is not None:
+        os.environ["EASYJOBS_SECRET_FILE"] = args.secret_file  # read before EASYJOBS_SECRET
     sys.path.insert(0, os.getcwd())
     try:
         worker = getattr(importlib.import_module(module_name), attr)
@@ -266,8 +290,9 @@ async def _worker(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{args.target} is not an EasyJobsWorker")
     if managers is not None and worker.managers != managers:
         raise ConfigurationError(
-            f"{args.target} names its managers itself; drop --managers, or build it without "
-            "manager_host/manager_port/managers so that it takes them from the command line")
+            f"{args.target} names its managers itself; drop --managers/--host/--port, or build "
+            "it without manager_host/manager_port/managers so that it takes them from the "
+            "command line")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -363,22 +388,18 @@ def _credentials(args: argparse.Namespace) -> int:
 
 
 def _where(args: argparse.Namespace) -> dict[str, Any]:
-    """The client's managers and TLS options: flags first, then the environment."""
-    from .config import read_host_port, read_managers
-
-    host, port, managers = args.host, args.port, args.managers
-    if managers is None and host is None and port is None:
-        host, port = read_host_port()
-        if (host is not None or port is not None) and read_managers() is not None:
-            raise ConfigurationError(
-                "EASYJOBS_MANAGERS and EASYJOBS_HOST/EASYJOBS_PORT are both set: keep "
-                "EASYJOBS_MANAGERS alone (host:port,...)")
-    elif managers is not None and (host is not None or port is not None):
-        raise ConfigurationError("give --managers or --host/--port, not both: write "
-                                 "--managers host:port,... alone")
-    return {"managers": managers, "host": host, "port": port, "tls": args.tls,
+    """The client's managers and TLS options from the flags (the environment fills in the
+    rest: see ``easyjobs.addresses``)."""
+    _one_form(args)
+    return {"managers": args.managers, "host": args.host, "port": args.port, "tls": args.tls,
             "ca_file": args.ca_file, "client_cert": args.client_cert,
             "client_key": args.client_key}
+
+
+def _one_form(args: argparse.Namespace) -> None:
+    if args.managers is not None and (args.host is not None or args.port is not None):
+        raise ConfigurationError("give --managers or --host/--port, not both: write "
+                                 "--managers host:port,... alone")
 
 
 async def _call(client: EasyJobsClient, args: argparse.Namespace) -> int:
