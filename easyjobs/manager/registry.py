@@ -44,6 +44,20 @@ class TaskRegistry:
         for spec in self.specs.values():
             self._scheduler.update(spec)
 
+    def _warn_unknown_targets(self, spec: TaskSpec) -> None:
+        """A run_after or on_failure target no one has registered: most likely a typo, and
+        each job that reaches it fails (run_after) or goes unhandled (on_failure)."""
+        targets = [("run_after", name) for name in spec.options.run_after]
+        if spec.options.on_failure is not None:
+            targets.append(("on_failure", spec.options.on_failure))
+        for option, name in targets:
+            if (spec.queue, name) not in self.specs:
+                log.warning("task %s.%s: its %s task %r is not registered in queue %r (by "
+                            "any worker or the manager) yet; until it is, %s", spec.queue,
+                            spec.name, option, name, spec.queue,
+                            "each success creates a job that fails with UnknownTask"
+                            if option == "run_after" else "its failures go unhandled")
+
     def spec(self, queue: str, task: str) -> TaskSpec | None:
         return self.specs.get((queue, task))
 
@@ -74,6 +88,8 @@ class TaskRegistry:
         for spec in specs:
             self.specs[(spec.queue, spec.name)] = spec
             self._scheduler.update(spec)
+        for spec in specs:
+            self._warn_unknown_targets(spec)
         self._background.write(
             self._store.save_tasks([(s.queue, s.name, s.to_wire()) for s in specs]),
             "task specs")
