@@ -83,11 +83,28 @@ async def test_an_unknown_credential_token_says_how_to_make_one(
 # ------------------------------------------------------------------------------ workflows
 
 async def test_unregistered_run_after_and_on_failure_targets_are_warned_and_logged(
-    worker_factory: Callable[..., EasyJobsWorker], caplog: pytest.LogCaptureFixture,
+    manager: RunningManager, worker_factory: Callable[..., EasyJobsWorker],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A typo in run_after/on_failure is warned about when the task is advertised, and the
-    child that fails for it is logged when it happens."""
+    child that fails for it is logged when it happens; tasks registered one by one, a target
+    after the task that names it (as in the original docs), are not warned about."""
     caplog.set_level(logging.WARNING, logger="easyjobs.manager")
+    ordered = worker_factory("ORDERED")
+    await ordered.start()
+
+    @ordered.task(run_after=["second"], on_failure="second")
+    async def first() -> None:
+        pass
+
+    specs = manager.manager.core.registry.specs
+    await wait_until(lambda: ("ORDERED", "first") in specs, what="first's register")
+
+    @ordered.task()
+    async def second() -> None:
+        pass
+
+    await wait_until(lambda: ("ORDERED", "second") in specs, what="second's register")
     worker = worker_factory("TYPO")
 
     @worker.task(run_after=["transfrom"], on_failure="hander")
