@@ -63,3 +63,36 @@ async def test_the_readme_lifespan_manager_and_worker_serve_calls_under_uvicorn(
         await wait_until(added, what="the worker's add")
     assert (tmp_path / "jobs.db").exists()  # the manager's db_path, in its working directory
     assert "on_event is deprecated" not in worker.output() + manager.output()
+
+
+ON_EVENT_MANAGER = '''\
+import os
+
+from fastapi import FastAPI
+
+from easyjobs.manager import EasyJobsManager
+
+app = FastAPI()
+
+@app.on_event("startup")
+async def start():
+    manager = await EasyJobsManager.create(app, server_secret=os.environ["EASYJOBS_SECRET"],
+                                           db_path="jobs.db")
+
+    @manager.task(namespace="general")
+    async def general_work(general_data: dict):
+        return {"done": general_data}
+'''
+
+
+async def test_the_on_event_manager_of_the_original_docs_still_serves(
+    process_factory: Callable[..., Process], tmp_path: Path,
+) -> None:
+    """The compatibility path the README names: EasyJobsManager.create in on_event('startup')."""
+    (tmp_path / "old_manager.py").write_text(ON_EVENT_MANAGER)
+    port = free_port()
+    manager = process_factory("-m", "uvicorn", "old_manager:app", "--port", str(port),
+                              env={"PYTHONPATH": str(tmp_path)})
+    await wait_listening(manager, port)
+    async with EasyJobsClient("127.0.0.1", port, SECRET) as client:
+        assert await client.call("general", "general_work", {"x": 1}) == {"done": {"x": 1}}
