@@ -16,6 +16,7 @@ _HOMES = {
     "Job": "easyjobs.remote",
     "RemoteTask": "easyjobs.remote",
     "JobStatus": "easyjobs.jobs",
+    "configure_logging": "easyjobs.logs",
     **{
         name: "easyjobs.errors"
         for name in (
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownTask",
     "UnsupportedVersion",
     "WorkerLost",
+    "configure_logging",
 ]
 
 
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
         WorkerLost,
     )
     from .jobs import JobStatus
+    from .logs import configure_logging
     from .manager import EasyJobsManager
     from .remote import Job, RemoteTask
     from .workers.worker import EasyJobsWorker

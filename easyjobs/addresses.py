@@ -3,7 +3,8 @@
 An entry is ``host:port``, ``[::1]:port``, ``ws://host:port`` or ``wss://host:port`` (``wss``:
 TLS). The list comes from ``managers=[...]`` (or one comma-separated string, as the CLI's
 ``--managers`` and ``EASYJOBS_MANAGERS`` give it), else from the older ``manager_host`` /
-``manager_port`` pair (a list of one), else from ``EASYJOBS_MANAGERS``, else 127.0.0.1:8220.
+``manager_port`` pair (a list of one), else from ``EASYJOBS_MANAGERS``, else from
+``EASYJOBS_HOST`` / ``EASYJOBS_PORT`` (either may be left out), else 127.0.0.1:8220.
 Bad input is a ``ConfigurationError`` that says what to write instead, never a retry loop.
 """
 
@@ -14,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import read_managers
+from .config import read_host_port, read_managers
 from .errors import ConfigurationError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -105,6 +106,11 @@ def resolve_managers(
             "alone (a list of one is fine)")
     if managers is None and host is None and port is None:
         managers = read_managers()
+        host, port = read_host_port()
+        if managers is not None and (host is not None or port is not None):
+            raise ConfigurationError(
+                "EASYJOBS_MANAGERS and EASYJOBS_HOST/EASYJOBS_PORT are both set: keep "
+                "EASYJOBS_MANAGERS alone (host:port,...)")
     if managers is None:
         return (check_host_port(DEFAULT_HOST if host is None else host,
                                 DEFAULT_PORT if port is None else port, tls=tls),)

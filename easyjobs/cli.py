@@ -2,28 +2,32 @@
 
     easyjobs manager [--host H] [--port P] [--db PATH] [--secret-file F] [--max-connections N]
                      [--ssl-certfile F --ssl-keyfile F [--ssl-ca-certs F --require-client-cert]]
-    easyjobs worker MODULE:ATTR [--managers H:P,...]
+    easyjobs worker MODULE:ATTR [--managers H:P,... | --host H --port P] [--secret-file F]
     easyjobs call QUEUE TASK [--args JSON] [--kwargs JSON] [--no-wait] [--timeout S]
     easyjobs jobs [--queue Q] [--task T] [--status S] [--limit N] [--json]
-    easyjobs job JOB_ID | easyjobs cancel JOB_ID | easyjobs schedules
+    easyjobs job JOB_ID [--json] | easyjobs cancel JOB_ID | easyjobs schedules [--json]
     easyjobs credentials add NAME --role worker|client|admin [--queues Q,...]
     easyjobs credentials list | easyjobs credentials revoke NAME
 
 Secrets come from ``EASYJOBS_SECRET`` or ``--secret-file``, never from the command line. Every
 client command takes ``--managers H:P,...`` (or ``--host``/``--port``), ``--tls``,
 ``--ca-file``, ``--client-cert``/``--client-key`` and ``--timeout S``, and exits 1, naming the
-address, when no manager answers.
+address, when no manager answers. ``easyjobs worker`` hands its flags to a worker built
+without them (through the same variables). ``--log-level`` goes before or after the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import errno
 import importlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigurationError, EasyJobsError, StoreError, TaskFailed
 from .jobs import JobStatus
 from .jsonvalues import to_json
+from .logs import LOG_FORMAT
 
 if TYPE_CHECKING:
     from .client import EasyJobsClient
@@ -79,9 +84,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="easyjobs", description="Distributed asyncio jobs: manager, workers and calls.")
-    parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL"),
-                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
-                        "and worker, WARNING for the client commands)")
+    _log_level_arg(parser, os.environ.get("EASYJOBS_LOG_LEVEL"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, default=None,
                         help="seconds to let running jobs finish on SIGINT/SIGTERM")
     _managers_arg(worker)
+    worker.add_argument("--host", help="one manager's host, instead of --managers "
+                        "(env EASYJOBS_HOST, default 127.0.0.1)")
+    worker.add_argument("--port", type=int, help="that manager's port (env EASYJOBS_PORT, "
+                        "default 8220)")
+    _secret_arg(worker)
 
     call = commands.add_parser("call", help="run a task and print its result as JSON")
     _connection_args(call)
@@ -145,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     job = commands.add_parser("job", help="print one job's record as JSON")
     _connection_args(job)
     job.add_argument("job_id")
+    _json_arg(job)
     _timeout_arg(job)
 
     cancel = commands.add_parser("cancel", help="cancel a job that has not finished")
@@ -154,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedules = commands.add_parser("schedules", help="list cron schedules and next fire times")
     _connection_args(schedules)
+    _json_arg(schedules)
     _timeout_arg(schedules)
 
     credentials = commands.add_parser(
@@ -169,7 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in verbs.choices.values():
         _connection_args(verb)
         _timeout_arg(verb)
+    # Global options work after the subcommand too; given there, they win.
+    for command in (*commands.choices.values(), *verbs.choices.values()):
+        _log_level_arg(command, argparse.SUPPRESS)
     return parser
+
+
+def _log_level_arg(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--log-level", default=default,
+                        help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
+                        "and worker, WARNING for the client commands)")
+
+
+def _json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON line, times in seconds "
+                        "since the epoch (default: indented, times in ISO 8601 UTC)")
 
 
 def _timeout_arg(parser: argparse.ArgumentParser) -> None:
@@ -180,8 +204,7 @@ def _timeout_arg(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or ("INFO" if args.command in ("manager", "worker") else "WARNING")
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
     try:
         if args.command == "manager":
             return _manager(args)
@@ -229,20 +252,48 @@ def _manager(args: argparse.Namespace) -> int:
     app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
                      api_token_file=args.api_token_file,
                      metrics_public=True if args.metrics_public else None, **limits)
+    # The port first: a busy one fails before anything is said to listen or a store is made.
+    sock = _bind(host, port)
     try:
         asyncio.run(_check_store(args.db))
     except StoreError as exc:  # one line, before uvicorn's start-up traceback would say it
+        sock.close()
         log.error("the manager cannot start: %s", exc)
         return 1
-    log.info("manager listening on %s://%s:%s", "https" if tls else "http", host, port)
+    base = f"{'https' if tls else 'http'}://{_netloc(host, sock.getsockname()[1])}"
+    log.info("manager listening on %s (dashboard %s/dashboard, API %s/openapi.json, "
+             "metrics %s/metrics)", base, base, base, base)
     # uvicorn reads whole WebSocket messages before the session's own limit applies; open
     # dashboard streams (/events) must not hold a shutdown up for long; the guards close
     # connections that never send their request and sockets that never drain.
-    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on",
-                ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3,
-                http=guarded_http(**http_guard_options(limits)),
-                ws=guarded_websockets(CLOSE_GRACE), **tls)
-    return 0
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                            ws_max_size=2 * DEFAULT_MAX_MESSAGE, timeout_graceful_shutdown=3,
+                            http=guarded_http(**http_guard_options(limits)),
+                            ws=guarded_websockets(CLOSE_GRACE), **tls)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The manager's listening socket, bound; a port in use is a one-line error."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = ("another process (another manager?) listens there: stop it or pick another "
+                "--port" if exc.errno == errno.EADDRINUSE else "check --host and --port")
+        raise ConfigurationError(
+            f"the manager cannot listen on {_netloc(host, port)}: {exc.strerror}; {hint}"
+        ) from None
+    sock.listen(2048)  # uvicorn's backlog; peers wait in it while the manager starts
+    return sock
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _worker(args: argparse.Namespace) -> int:
@@ -252,11 +303,22 @@ async def _worker(args: argparse.Namespace) -> int:
     module_name, _, attr = args.target.partition(":")
     if not attr:
         raise ConfigurationError("worker target must be MODULE:ATTR, e.g. myapp.jobs:worker")
+    _one_form(args)
+    # A worker built without addresses or secret reads them from here when its module is
+    # imported: each flag replaces its variable.
     managers = None
     if args.managers is not None:
         managers = resolve_managers(args.managers, None, None)
-        # A worker built without addresses reads them from here when its module is imported.
         os.environ["EASYJOBS_MANAGERS"] = args.managers
+    elif args.host is not None or args.port is not None:
+        os.environ.pop("EASYJOBS_MANAGERS", None)
+        if args.host is not None:
+            os.environ["EASYJOBS_HOST"] = args.host
+        if args.port is not None:
+            os.environ["EASYJOBS_PORT"] = str(args.port)
+        managers = resolve_managers(None, None, None)
+    if args.secret_file is not None:
+        os.environ["EASYJOBS_SECRET_FILE"] = args.secret_file  # read before EASYJOBS_SECRET
     sys.path.insert(0, os.getcwd())
     try:
         worker = getattr(importlib.import_module(module_name), attr)
@@ -266,8 +328,9 @@ async def _worker(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{args.target} is not an EasyJobsWorker")
     if managers is not None and worker.managers != managers:
         raise ConfigurationError(
-            f"{args.target} names its managers itself; drop --managers, or build it without "
-            "manager_host/manager_port/managers so that it takes them from the command line")
+            f"{args.target} names its managers itself; drop --managers/--host/--port, or build "
+            "it without manager_host/manager_port/managers so that it takes them from the "
+            "command line")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -363,22 +426,18 @@ def _credentials(args: argparse.Namespace) -> int:
 
 
 def _where(args: argparse.Namespace) -> dict[str, Any]:
-    """The client's managers and TLS options: flags first, then the environment."""
-    from .config import read_host_port, read_managers
-
-    host, port, managers = args.host, args.port, args.managers
-    if managers is None and host is None and port is None:
-        host, port = read_host_port()
-        if (host is not None or port is not None) and read_managers() is not None:
-            raise ConfigurationError(
-                "EASYJOBS_MANAGERS and EASYJOBS_HOST/EASYJOBS_PORT are both set: keep "
-                "EASYJOBS_MANAGERS alone (host:port,...)")
-    elif managers is not None and (host is not None or port is not None):
-        raise ConfigurationError("give --managers or --host/--port, not both: write "
-                                 "--managers host:port,... alone")
-    return {"managers": managers, "host": host, "port": port, "tls": args.tls,
+    """The client's managers and TLS options from the flags (the environment fills in the
+    rest: see ``easyjobs.addresses``)."""
+    _one_form(args)
+    return {"managers": args.managers, "host": args.host, "port": args.port, "tls": args.tls,
             "ca_file": args.ca_file, "client_cert": args.client_cert,
             "client_key": args.client_key}
+
+
+def _one_form(args: argparse.Namespace) -> None:
+    if args.managers is not None and (args.host is not None or args.port is not None):
+        raise ConfigurationError("give --managers or --host/--port, not both: write "
+                                 "--managers host:port,... alone")
 
 
 async def _call(client: EasyJobsClient, args: argparse.Namespace) -> int:
@@ -420,7 +479,11 @@ async def _jobs(client: EasyJobsClient, args: argparse.Namespace) -> int:
 
 
 async def _job(client: EasyJobsClient, args: argparse.Namespace) -> int:
-    _print_json(await client.job(args.job_id))
+    record = await client.job(args.job_id)
+    if args.json:
+        _print_json(record)
+    else:
+        print(json.dumps(to_json(_readable_times(record)), indent=2))  # noqa: T201
     return 0
 
 
@@ -432,8 +495,24 @@ async def _cancel(client: EasyJobsClient, args: argparse.Namespace) -> int:
 
 async def _schedules(client: EasyJobsClient, args: argparse.Namespace) -> int:
     for entry in await client.schedules():
-        _print_json(entry)
+        _print_json(entry if args.json else _readable_times(entry))
     return 0
+
+
+TIME_KEYS = ("next_fire", "last_fire")
+"""Keys, besides ``*_at``, whose values are seconds since the epoch."""
+
+
+def _readable_times(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its times in ISO 8601, UTC (``2026-01-01T09:00:00.000Z``)."""
+    return {key: _iso(value) if (key.endswith("_at") or key in TIME_KEYS)
+            and isinstance(value, int | float) and not isinstance(value, bool) else value
+            for key, value in record.items()}
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _print_json(value: Any) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .addresses import ManagerAddress, describe, resolve_managers
+from .config import read_secret
 from .errors import ConnectionLost
 from .remote import Job, RemoteTask
 from .tls import client_tls
@@ -25,7 +26,9 @@ class EasyJobsClient:
 
     Where the managers are: ``managers=[...]`` (tried in order; on a lost link the client moves
     to the next and re-sends what it was waiting for), or ``host``/``port`` (a list of one), or
-    else ``EASYJOBS_MANAGERS``, or else 127.0.0.1:8220. ``tls``, ``ca_file``, ``client_cert``
+    else ``EASYJOBS_MANAGERS``, or else ``EASYJOBS_HOST``/``EASYJOBS_PORT``, or else
+    127.0.0.1:8220. ``secret``: the manager's secret or a credential token; left out, it is
+    read from ``EASYJOBS_SECRET_FILE`` or ``EASYJOBS_SECRET``. ``tls``, ``ca_file``, ``client_cert``
     and ``client_key`` are those of ``EasyJobsWorker``. ``connect_timeout``: seconds
     ``connect`` waits for a manager. ``request_timeout``: seconds a request (``submit``,
     ``job``, ``cancel``, ``jobs``, ``schedules``) waits while the link is down before it fails
@@ -36,7 +39,7 @@ class EasyJobsClient:
         self,
         host: str | None = None,
         port: int | None = None,
-        secret: str | bytes = b"",
+        secret: str | bytes | None = None,
         *,
         managers: str | Sequence[str] | None = None,
         tls: bool = False,
@@ -48,7 +51,7 @@ class EasyJobsClient:
         connect_timeout: float = 10.0,
         request_timeout: float | None = 30.0,
     ) -> None:
-        key = secret.encode() if isinstance(secret, str) else secret
+        key = read_secret(secret, option="secret=")
         addresses = resolve_managers(managers, host, port, tls=tls, pair="host/port")
         self._link = Link(addresses, key, role="client", name=name, backoff=backoff,
                           request_timeout=request_timeout,

@@ -12,8 +12,13 @@ import os
 from .errors import ConfigurationError
 
 
-def read_secret(secret: str | bytes | None = None, secret_file: str | None = None) -> bytes:
-    """The manager secret from an argument, a file, or the environment — never from argv."""
+def read_secret(secret: str | bytes | None = None, secret_file: str | None = None, *,
+                option: str = "--secret-file") -> bytes:
+    """The manager secret from an argument, a file, or the environment — never from argv.
+
+    In that order: ``secret``, ``secret_file``, ``EASYJOBS_SECRET_FILE``, ``EASYJOBS_SECRET``.
+    ``option`` names, in the error, what the caller could have passed instead.
+    """
     if secret:
         return secret.encode() if isinstance(secret, str) else secret
     path = secret_file or os.environ.get("EASYJOBS_SECRET_FILE")
@@ -29,7 +34,9 @@ def read_secret(secret: str | bytes | None = None, secret_file: str | None = Non
     env = os.environ.get("EASYJOBS_SECRET")
     if env:
         return env.encode()
-    raise ConfigurationError("no secret: set EASYJOBS_SECRET or pass --secret-file")
+    raise ConfigurationError(
+        f"no secret: set EASYJOBS_SECRET or pass {option} (or name a file in "
+        "EASYJOBS_SECRET_FILE)")
 
 
 def read_managers() -> str | None:

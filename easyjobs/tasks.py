@@ -185,7 +185,9 @@ def _check_cron(schedule: str) -> None:
     from croniter import croniter  # imported here: only decoration with schedule= needs it
 
     if not isinstance(schedule, str) or not croniter.is_valid(schedule):
-        raise ConfigurationError(f"schedule {schedule!r} is not a valid cron expression")
+        raise ConfigurationError(
+            f"schedule {schedule!r} is not a valid cron expression: write 5 fields (minute "
+            "hour day-of-month month day-of-week, e.g. '*/5 * * * *'), or 6 with seconds last")
 
 
 def _check_timezone(timezone: str) -> None:

@@ -789,7 +789,7 @@ async def test_schedules_show_the_next_fire_time_in_the_client_and_the_cli(
     assert entries["new_year_utc"]["next_fire"] - entries["new_year_report"]["next_fire"] == 3600
     assert entries["new_year_utc"]["last_fire"] is None
 
-    ran = await run_cli("schedules", "--port", str(manager.port))
+    ran = await run_cli("schedules", "--port", str(manager.port), "--json")
     assert ran.code == 0, ran.err
     printed = {e["task"]: e for e in map(json.loads, ran.out.splitlines())}
     assert printed == entries

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.routing import WebSocketRoute
 
+from ..config import read_secret
 from ..errors import ConfigurationError
 from ..protocol.auth import split_secret
 from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
@@ -36,6 +37,8 @@ log = logging.getLogger("easyjobs.manager")
 
 class EasyJobsManager:
     """A manager. ``await EasyJobsManager.create(app, server_secret=...)`` starts one in ``app``.
+
+    ``server_secret`` left out is read from ``EASYJOBS_SECRET_FILE`` or ``EASYJOBS_SECRET``.
 
     ``db_path`` (default: env ``EASYJOBS_DB`` or its alias ``DB_PATH``, else ``easyjobs.db``)
     is an SQLite file or a ``postgresql://`` URL (``open_store``); ``store`` passes any other
@@ -77,8 +80,6 @@ class EasyJobsManager:
         api_tokens: list[str] | None = None,
         metrics_public: bool = False,
     ) -> None:
-        if not server_secret:
-            raise ConfigurationError("server_secret is required: workers authenticate with it")
         if heartbeat <= 0 or handshake_timeout <= 0:
             raise ConfigurationError("heartbeat and handshake_timeout must be positive")
         if not HANDSHAKE_MAX_MESSAGE <= max_message <= max_backlog // 2:
@@ -88,7 +89,7 @@ class EasyJobsManager:
         if max_connections < 1 or max_unauthenticated < 1:
             raise ConfigurationError("max_connections and max_unauthenticated must be positive")
         self.server = server
-        secret = server_secret.encode() if isinstance(server_secret, str) else server_secret
+        secret = read_secret(server_secret, option="server_secret=")
         if split_secret(secret)[0]:
             raise ConfigurationError(
                 "server_secret looks like a credential's token (ej1.<name>.<key>): the manager "

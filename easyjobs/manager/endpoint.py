@@ -161,7 +161,10 @@ class Endpoint:
         try:
             await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)
             if session.error is not None:
-                log.warning("closing connection %s: %s", session_id, session.error)
+                where = websocket.client
+                log.warning("closing connection %s from %s (%s): %s", session_id,
+                            f"{where.host}:{where.port}" if where else "an unknown address",
+                            session.claimed or "no hello", session.error)
             if session.state is not State.CLOSED:
                 writer.cancel()  # the socket is gone (or the writer failed): nothing more to send
             connection.wake.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,6 +16,9 @@ from .scheduler import Scheduler
 
 log = logging.getLogger("easyjobs.manager")
 
+TARGETS_GRACE = 1.0
+"""Seconds after a register before its tasks' run_after and on_failure targets are checked."""
+
 
 class TaskRegistry:
     """Task specs by (queue, name); a new spec replaces the old one and updates its schedule."""
@@ -24,6 +28,7 @@ class TaskRegistry:
         self._background = background
         self._scheduler = scheduler
         self.specs: dict[Key, TaskSpec] = {}
+        self._warned: set[tuple[str, str, str, str]] = set()
 
     async def load(self) -> None:
         """Take back the specs stored by earlier runs (their schedules start with them)."""
@@ -43,6 +48,28 @@ class TaskRegistry:
             return
         for spec in self.specs.values():
             self._scheduler.update(spec)
+
+    def _warn_unknown_targets(self, keys: list[Key]) -> None:
+        """A run_after or on_failure target no one has registered: most likely a typo, and
+        each job that reaches it fails (run_after) or goes unhandled (on_failure)."""
+        for key in keys:
+            spec = self.specs.get(key)
+            if spec is not None:
+                self._warn_targets_of(spec)
+
+    def _warn_targets_of(self, spec: TaskSpec) -> None:
+        targets = [("run_after", name) for name in spec.options.run_after]
+        if spec.options.on_failure is not None:
+            targets.append(("on_failure", spec.options.on_failure))
+        for option, name in targets:
+            warning = (spec.queue, spec.name, option, name)
+            if (spec.queue, name) not in self.specs and warning not in self._warned:
+                self._warned.add(warning)  # once per manager, not at every reconnect
+                log.warning("task %s.%s: its %s task %r is not registered in queue %r (by "
+                            "any worker or the manager) yet; until it is, %s", spec.queue,
+                            spec.name, option, name, spec.queue,
+                            "each success creates a job that fails with UnknownTask"
+                            if option == "run_after" else "its failures go unhandled")
 
     def spec(self, queue: str, task: str) -> TaskSpec | None:
         return self.specs.get((queue, task))
@@ -79,6 +106,10 @@ class TaskRegistry:
         for spec in specs:
             self.specs[(spec.queue, spec.name)] = spec
             self._scheduler.update(spec)
+        # A worker that registers its tasks one by one (the original docs' example does) names
+        # targets it registers a moment later: look once they have had the time to arrive.
+        asyncio.get_running_loop().call_later(
+            TARGETS_GRACE, self._warn_unknown_targets, [(s.queue, s.name) for s in specs])
         self._background.write(
             self._store.save_tasks([(s.queue, s.name, s.to_wire()) for s in specs]),
             "task specs")

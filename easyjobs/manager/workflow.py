@@ -91,6 +91,8 @@ def run_after_jobs(lookup: Lookup, parent: JobRecord, result: Any, now: float
         child_spec = lookup(parent.queue, name)
         try:
             if child_spec is None:
+                log.warning("run_after task %r of %s is not registered; job %s's child %s "
+                            "fails with UnknownTask", name, parent.task, parent.id, child.id)
                 raise UnknownTask(f"run_after task {name!r} of {parent.task} is not registered")
             child_spec.check(child.args, child.kwargs)
             deps = dependency_jobs(lookup, child, now)

@@ -327,6 +327,8 @@ class ServerSession(_Session):
         self.state = State.AWAIT_HELLO
         self.role = ""
         self.name = ""
+        self.claimed = ""
+        """Who the hello said the peer is (role, name, credential), proven or not: for logs."""
         self._nonce = nonce
         self._session_id = session_id
         self._heartbeat_after_hello = heartbeat
@@ -393,6 +395,8 @@ class ServerSession(_Session):
             self.fail(CLOSE_PROTOCOL_ERROR, ProtocolError("hello: nonce must be 16 to 64 bytes"))
             return []
         credential = frame.credential or ""
+        self.claimed = f"{frame.role} {frame.name!r}" + (
+            f" with credential {credential!r}" if credential else "")
         key = self._secret if not credential else self._keys(credential) if self._keys else None
         # An unknown name is checked against a random key: it costs the same as a wrong proof.
         expected = auth.hello_proof(key or auth.new_nonce(), self._nonce, frame.nonce)

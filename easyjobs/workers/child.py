@@ -284,6 +284,11 @@ def _result(outcome: bytes, code: int, stderr: str, name: str) -> Any:
         raise ChildFailed({key: error[key] for key in ERROR_KEYS})
     if code < 0:
         how = f"was killed by {signal.Signals(-code).name}"
+    elif code == 0:  # ran to its end and never handed a result over
+        how = ("exited with code 0 without a result: it must call a function decorated "
+               "with @subprocess (from easyjobs.workers.task), under "
+               "if __name__ == '__main__': — written like this:\n"
+               + TEMPLATE.format(path=f"{name}.py"))
     else:
         how = f"exited with code {code} without a result"
     raise ChildFailed({"type": "ChildProcessError", "message": f"{name}.py {how}",

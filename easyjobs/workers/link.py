@@ -47,7 +47,7 @@ from ..errors import (
     TLSError,
     UnsupportedVersion,
 )
-from ..protocol.auth import new_nonce
+from ..protocol.auth import new_nonce, split_secret
 from ..protocol.frames import HANDSHAKE_MAX_MESSAGE, Frame, encode_frame
 from ..protocol.session import (
     CLOSE_AUTH_FAILED,
@@ -85,6 +85,20 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
+
+
+def refused_secret(role: str, secret: bytes, address: str) -> str:
+    """What to fix when the manager at ``address`` refused our secret: which setting of ours
+    must match which of the manager's (never the secret itself)."""
+    credential, _ = split_secret(secret)
+    if credential:
+        return (f"the manager at {address} refused credential {credential!r}: it is unknown "
+                "or revoked there, or was made by a manager with another secret; make a token "
+                f"with `easyjobs credentials add {credential} --role {role}` on that manager")
+    setting = "manager_secret=" if role == "worker" else "secret="
+    return (f"the manager at {address} refused the secret: the {role}'s {setting} (or its "
+            "EASYJOBS_SECRET / EASYJOBS_SECRET_FILE) must equal the manager's EASYJOBS_SECRET, "
+            "or be a credential token made by `easyjobs credentials add` on that manager")
 
 
 def default_name(role: str) -> str:
@@ -404,8 +418,7 @@ class Link:
                         ProtocolError, TLSError) as exc:
                     error = exc
                     if isinstance(exc, AuthenticationError):
-                        log.error("authentication failed: %s (manager at %s); fix the secret, "
-                                  "not retrying", exc, address)
+                        log.error("authentication failed: %s; not retrying", exc)
                     elif isinstance(exc, PermissionDenied):
                         log.error("permission denied by the manager at %s: %s; not retrying",
                                   address, exc)
@@ -517,7 +530,7 @@ class Link:
         code = exc.rcvd.code if exc.rcvd is not None else None
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         if code == CLOSE_AUTH_FAILED:
-            raise AuthenticationError(f"the manager refused the secret ({reason or code})")
+            raise AuthenticationError(refused_secret(self.role, self._secret, self.address))
         if code == CLOSE_PERMISSION_DENIED:
             raise PermissionDenied(reason or "permission denied")
         if code == CLOSE_UNSUPPORTED_VERSION:

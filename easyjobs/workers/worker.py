@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, overload
 
 from ..addresses import ManagerAddress, describe, resolve_managers
+from ..config import read_secret
 from ..errors import ConfigurationError, ConnectionLost, EasyJobsError
 from ..protocol.frames import (
     Abort,
@@ -67,7 +68,10 @@ class EasyJobsWorker:
 
     Where the managers are: ``managers=["10.0.0.1:8220", "wss://10.0.0.2:8220"]``, tried in
     order (see ``easyjobs.addresses``), or the 0.x pair ``manager_host``/``manager_port`` (a
-    list of one), or else ``EASYJOBS_MANAGERS``, or else 127.0.0.1:8220. ``tls=True`` reaches
+    list of one), or else ``EASYJOBS_MANAGERS``, or else ``EASYJOBS_HOST``/``EASYJOBS_PORT``,
+    or else 127.0.0.1:8220. ``manager_secret`` is the manager's secret or a credential token
+    (``easyjobs credentials add``); left out, it is read from ``EASYJOBS_SECRET_FILE`` or
+    ``EASYJOBS_SECRET``, as the CLI does. ``tls=True`` reaches
     every manager written without a scheme over TLS; ``ca_file`` (else ``EASYJOBS_TLS_CA``,
     else the system's trust store) verifies their certificates; ``client_cert`` and
     ``client_key`` are presented to managers that require one (see ``easyjobs.tls``).
@@ -94,8 +98,6 @@ class EasyJobsWorker:
         grace: float = 30.0,
         link: LinkLike | None = None,
     ) -> None:
-        if not manager_secret and link is None:
-            raise ConfigurationError("manager_secret is required")
         if max_tasks_per_worker < 1:
             raise ConfigurationError("max_tasks_per_worker must be at least 1")
         self.server = server
@@ -106,7 +108,11 @@ class EasyJobsWorker:
         self._tasks: dict[tuple[str, str], tuple[TaskSpec, Callable[..., Any], bool]] = {}
         """(queue, name) -> spec, the function to run, and whether it runs in a thread"""
         self._paused = False
-        secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
+        secret = None
+        if link is None:
+            secret = read_secret(manager_secret, option="manager_secret=")
+        elif manager_secret:
+            secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
         self._secret = secret
         self.managers: tuple[ManagerAddress, ...] = ()
         """The managers the link tries, in order (none for the manager's own local worker)."""

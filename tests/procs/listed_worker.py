@@ -1,15 +1,14 @@
-"""A worker that names no manager, for ``easyjobs worker procs.listed_worker:worker --managers``:
-it takes its managers from the command line (``EASYJOBS_MANAGERS``)."""
+"""A worker that names neither its managers nor its secret, for ``easyjobs worker
+procs.listed_worker:worker`` with ``--managers`` or ``--host``/``--port`` and ``--secret-file``:
+it takes them from the command line or the environment, as the CLI's own commands do."""
 
 from __future__ import annotations
-
-import os
 
 from easyjobs import EasyJobsWorker
 from easyjobs.workers.link import Backoff
 
-worker = EasyJobsWorker(manager_secret=os.environ["EASYJOBS_SECRET"], jobs_queue="LISTED",
-                        name="listed", backoff=Backoff(initial=0.02, maximum=0.2))
+worker = EasyJobsWorker(jobs_queue="LISTED", name="listed",
+                        backoff=Backoff(initial=0.02, maximum=0.2))
 
 
 @worker.task()
