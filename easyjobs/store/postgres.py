@@ -59,7 +59,7 @@ from easyjobs.store.base import (
     unpack,
 )
 from easyjobs.store.listener import Listener
-from easyjobs.store.signals import Signals
+from easyjobs.store.signals import MAX_PAYLOAD, OUTCOME_PREFIX, Signals
 
 if TYPE_CHECKING:
     import psycopg
@@ -236,6 +236,15 @@ SCHEMA = (
     " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
 )
 NOTIFY = "SELECT pg_notify(%s, %s)"
+# The payload, then the tokens of the outcomes this transaction wrote (its xmin, and the status
+# and time it set; a job another transaction finished first keeps that outcome): see Signals.
+NOTIFY_OUTCOMES = (
+    "SELECT pg_notify(%s, %s || coalesce((SELECT %s || string_agg(t.token, ' ' ORDER BY t.n)"
+    " FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[]) WITH ORDINALITY"
+    " AS t(id, status, at, token, n) JOIN ej_jobs j ON j.id = t.id"
+    " WHERE j.xmin = pg_current_xact_id()::xid AND j.status = t.status"
+    " AND j.finished_at = t.at), ''))"
+)
 REMEMBER_PAUSE = (
     "INSERT INTO ej_meta (key, value) VALUES ('paused', %s)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -592,6 +601,7 @@ class PostgresStore(Store):
         )
         news = _left_free(children)
         news.done.add(job_id)
+        news.outcomes[job_id] = (status.value, result, error)
         if status is JobStatus.CANCELLED:
             news.cancelled.add(job_id)
         if not children:
@@ -1000,9 +1010,12 @@ class PostgresStore(Store):
         """
         groups = _groups(batch)
         news = Signals()
+        finished_at: dict[str, float] = {}
         for op in batch:
             if op[5] is not None:
                 news.merge(op[5])
+                if op[0] == "finish":  # its params: result, error, [at], on_failure, [id], ...
+                    finished_at.setdefault(op[2][4][0], op[2][2][0])
         conn = await self._writer_connection()
         cursors = []
         try:
@@ -1022,7 +1035,7 @@ class PostgresStore(Store):
                 await conn.execute(FOLD_COUNTS)
                 if news:  # delivered to the listeners only if this transaction commits
                     news.origin = self._fence
-                    await conn.execute(NOTIFY, (self._channel, news.encode()))
+                    await conn.execute(*self._notify(news, finished_at))
                 await conn.execute("COMMIT")
         except BaseException:
             if not conn.closed and conn.info.transaction_status != 0:  # 0: idle
@@ -1049,6 +1062,20 @@ class PostgresStore(Store):
         called = {id(op[4]): position for position, op in enumerate(batch)}
         outcomes.sort(key=lambda outcome: called[id(outcome[0])])  # answered in call order
         return outcomes
+
+    def _notify(self, news: Signals, finished_at: dict[str, float]
+                ) -> tuple[str, Sequence[Any]]:
+        """The statement telling the listeners ``news``, with the outcomes that fit."""
+        payload = news.encode()
+        carried = news.tokens(MAX_PAYLOAD - len(payload.encode()))
+        if not carried:
+            return NOTIFY, (self._channel, payload)
+        return NOTIFY_OUTCOMES, (
+            self._channel, payload, OUTCOME_PREFIX, [job_id for job_id, _, _ in carried],
+            [status for _, status, _ in carried],
+            [finished_at[job_id] for job_id, _, _ in carried],
+            [token for _, _, token in carried],
+        )
 
     async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
         """The writer's connection, reconnecting (with backoff between failures) when lost."""

@@ -572,3 +572,32 @@ async def test_interleaved_starts_and_outcomes_all_land_and_answer_in_call_order
                 JobStatus.SUCCEEDED, n)
     finally:
         await store.close()
+
+
+async def test_the_news_carries_the_outcomes_a_transaction_wrote(pg_url: str) -> None:
+    """A finish's outcome rides in the notification; a finish that lost to an earlier outcome
+    and one too big for the payload are announced as done only (the listener re-reads)."""
+    writer, listening = PostgresStore(pg_url), PostgresStore(pg_url)
+    await writer.open()
+    await listening.open()
+    heard: list[Signals] = []
+    try:
+        await writer.take_back("m1")
+        await listening.take_back("m2")
+        await listening.listen(heard.append, lambda: None)
+        small, late, big = job(1, owner="m1"), job(2, owner="m1"), job(3, owner="m1")
+        await writer.add_jobs([small, late, big])
+        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
+        assert await writer.finish(late.id, JobStatus.CANCELLED, None, error, at=3.0)
+        finished = [writer.finish(small.id, JobStatus.SUCCEEDED, {"v": b"\x01"}, None, at=4.0),
+                    writer.finish(late.id, JobStatus.SUCCEEDED, 7, None, at=5.0),
+                    writer.finish(big.id, JobStatus.SUCCEEDED, "x" * 9000, None, at=6.0)]
+        assert await asyncio.gather(*finished) == [True, False, True]
+        await wait_until(lambda: {small.id, late.id, big.id} <= {
+            job_id for news in heard for job_id in news.done}, what="the news of all three")
+        outcomes = {job_id: outcome for news in heard for job_id, outcome in news.outcomes.items()}
+        assert outcomes == {small.id: ("succeeded", {"v": b"\x01"}, None),
+                            late.id: ("cancelled", None, error)}
+    finally:
+        await writer.close()
+        await listening.close()
