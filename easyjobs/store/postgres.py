@@ -6,8 +6,9 @@ to ``MAX_BATCH``) and sends it as ``BEGIN; op; op; ...; COMMIT`` in one pipeline
 trip, then resolves the whole batch. Every op is a single statement (data-modifying CTEs make
 ``finish`` with children, ``fire_schedule`` and ``take_back`` one statement each), so the batch
 needs no answer back before it commits; consecutive calls of one kind (e.g. a burst of
-``add_jobs``) go as one statement over arrays of rows. At most ``max_pending`` writes may wait
-to commit; one more fails at once with ``StoreError``.
+``add_jobs``) go as one statement over arrays of rows. A job's start (``LAZY``) waits a few
+milliseconds for another write to go with (or a read that must see it). At most
+``max_pending`` writes may wait to commit; one more fails at once with ``StoreError``.
 
 Reads run on pooled autocommit connections beside the writer: one pool for point reads (a job,
 the counts, tasks, schedules) and one for listings, so a burst of ``list_jobs`` neither delays a
@@ -156,6 +157,10 @@ BY_ID_OPS = frozenset({"add_jobs", "mark_running", "finish", "retry", "requeue",
 scans off (``BY_ID`` alone does not do, as a queue table grows by thousands of rows a second
 and its statistics lag far behind: the planner would scan the whole table per statement)."""
 UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "announce"})
+LAZY = frozenset({"mark_running"})
+"""Ops that may wait up to ``LAZY_S`` for the next write to go with: a short job's start then
+commits in its outcome's transaction, which no longer waits behind a transaction of its own."""
+LAZY_S = 0.005
 """Ops whose commit nobody is told of and whose loss in a server crash at-least-once already
 allows (a job back in the queue or with its manager, to run again): a batch of only these
 commits without waiting for the WAL flush (``synchronous_commit = off``)."""
@@ -472,6 +477,11 @@ class PostgresStore(Store):
         self._max_pending = max_pending
         self._writes: deque[Op] = deque()
         self._wake = asyncio.Event()
+        self._eager = 0
+        """Writes queued that the writer must not hold back (all but ``LAZY`` ones)."""
+        self._hurry = False
+        """The ``LAZY`` writes queued must go now (their time is up, or a read waits)."""
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._issued = 0  # writes queued so far
         self._applied = 0  # of those, writes the writer has committed or failed
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -797,8 +807,20 @@ class PostgresStore(Store):
             return fut
         self._issued += 1
         self._writes.append((name, sql, params, extract, fut, news or None))
-        self._wake.set()
+        if name not in LAZY:
+            self._eager += 1
+            self._wake.set()
+        elif self._lazy_timer is None:
+            self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_S, self._send_lazy)
         return fut
+
+    def _send_lazy(self) -> None:
+        """The queued ``LAZY`` writes go with the next batch, now."""
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        self._hurry = True
+        self._wake.set()
 
     def _read(
         self, name: str, sql: str, params: Sequence[Any], extract: Callable[[Rows], T],
@@ -843,6 +865,7 @@ class PostgresStore(Store):
         """A future that resolves once every write called so far is applied, or None if they are."""
         if self._applied >= self._issued:
             return None
+        self._send_lazy()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._applied_waiters, (self._issued, next(self._waiter_order), fut))
         return fut
@@ -959,13 +982,20 @@ class PostgresStore(Store):
 
     async def _serve(self) -> None:
         while True:
-            while not self._writes:
+            while not (self._writes and (self._eager or self._hurry or self._closed)):
                 if self._closed:  # close() queues nothing after it, so the FIFO is drained
                     return
                 await self._wake.wait()
                 self._wake.clear()
             count = min(len(self._writes), MAX_BATCH)
             batch = [self._writes.popleft() for _ in range(count)]
+            self._eager -= sum(op[0] not in LAZY for op in batch)
+            self._hurry = False
+            if self._lazy_timer is not None:  # what it would send goes now
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
+            if self._writes and not self._eager:  # more than a batch: the rest go next
+                self._hurry = True
             outcomes = await self._execute(batch)
             self._applied += len(batch)
             for fut, exc, value in outcomes:

@@ -19,7 +19,7 @@ from easyjobs.client import EasyJobsClient
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import JobRecord, JobStatus, new_job_id
 from easyjobs.manager import EasyJobsManager
-from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_store
+from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_store, postgres
 from easyjobs.store.signals import Signals
 from easyjobs.workers.worker import EasyJobsWorker
 
@@ -601,3 +601,31 @@ async def test_the_news_carries_the_outcomes_a_transaction_wrote(pg_url: str) ->
     finally:
         await writer.close()
         await listening.close()
+
+
+async def test_a_jobs_start_goes_with_the_next_write(pg_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start waits for the next write: called with its job's outcome, both commit in one
+    transaction. A read that must see a start sends it at once; alone, it goes within LAZY_S."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        quick, read, alone = job(1), job(2), job(3)
+        await store.add_jobs([quick, read, alone])
+        commits = store.commits
+        started = store.mark_running(quick.id, "w1", 1, at=2.0)
+        for _ in range(5):  # turns of the loop in which an eager writer would have sent it
+            await asyncio.sleep(0)
+        finished = store.finish(quick.id, JobStatus.SUCCEEDED, 3, None, at=3.0)
+        assert await finished and await started is None
+        assert store.commits == commits + 1
+        monkeypatch.setattr(postgres, "LAZY_S", 60.0)
+        store.mark_running(read.id, "w1", 1, at=4.0)
+        stored = await asyncio.wait_for(store.get_job(read.id), 10)
+        assert stored is not None and stored.status is JobStatus.RUNNING
+        monkeypatch.undo()
+        await store.mark_running(alone.id, "w1", 1, at=5.0)
+        stored = await store.get_job(alone.id)
+        assert stored is not None and stored.status is JobStatus.RUNNING
+    finally:
+        await store.close()
