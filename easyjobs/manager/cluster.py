@@ -4,9 +4,9 @@ Every write transaction tells all managers, itself included, what it changed (``
 queued jobs left free, jobs finished, task specs saved, a pause. Each manager acts only on what
 concerns it: it claims for the tasks its workers serve, re-reads the jobs its clients watch or
 its waiting jobs depend on, drops the jobs it held that another manager finished, reloads the
-specs and the credentials (closing the links of revoked ones), pauses its workers. News missed
-while the listener was away is made up by ``caught_up``, which re-reads all of that from the
-tables.
+specs and the credentials (closing the links of revoked ones), pauses its workers. An outcome
+carried in the news is pushed to its watchers as it is, without a re-read. News missed while
+the listener was away is made up by ``caught_up``, which re-reads all of that from the tables.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from ..errors import StoreError
+from ..protocol.frames import Result
 from ..store import Store
 from ..store.signals import Signals
 from .access import Credentials
@@ -49,7 +50,9 @@ class ClusterNews:
             self._background.spawn(self._reclaim())
         elif news.ready:
             self._claims.wake(news.ready)
-        if news.all_done:
+        for job_id, (status, value, error) in news.outcomes.items():
+            self._watchers.deliver(Result(job_id, status, value, error))
+        if news.all_done:  # re-reads skip the jobs delivered above (no one watches them now)
             self._watchers.reread_all()
         else:
             for job_id in news.done:

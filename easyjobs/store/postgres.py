@@ -6,8 +6,9 @@ to ``MAX_BATCH``) and sends it as ``BEGIN; op; op; ...; COMMIT`` in one pipeline
 trip, then resolves the whole batch. Every op is a single statement (data-modifying CTEs make
 ``finish`` with children, ``fire_schedule`` and ``take_back`` one statement each), so the batch
 needs no answer back before it commits; consecutive calls of one kind (e.g. a burst of
-``add_jobs``) go as one statement over arrays of rows. At most ``max_pending`` writes may wait
-to commit; one more fails at once with ``StoreError``.
+``add_jobs``) go as one statement over arrays of rows. A job's start (``LAZY``) waits a few
+milliseconds for another write to go with (or a read that must see it). At most
+``max_pending`` writes may wait to commit; one more fails at once with ``StoreError``.
 
 Reads run on pooled autocommit connections beside the writer: one pool for point reads (a job,
 the counts, tasks, schedules) and one for listings, so a burst of ``list_jobs`` neither delays a
@@ -62,7 +63,7 @@ from easyjobs.store.base import (
     unpack,
 )
 from easyjobs.store.listener import Listener
-from easyjobs.store.signals import Signals
+from easyjobs.store.signals import MAX_PAYLOAD, OUTCOME_PREFIX, Signals
 
 if TYPE_CHECKING:
     import psycopg
@@ -168,6 +169,10 @@ BY_ID_OPS = frozenset({"add_jobs", "mark_running", "finish", "retry", "requeue",
 scans off (``BY_ID`` alone does not do, as a queue table grows by thousands of rows a second
 and its statistics lag far behind: the planner would scan the whole table per statement)."""
 UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "announce"})
+LAZY = frozenset({"mark_running"})
+"""Ops that may wait up to ``LAZY_S`` for the next write to go with: a short job's start then
+commits in its outcome's transaction, which no longer waits behind a transaction of its own."""
+LAZY_S = 0.005
 """Ops whose commit nobody is told of and whose loss in a server crash at-least-once already
 allows (a job back in the queue or with its manager, to run again): a batch of only these
 commits without waiting for the WAL flush (``synchronous_commit = off``)."""
@@ -251,6 +256,15 @@ SCHEMA = (
     " FOR EACH STATEMENT EXECUTE FUNCTION ej_count_jobs()",
 )
 NOTIFY = "SELECT pg_notify(%s, %s)"
+# The payload, then the tokens of the outcomes this transaction wrote (its xmin, and the status
+# and time it set; a job another transaction finished first keeps that outcome): see Signals.
+NOTIFY_OUTCOMES = (
+    "SELECT pg_notify(%s, %s || coalesce((SELECT %s || string_agg(t.token, ' ' ORDER BY t.n)"
+    " FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[]) WITH ORDINALITY"
+    " AS t(id, status, at, token, n) JOIN ej_jobs j ON j.id = t.id"
+    " WHERE j.xmin = pg_current_xact_id()::xid AND j.status = t.status"
+    " AND j.finished_at = t.at), ''))"
+)
 REMEMBER_PAUSE = (
     "INSERT INTO ej_meta (key, value) VALUES ('paused', %s)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -478,6 +492,11 @@ class PostgresStore(Store):
         self._max_pending = max_pending
         self._writes: deque[Op] = deque()
         self._wake = asyncio.Event()
+        self._eager = 0
+        """Writes queued that the writer must not hold back (all but ``LAZY`` ones)."""
+        self._hurry = False
+        """The ``LAZY`` writes queued must go now (their time is up, or a read waits)."""
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._issued = 0  # writes queued so far
         self._applied = 0  # of those, writes the writer has committed or failed
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -607,6 +626,7 @@ class PostgresStore(Store):
         )
         news = _left_free(children)
         news.done.add(job_id)
+        news.outcomes[job_id] = (status.value, result, error)
         if status is JobStatus.CANCELLED:
             news.cancelled.add(job_id)
         if not children:
@@ -821,8 +841,20 @@ class PostgresStore(Store):
             return fut
         self._issued += 1
         self._writes.append((name, sql, params, extract, fut, news or None))
-        self._wake.set()
+        if name not in LAZY:
+            self._eager += 1
+            self._wake.set()
+        elif self._lazy_timer is None:
+            self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_S, self._send_lazy)
         return fut
+
+    def _send_lazy(self) -> None:
+        """The queued ``LAZY`` writes go with the next batch, now."""
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        self._hurry = True
+        self._wake.set()
 
     def _read(
         self, name: str, sql: str, params: Sequence[Any], extract: Callable[[Rows], T],
@@ -867,6 +899,7 @@ class PostgresStore(Store):
         """A future that resolves once every write called so far is applied, or None if they are."""
         if self._applied >= self._issued:
             return None
+        self._send_lazy()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._applied_waiters, (self._issued, next(self._waiter_order), fut))
         return fut
@@ -983,13 +1016,20 @@ class PostgresStore(Store):
 
     async def _serve(self) -> None:
         while True:
-            while not self._writes:
+            while not (self._writes and (self._eager or self._hurry or self._closed)):
                 if self._closed:  # close() queues nothing after it, so the FIFO is drained
                     return
                 await self._wake.wait()
                 self._wake.clear()
             count = min(len(self._writes), MAX_BATCH)
             batch = [self._writes.popleft() for _ in range(count)]
+            self._eager -= sum(op[0] not in LAZY for op in batch)
+            self._hurry = False
+            if self._lazy_timer is not None:  # what it would send goes now
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
+            if self._writes and not self._eager:  # more than a batch: the rest go next
+                self._hurry = True
             outcomes = await self._execute(batch)
             self._applied += len(batch)
             for fut, exc, value in outcomes:
@@ -1034,9 +1074,12 @@ class PostgresStore(Store):
         """
         groups = _groups(batch)
         news = Signals()
+        finished_at: dict[str, float] = {}
         for op in batch:
             if op[5] is not None:
                 news.merge(op[5])
+                if op[0] == "finish":  # its params: result, error, [at], on_failure, [id], ...
+                    finished_at.setdefault(op[2][4][0], op[2][2][0])
         conn = await self._writer_connection()
         cursors = []
         try:
@@ -1056,7 +1099,7 @@ class PostgresStore(Store):
                 await conn.execute(FOLD_COUNTS)
                 if news:  # delivered to the listeners only if this transaction commits
                     news.origin = self._fence
-                    await conn.execute(NOTIFY, (self._channel, news.encode()))
+                    await conn.execute(*self._notify(news, finished_at))
                 await conn.execute("COMMIT")
         except BaseException:
             if not conn.closed and conn.info.transaction_status != 0:  # 0: idle
@@ -1083,6 +1126,20 @@ class PostgresStore(Store):
         called = {id(op[4]): position for position, op in enumerate(batch)}
         outcomes.sort(key=lambda outcome: called[id(outcome[0])])  # answered in call order
         return outcomes
+
+    def _notify(self, news: Signals, finished_at: dict[str, float]
+                ) -> tuple[str, Sequence[Any]]:
+        """The statement telling the listeners ``news``, with the outcomes that fit."""
+        payload = news.encode()
+        carried = news.tokens(MAX_PAYLOAD - len(payload.encode()))
+        if not carried:
+            return NOTIFY, (self._channel, payload)
+        return NOTIFY_OUTCOMES, (
+            self._channel, payload, OUTCOME_PREFIX, [job_id for job_id, _, _ in carried],
+            [status for _, status, _ in carried],
+            [finished_at[job_id] for job_id, _, _ in carried],
+            [token for _, _, token in carried],
+        )
 
     async def _writer_connection(self) -> psycopg.AsyncConnection[Any]:
         """The writer's connection, reconnecting (with backoff between failures) when lost."""

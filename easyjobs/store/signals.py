@@ -2,7 +2,7 @@
 the notifications, sans I/O (the PostgreSQL store sends and hears them).
 
 A write transaction sends at most one notification, on the store's channel, with one line per
-kind of news, ids and keys only, never results:
+kind of news:
 
     ready [["<queue>","<task>"],...]   queued jobs of these tasks were left free in the store
     done ["<id>",...]                  these jobs finished (their watchers re-read them)
@@ -11,23 +11,37 @@ kind of news, ids and keys only, never results:
     credentials                        named credentials were added or revoked
     pause <0|1>                        every worker to be paused (1) or resumed (0)
     from <manager id>                  who sent it (a manager skips its own news)
+    outcome <token> <token> ...        of the done, outcomes carried whole (last, optional)
 
-Lists are JSON, so any id or name is carried as it is.
+Lists are JSON, so any id or name is carried as it is. An outcome token is the base64 of the
+msgpack array ``[id, status, result, error]``: a watcher on another manager gets the result
+from the notification instead of re-reading the job. Only the store knows which of a
+transaction's outcomes it really wrote (the first outcome of a job wins), so it picks the
+tokens it appends in the transaction itself; a done job without a token is re-read.
 
 PostgreSQL caps a payload at 8000 bytes: a list that does not fit becomes ``*``, which tells
-the listener to check everything of that kind.
+the listener to check everything of that kind; outcomes that do not fit are left out.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
 
 Key = tuple[str, str]
 
 MAX_PAYLOAD = 7999
 """Bytes of payload PostgreSQL accepts (less than 8000)."""
 ALL = "*"
+OUTCOME_PREFIX = "\noutcome "
+"""What precedes the outcome tokens (space-separated) at the end of a payload."""
+Outcome = tuple[str, Any, "dict[str, str] | None"]
+"""A finished job's status, result and error."""
 
 
 @dataclass(slots=True)
@@ -37,6 +51,8 @@ class Signals:
     ready: set[Key] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     cancelled: set[str] = field(default_factory=set)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    """Of the done jobs, the outcomes known whole (the rest are re-read)."""
     tasks: bool = False
     credentials: bool = False
     pause: bool | None = None
@@ -58,6 +74,8 @@ class Signals:
         self.ready |= other.ready
         self.done |= other.done
         self.cancelled |= other.cancelled
+        for job_id, outcome in other.outcomes.items():  # the first outcome of a job wins
+            self.outcomes.setdefault(job_id, outcome)
         self.tasks = self.tasks or other.tasks
         self.credentials = self.credentials or other.credentials
         if other.pause is not None:
@@ -91,6 +109,23 @@ class Signals:
             lines[longest] = f"{longest} {ALL}"
         return "\n".join(lines.values())
 
+    def tokens(self, room: int) -> list[tuple[str, str, str]]:
+        """The outcomes to carry, as ``(id, status, token)``: as many as fit ``room`` bytes
+        with ``OUTCOME_PREFIX`` and a space between tokens (an outcome may be too big alone)."""
+        carried: list[tuple[str, str, str]] = []
+        room -= len(OUTCOME_PREFIX) - 1  # the first token needs no space before it
+        for job_id in sorted(self.outcomes):
+            status, result, error = self.outcomes[job_id]
+            try:
+                packed = msgpack.packb([job_id, status, result, error], use_bin_type=True)
+            except (TypeError, ValueError, OverflowError):
+                continue  # the store refuses it anyway
+            token = base64.b64encode(packed).decode()
+            if len(token) + 1 <= room:
+                carried.append((job_id, status, token))
+                room -= len(token) + 1
+        return carried
+
     @classmethod
     def decode(cls, payload: str) -> Signals:
         """The news in a payload. Lines of a kind it does not know (a newer manager may send
@@ -106,6 +141,9 @@ class Signals:
                 signals.pause = rest == "1"
             elif kind == "from" and rest:
                 signals.origin = rest
+            elif kind == "outcome":
+                for token in rest.split(" "):
+                    _decode_outcome(token, signals.outcomes)
             elif kind in ("ready", "done", "cancelled"):
                 if rest == ALL:
                     setattr(signals, f"all_{kind}", True)
@@ -124,3 +162,20 @@ class Signals:
                 else:
                     getattr(signals, kind).update(item for item in items if isinstance(item, str))
         return signals
+
+
+def _decode_outcome(token: str, outcomes: dict[str, Outcome]) -> None:
+    """Add the outcome in ``token`` to ``outcomes``; a malformed one is skipped."""
+    try:
+        item = msgpack.unpackb(base64.b64decode(token, validate=True), raw=False,
+                               strict_map_key=False)
+    except (binascii.Error, ValueError, TypeError, msgpack.UnpackException):
+        return
+    if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)
+            and isinstance(item[1], str)):
+        return
+    error = item[3]
+    if error is not None and not (isinstance(error, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in error.items())):
+        return
+    outcomes[item[0]] = (item[1], item[2], error)

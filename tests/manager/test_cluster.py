@@ -92,6 +92,22 @@ async def test_a_job_submitted_on_one_manager_runs_on_another_and_its_result_com
     assert a.active == {} and b.active == {}
 
 
+async def test_a_result_too_big_for_the_news_is_read_from_the_store(cores: Cores) -> None:
+    """The outcome of a job finished on B rides in B's news only while it fits the payload;
+    a bigger one reaches the client on A all the same, re-read from the store."""
+    a, b = await cores(), await cores()
+    worker, client = FakePeer("w", "worker"), FakePeer("client")
+    await serving(b, worker, credit=2)
+    await knows_add(a)
+    a.connect(client)
+    small, big = new_job_id(), new_job_id()
+    a.handle(client, [submit(1, small), submit(2, big)])
+    await wait_until(lambda: len(worker.of(Assign)) == 2, what="both jobs on B's worker")
+    b.handle(worker, [Done(small, 1, "succeeded", 3), Done(big, 1, "succeeded", "x" * 9000)])
+    await wait_until(lambda: len(client.of(Result)) == 2, what="both results on A")
+    assert {r.job: r.value for r in client.of(Result)} == {small: 3, big: "x" * 9000}
+
+
 async def test_a_cancel_on_one_manager_aborts_the_job_running_on_another(cores: Cores) -> None:
     a, b = await cores(), await cores()
     worker, client = FakePeer("w", "worker"), FakePeer("client")

@@ -19,7 +19,7 @@ from easyjobs.client import EasyJobsClient
 from easyjobs.errors import ConfigurationError, StoreError
 from easyjobs.jobs import JobRecord, JobStatus, new_job_id
 from easyjobs.manager import EasyJobsManager
-from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_store
+from easyjobs.store import PostgresStore, SQLiteStore, StoreUnwritable, open_store, postgres
 from easyjobs.store.signals import Signals
 from easyjobs.workers.worker import EasyJobsWorker
 
@@ -570,5 +570,62 @@ async def test_interleaved_starts_and_outcomes_all_land_and_answer_in_call_order
             stored = await store.get_job(record.id)
             assert stored is not None and (stored.status, stored.result) == (
                 JobStatus.SUCCEEDED, n)
+    finally:
+        await store.close()
+
+
+async def test_the_news_carries_the_outcomes_a_transaction_wrote(pg_url: str) -> None:
+    """A finish's outcome rides in the notification; a finish that lost to an earlier outcome
+    and one too big for the payload are announced as done only (the listener re-reads)."""
+    writer, listening = PostgresStore(pg_url), PostgresStore(pg_url)
+    await writer.open()
+    await listening.open()
+    heard: list[Signals] = []
+    try:
+        await writer.take_back("m1")
+        await listening.take_back("m2")
+        await listening.listen(heard.append, lambda: None)
+        small, late, big = job(1, owner="m1"), job(2, owner="m1"), job(3, owner="m1")
+        await writer.add_jobs([small, late, big])
+        error = {"type": "JobCancelled", "message": "cancelled", "traceback": ""}
+        assert await writer.finish(late.id, JobStatus.CANCELLED, None, error, at=3.0)
+        finished = [writer.finish(small.id, JobStatus.SUCCEEDED, {"v": b"\x01"}, None, at=4.0),
+                    writer.finish(late.id, JobStatus.SUCCEEDED, 7, None, at=5.0),
+                    writer.finish(big.id, JobStatus.SUCCEEDED, "x" * 9000, None, at=6.0)]
+        assert await asyncio.gather(*finished) == [True, False, True]
+        await wait_until(lambda: {small.id, late.id, big.id} <= {
+            job_id for news in heard for job_id in news.done}, what="the news of all three")
+        outcomes = {job_id: outcome for news in heard for job_id, outcome in news.outcomes.items()}
+        assert outcomes == {small.id: ("succeeded", {"v": b"\x01"}, None),
+                            late.id: ("cancelled", None, error)}
+    finally:
+        await writer.close()
+        await listening.close()
+
+
+async def test_a_jobs_start_goes_with_the_next_write(pg_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start waits for the next write: called with its job's outcome, both commit in one
+    transaction. A read that must see a start sends it at once; alone, it goes within LAZY_S."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        quick, read, alone = job(1), job(2), job(3)
+        await store.add_jobs([quick, read, alone])
+        commits = store.commits
+        started = store.mark_running(quick.id, "w1", 1, at=2.0)
+        for _ in range(5):  # turns of the loop in which an eager writer would have sent it
+            await asyncio.sleep(0)
+        finished = store.finish(quick.id, JobStatus.SUCCEEDED, 3, None, at=3.0)
+        assert await finished and await started is None
+        assert store.commits == commits + 1
+        monkeypatch.setattr(postgres, "LAZY_S", 60.0)
+        store.mark_running(read.id, "w1", 1, at=4.0)
+        stored = await asyncio.wait_for(store.get_job(read.id), 10)
+        assert stored is not None and stored.status is JobStatus.RUNNING
+        monkeypatch.undo()
+        await store.mark_running(alone.id, "w1", 1, at=5.0)
+        stored = await store.get_job(alone.id)
+        assert stored is not None and stored.status is JobStatus.RUNNING
     finally:
         await store.close()

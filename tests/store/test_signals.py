@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from easyjobs.store.signals import MAX_PAYLOAD, Signals
+import base64
+
+import msgpack
+
+from easyjobs.store.signals import MAX_PAYLOAD, OUTCOME_PREFIX, Signals
 
 
 def test_every_kind_of_news_survives_a_round_trip() -> None:
@@ -56,3 +60,36 @@ def test_credentials_news_round_trips_and_merges() -> None:
     assert merged == Signals(done={"j"}, credentials=True)
     merged.merge(Signals(tasks=True))
     assert merged.credentials and merged.tasks
+
+
+def test_outcomes_ride_as_tokens_the_store_appends() -> None:
+    """``tokens`` encodes each outcome; a payload ending in them decodes to the outcomes."""
+    news = Signals(done={"a", "b"}, outcomes={
+        "a": ("succeeded", {"x": b"\x00", 1: [2.5]}, None),
+        "b": ("failed", None, {"type": "E", "message": "m", "traceback": ""})})
+    payload = news.encode()
+    carried = news.tokens(MAX_PAYLOAD - len(payload))
+    assert [(job, status) for job, status, _ in carried] == [("a", "succeeded"), ("b", "failed")]
+    heard = Signals.decode(payload + OUTCOME_PREFIX + " ".join(t for _, _, t in carried))
+    assert heard == news
+
+
+def test_outcomes_that_do_not_fit_are_left_out() -> None:
+    """Only what fits the room is carried; a result too big alone never is."""
+    news = Signals(done={"big", "small"}, outcomes={"big": ("succeeded", "x" * MAX_PAYLOAD, None),
+                                                   "small": ("succeeded", 1, None)})
+    assert [job for job, _, _ in news.tokens(MAX_PAYLOAD)] == ["small"]
+    assert news.tokens(len(OUTCOME_PREFIX) + 4) == []
+
+
+def test_malformed_outcome_tokens_are_skipped() -> None:
+    good = Signals(outcomes={"k": ("succeeded", 3, None)}).tokens(MAX_PAYLOAD)[0][2]
+    wrong = base64.b64encode(msgpack.packb(["k", "failed", None, {"type": 1}])).decode()
+    heard = Signals.decode(f'done ["k"]{OUTCOME_PREFIX}%%% {wrong} e30= {good}')
+    assert heard.outcomes == {"k": ("succeeded", 3, None)}
+
+
+def test_the_first_outcome_of_a_job_wins_a_merge() -> None:
+    news = Signals(done={"a"}, outcomes={"a": ("cancelled", None, None)})
+    news.merge(Signals(done={"a"}, outcomes={"a": ("succeeded", 1, None)}))
+    assert news.outcomes == {"a": ("cancelled", None, None)}
