@@ -174,6 +174,11 @@ async def test_managers_reconnect_to_the_database_and_catch_up(
     await client.connect()
     try:
         await wait_until(lambda: worker.connected, what="the worker")
+        schema = schema_of(cluster.url)
+        # A hears of the task once B has saved its spec (B writes it after the register).
+        await wait_until(lambda: pg_server.execute(
+            f"SELECT count(*) FROM {schema}.ej_tasks WHERE name = 'add'").fetchone() == (1,),
+            what="B to save the task's spec")
         assert await (await client.submit(QUEUE, "add", 1, 2)).result(timeout=TIMEOUT) == 3
         for only_listen in (False, True):
             killed = pg_server.execute(
