@@ -8,6 +8,7 @@ before anything is queued, so a bad call fails at once with a message like Pytho
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -48,11 +49,8 @@ class Param:
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of this parameter's values; a default of None also admits None, as
-        ``def f(x: int = None)`` has long meant."""
-        schema = schema_for(self.annotation)
-        if self.has_default and self.default is None and check_value(schema, None, "") is not None:
-            return {"anyOf": [schema, {"type": "null"}]}
-        return schema
+        ``def f(x: int = None)`` has long meant. (Shared: do not change it.)"""
+        return _schema(self.annotation, self.has_default and self.default is None)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind,
@@ -115,6 +113,15 @@ class TaskSpec:
         """Raise ``InvalidArguments`` unless each argument matches its parameter's annotation;
         for arguments that ``check`` has bound."""
         check_types(self.name, self.params, args, kwargs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema(annotation: str | None, none_default: bool) -> dict[str, Any]:
+    """``Param.schema``, parsed once per annotation: every submit checks its arguments."""
+    schema = schema_for(annotation)
+    if none_default and check_value(schema, None, "") is not None:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return schema
 
 
 def check_name(value: str, what: str) -> str:
