@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .errors import (
+    ConfigurationError,
     EasyJobsError,
     JobCancelled,
     ResultTimeout,
@@ -299,8 +300,10 @@ class RemoteTask(Generic[P, R]):
         queue: str,
         name: str,
         fn: Callable[P, Any] | None = None,
+        local: Callable[[tuple[Any, ...], dict[str, Any]], Coroutine[Any, Any, Any]] | None = None,
     ) -> None:
         self._calls = calls
+        self._local = local
         self.queue = queue
         self.name = name
         self.fn = fn
@@ -313,6 +316,15 @@ class RemoteTask(Generic[P, R]):
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Queue the job and return its handle without waiting for the result."""
         return await self._calls().submit(self.queue, self.name, args, kwargs)
+
+    async def run_local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the body here, without a manager, the arguments checked as a remote call's are
+        (see ``easyjobs.workers.local``); only for a task declared in this process."""
+        if self._local is None:
+            raise ConfigurationError(f"{self!r} has no body in this process to run locally: "
+                                     "run_local needs the task as its decorator returned it")
+        result: R = await self._local(args, kwargs)
+        return result
 
     def __repr__(self) -> str:
         return f"<task {self.queue}.{self.name}>"

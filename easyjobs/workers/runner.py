@@ -130,6 +130,15 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
             future.set_exception(outcome[1])
 
 
+def check_result(task: str, value: Any) -> None:
+    """Raise ``SerializationError`` unless ``value`` can be sent back as ``task``'s result."""
+    if not is_plain(value, MAX_DEPTH - 2):
+        raise SerializationError(
+            f"the result of {task} ({type(value).__name__}) is not "
+            "msgpack-serializable: return None, bool, int, float, str, bytes, list or dict"
+        )
+
+
 def failure(exc: BaseException) -> dict[str, str]:
     """An exception as the ``error`` map of a ``done`` frame (a child's as the child told)."""
     if isinstance(exc, ChildFailed):
@@ -248,11 +257,7 @@ class Runner:
                     raise TaskTimeout(
                         f"{assign.task} ran longer than its {timeout:g}s timeout"
                     ) from None
-            if not is_plain(value, MAX_DEPTH - 2):
-                raise SerializationError(
-                    f"the result of {assign.task} ({type(value).__name__}) is not "
-                    "msgpack-serializable: return None, bool, int, float, str, bytes, list or dict"
-                )
+            check_result(assign.task, value)
             done = Done(assign.job, assign.attempt, JobStatus.SUCCEEDED.value, value)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             self._finish(running)  # cancelled, or the process was told to stop: it does

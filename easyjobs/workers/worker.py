@@ -10,6 +10,7 @@ handlers — the host application (or the CLI, which owns its process) decides w
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Coroutine, Sequence
@@ -34,9 +35,10 @@ from ..protocol.frames import (
 )
 from ..remote import Calls, P, R, RemoteTask, TaskDecorator
 from ..tasks import TaskSpec, check_name, find_cycle, make_options, spec_for
-from ..tls import client_tls
+from ..tls import ClientTLS, client_tls
 from .child import child_runner, script_for
 from .link import DEFAULT_BACKOFF, Link
+from .local import nested_call_refused, run_local, running_locally
 from .runner import NESTED_CALL_IN_THREAD, Runner, in_task_thread
 
 log = logging.getLogger("easyjobs.worker")
@@ -117,24 +119,56 @@ class EasyJobsWorker:
         self.managers: tuple[ManagerAddress, ...] = ()
         """The managers the link tries, in order (none for the manager's own local worker)."""
         self._address = "the manager's loopback"
+        self._hooked = False
+        self._backoff = backoff
         if link is None:
             assert secret is not None
             self.managers = resolve_managers(managers, manager_host, manager_port, tls=tls)
-            link = Link(self.managers, secret, role="worker", name=name, backoff=backoff,
-                        thread=True, on_failed=self._on_failed,
-                        tls=client_tls(self.managers, ca_file=ca_file,
-                                       client_cert=client_cert, client_key=client_key))
-            self._address = describe(self.managers)
+            link = self._new_link(secret, name, client_tls(
+                self.managers, ca_file=ca_file, client_cert=client_cert, client_key=client_key))
+        self._attach(link)
+
+    def _new_link(self, secret: bytes, name: str | None, tls: ClientTLS | None) -> Link:
+        self._address = describe(self.managers)
+        return Link(self.managers, secret, role="worker", name=name, backoff=self._backoff,
+                    thread=True, on_failed=self._on_failed, tls=tls)
+
+    def _attach(self, link: LinkLike) -> None:
+        """Take ``link`` and start afresh: no runner yet, nothing unacknowledged, not closed."""
         link.on_frame, link.on_open, link.on_lost = self._on_frame, self._on_open, self._on_lost
         self._link: LinkLike = link
         self._runner: Runner | None = None
         self._unacked: dict[tuple[str, int], Done] = {}
         """Outcomes reported and not yet acknowledged, by (job, attempt), oldest first."""
-        self._hooked = False
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
         self._error: EasyJobsError | None = None
         self._started = False
+
+    def retarget(self, managers: str | Sequence[str], manager_secret: str | bytes) -> None:
+        """Point this worker, while it is not running, at other managers with another secret.
+
+        For test harnesses (``easyjobs.testing``): a worker built at import with production
+        addresses is sent to an in-process manager instead, and may be started (``start``)
+        again afterwards, on another event loop too. The TLS files given at construction are
+        not carried over: the new managers are reached as written. ``ConfigurationError`` if
+        the worker is running, or is a manager's own local worker.
+        """
+        if not self.managers:
+            raise ConfigurationError("a manager's local worker cannot be retargeted")
+        if self._link.is_open or (self._runner is not None and not self._closed.is_set()):
+            raise ConfigurationError("stop the worker before retargeting it")
+        if not manager_secret:
+            raise ConfigurationError("manager_secret is required")
+        secret = manager_secret.encode() if isinstance(manager_secret, str) else manager_secret
+        self.managers = resolve_managers(managers, None, None)
+        self._secret = secret
+        self._attach(self._new_link(secret, self._link.name, client_tls(self.managers)))
+
+    @property
+    def specs(self) -> tuple[TaskSpec, ...]:
+        """The specs of the tasks registered on this worker, as it advertises them."""
+        return tuple(spec for spec, _, _ in self._tasks.values())
 
     @classmethod
     async def create(cls, server: Any = None, *args: Any, **kwargs: Any) -> EasyJobsWorker:
@@ -229,7 +263,8 @@ class EasyJobsWorker:
             self._tasks[(queue, spec.name)] = (spec, run, not inspect.iscoroutinefunction(run))
             if self._link.is_open:
                 self._link.send(Register([spec.to_wire()], self.max_tasks))
-            return RemoteTask(self._task_calls, queue, spec.name, fn)
+            return RemoteTask(self._task_calls, queue, spec.name, fn,
+                              functools.partial(run_local, spec, run))
 
         return register
 
@@ -239,9 +274,13 @@ class EasyJobsWorker:
         return RemoteTask(self._task_calls, queue, name)
 
     def _task_calls(self) -> Calls:
-        """The calls of a remote task; refused in a sync task's thread (the loop owns them)."""
+        """The calls of a remote task; refused in a sync task's thread (the loop owns them) and
+        in a body run by ``run_local``."""
         if in_task_thread():
             raise ConfigurationError(NESTED_CALL_IN_THREAD)
+        local = running_locally.get()
+        if local is not None:
+            raise ConfigurationError(nested_call_refused(local))
         return self._link.calls
 
     # ---------------------------------------------------------------- lifecycle
