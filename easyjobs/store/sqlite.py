@@ -183,13 +183,14 @@ FINISH = {
 SELECT_JOB = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
 IDS_PER_QUERY = 500
 """Ids bound in one ``get_jobs`` query (SQLite caps the parameters of a statement)."""
-# claim() reads the jobs, then owns them: the read gives the order, and the writer thread
-# runs nothing in between.
-SELECT_CLAIMABLE = (
-    f"SELECT {COLUMNS} FROM jobs WHERE queue = ? AND task = ? AND {FREE}"
+# claim() owns the first free jobs in one statement: the subquery reads their rowids from the
+# claim index in order (before any row changes), the update finds each row by its rowid.
+# RETURNING gives no order, so the rows carry their priority to be sorted by.
+CLAIMABLE = (
+    f"SELECT rowid FROM jobs WHERE queue = ? AND task = ? AND {FREE}"
     " ORDER BY priority, created_at, id LIMIT ?"
 )
-OWN = "UPDATE jobs SET owner = ? WHERE id = ?"
+CLAIM = f"UPDATE jobs SET owner = ? WHERE rowid IN ({CLAIMABLE}) RETURNING {COLUMNS}, priority"
 ADOPT = f"UPDATE jobs SET owner = ? WHERE id = ? AND {FREE} RETURNING {COLUMNS}"
 RELEASE = (
     f"UPDATE jobs SET owner = NULL WHERE id = ? AND owner = ?"
@@ -433,12 +434,9 @@ class SQLiteStore(Store):
             return self._answer([])
 
         def apply(conn: sqlite3.Connection) -> list[JobRecord]:
-            jobs = [record_from_row(row)
-                    for row in conn.execute(SELECT_CLAIMABLE, (queue, task, limit))]
-            conn.executemany(OWN, [(owner, claimed.id) for claimed in jobs])
-            for claimed in jobs:
-                claimed.owner = owner
-            return jobs
+            rows = conn.execute(CLAIM, (owner, queue, task, limit)).fetchall()
+            rows.sort(key=_claim_order)
+            return [record_from_row(row[:-1]) for row in rows]
 
         return self._write("claim", apply)
 
@@ -973,6 +971,11 @@ def _settle(outcomes: list[Outcome]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(exc)
+
+
+def _claim_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of ``CLAIM`` (``COLUMNS``, then priority): its place in the claim order."""
+    return row[-1], row[10], row[0]
 
 
 def _job_row(job: JobRecord) -> tuple[Any, ...]:
