@@ -705,6 +705,11 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # validated in __init__
             conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            # Statement journals in memory: each statement of a batch (with the jobs triggers
+            # and partial indexes) keeps one, and once one outgrew SQLite's 64 KiB the rest of
+            # the transaction wrote every touched page to a temporary file (8 writes a job).
+            # It holds the pages of one statement at a time, and is never durable anyway.
+            conn.execute("PRAGMA temp_store=MEMORY")
             # Checkpoints run on a thread of their own (``_serve_checkpoints``), never inside a
             # commit, so a commit does not wait for the database file to be written and synced.
             conn.execute("PRAGMA wal_autocheckpoint=0")
