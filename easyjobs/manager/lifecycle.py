@@ -567,7 +567,7 @@ class Lifecycle:
         if active.timer is not None:
             active.timer.cancel()
             active.timer = None
-        spilled = self._claims.place(children)
+        spilled = self._claims.place(children) if children else set()
         stored = issue(self._store.finish(
             record.id, status, value, error, time.time(),
             children=children, on_failure_job=record.on_failure_job,

@@ -36,6 +36,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,6 +149,7 @@ COLUMNS = (
 )
 
 
+@cache  # bound in every start and outcome
 def _allowed_from(new: JobStatus) -> tuple[str, ...]:
     """The statuses the lifecycle table lets a job leave for ``new``."""
     return tuple(sorted(old.value for old, targets in TRANSITIONS.items() if new in targets))
@@ -402,7 +404,8 @@ class SQLiteStore(Store):
                 return False
             # Same transaction: if a child cannot be inserted, the op raises and the outcome
             # above is rolled back with it.
-            conn.executemany(INSERT_JOB, child_rows)
+            if child_rows:
+                conn.executemany(INSERT_JOB, child_rows)
             return True
 
         return self._write("finish", apply)
