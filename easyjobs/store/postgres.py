@@ -56,6 +56,7 @@ from easyjobs.store.base import (
     StoreUnwritable,
     TaskSpec,
     credential_from_row,
+    merge_queued,
     pack,
     queues_text,
     record_from_row,
@@ -63,6 +64,7 @@ from easyjobs.store.base import (
 )
 from easyjobs.store.listener import Listener
 from easyjobs.store.signals import Signals
+from easyjobs.store.stats import CommitStats
 
 if TYPE_CHECKING:
     import psycopg
@@ -380,6 +382,13 @@ RELEASE = (
     f" AND status = '{JobStatus.QUEUED.value}'"
 )
 QUEUED_TASKS = f"SELECT DISTINCT queue, task FROM ej_jobs WHERE {FREE}"
+QUEUED_BY_TASK = (
+    f"SELECT queue, task, count(*), min(created_at) FROM ej_jobs WHERE {FREE}"
+    " GROUP BY queue, task"
+    " UNION ALL SELECT queue, task, count(*), min(created_at) FROM ej_jobs"
+    " WHERE owner IS NOT NULL AND status = 'queued' GROUP BY queue, task"
+)
+"""The free queued jobs by the claim index, the owned ones by the owner index."""
 HELD = f"'{JobStatus.WAITING.value}', '{JobStatus.RETRYING.value}'"
 """The unfinished statuses whose jobs stay with the manager that takes them back."""
 # Sub-statements see one snapshot and must not change a row twice, so each takes its own
@@ -484,6 +493,7 @@ class PostgresStore(Store):
         self._waiter_order = itertools.count()
         self._reads: set[asyncio.Task[Any]] = set()
         self._commits = 0
+        self.commit_stats = CommitStats()
         self._writable = True
         self._last_error: str | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -792,6 +802,9 @@ class PostgresStore(Store):
             lambda rows: {(q, s): n for q, s, n in rows}, scan=False,
         )
 
+    def queued_by_task(self) -> asyncio.Future[dict[tuple[str, str], tuple[int, float]]]:
+        return self._read("queued_by_task", QUEUED_BY_TASK, (), merge_queued, scan=True)
+
     def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
         return self._read(
             "load_schedules", "SELECT queue, task, last_fire FROM ej_schedules", (),
@@ -1039,6 +1052,7 @@ class PostgresStore(Store):
                 news.merge(op[5])
         conn = await self._writer_connection()
         cursors = []
+        began = time.perf_counter()
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
@@ -1064,6 +1078,7 @@ class PostgresStore(Store):
                     await conn.execute("ROLLBACK")
             raise
         self._commits += 1
+        self.commit_stats.committed(time.perf_counter() - began, len(batch))
         if not self._writable:
             logger.warning("the job store at PostgreSQL %s is writable again", self._where)
             self._writable = True
