@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -252,3 +254,35 @@ async def test_a_burst_between_two_scrapes_is_seen_by_rate_and_increase(
               if name == "easyjobs_connections_closed_total"}
     assert closed == {frozenset({("role", "worker"), ("code", "1000")}): 1,
                       frozenset({("role", "unauthenticated"), ("code", "1000")}): 1}
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def documented_names(page: str) -> set[str]:
+    return set(re.findall(r"easyjobs_[a-z_]+", (DOCS / page).read_text()))
+
+
+async def test_the_documented_rules_and_dashboard_use_only_exposed_series(
+    manager: RunningManager, worker_factory: Callable[..., EasyJobsWorker],
+    api: httpx.AsyncClient,
+) -> None:
+    """Every easyjobs_* name in docs/alerts.md and docs/grafana-dashboard.json is a sample
+    of a scrape (a renamed metric breaks this test, not an operator's alerts)."""
+    worker = worker_factory(name="w-docs")
+
+    @worker.task()
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    await worker.start()
+    await registered(manager, "ETL", "add")
+    assert (await api.post("/ETL/task/add", params={"wait": TIMEOUT},
+                           json={"a": 1, "b": 2})).status_code == 200
+    async with connect(f"ws://{manager.host}:{manager.port}/ws/jobs"):
+        pass  # one closed connection, so the counter has a sample
+    await wait_until(lambda: bool(manager.manager.endpoint.closed), what="the close to be counted")
+    exposed = {name for name, _ in await scrape(api)}
+    for page in ("alerts.md", "grafana-dashboard.json"):
+        used = documented_names(page)
+        assert used and used <= exposed, (page, used - exposed)
