@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import jsonlog
 from .errors import ConfigurationError, EasyJobsError, StoreError, TaskFailed
 from .jobs import JobStatus
 from .jsonvalues import to_json
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("EASYJOBS_LOG_LEVEL"),
                         help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
                         "and worker, WARNING for the client commands)")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        default=os.environ.get("EASYJOBS_LOG_FORMAT") or "text",
+                        help="text lines, or one JSON object a line with job fields "
+                        "(env EASYJOBS_LOG_FORMAT)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
@@ -182,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = args.log_level or ("INFO" if args.command in ("manager", "worker") else "WARNING")
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_format == "json":
+        jsonlog.use_json()
     try:
         if args.command == "manager":
             return _manager(args)
