@@ -32,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import jsonlog
 from .errors import ConfigurationError, EasyJobsError, StoreError, TaskFailed
 from .jobs import JobStatus
 from .jsonvalues import to_json
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="easyjobs", description="Distributed asyncio jobs: manager, workers and calls.")
     _log_level_arg(parser, os.environ.get("EASYJOBS_LOG_LEVEL"))
+    _log_format_arg(parser, os.environ.get("EASYJOBS_LOG_FORMAT") or "text")
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run a standalone manager")
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Global options work after the subcommand too; given there, they win.
     for command in (*commands.choices.values(), *verbs.choices.values()):
         _log_level_arg(command, argparse.SUPPRESS)
+        _log_format_arg(command, argparse.SUPPRESS)
     return parser
 
 
@@ -189,6 +192,12 @@ def _log_level_arg(parser: argparse.ArgumentParser, default: str | None) -> None
     parser.add_argument("--log-level", default=default,
                         help="logging level (env EASYJOBS_LOG_LEVEL; default INFO for manager "
                         "and worker, WARNING for the client commands)")
+
+
+def _log_format_arg(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), default=default,
+                        help="text lines, or one JSON object a line with job fields "
+                        "(env EASYJOBS_LOG_FORMAT)")
 
 
 def _json_arg(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or ("INFO" if args.command in ("manager", "worker") else "WARNING")
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format=LOG_FORMAT)
+    if args.log_format == "json":
+        jsonlog.use_json()
     try:
         if args.command == "manager":
             return _manager(args)

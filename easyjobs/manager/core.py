@@ -56,6 +56,7 @@ from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
 from .gate import Gate
 from .health import StoreHealth
+from .joblog import JobLog
 from .lease import Lease
 from .lifecycle import DEFAULT_POLICY, JobPolicy, Lifecycle
 from .observers import Observers
@@ -81,7 +82,7 @@ class Core:
         self.store = store
         self.background = Background()
         self.peers = Peers()
-        self.observers = Observers()
+        self.observers = Observers([JobLog()])
         self.credentials = Credentials(store, secret)
         self.credentials.on_revoked.append(self._revoked)
         active: ActiveJobs = {}

@@ -34,6 +34,8 @@ from .peers import Peer
 
 log = logging.getLogger("easyjobs.manager")
 
+CLOSE_ABNORMAL = 1006
+"""The code of a connection that ended without a close frame (RFC 6455)."""
 HANDSHAKE_TIMEOUT = 5.0
 """Seconds a new connection has to authenticate before it is closed (4003)."""
 MAX_BACKLOG = 4 << 20
@@ -78,6 +80,8 @@ class Connection:
         self.ended = asyncio.Event()
         """Set once the session is closed: the pump stops waiting on the socket."""
         self.peer: WebSocketPeer | None = None
+        self.peer_code = CLOSE_ABNORMAL
+        """The code of the peer's close frame, if it sent one."""
         self._core = core
         self._loop = asyncio.get_running_loop()
 
@@ -112,6 +116,9 @@ class Endpoint:
         self._max_connections = max_connections
         self._max_unauthenticated = max_unauthenticated
         self._open: dict[ServerSession, Connection] = {}
+        self.closed: dict[tuple[str, int], int] = {}
+        """Connections ended, by role (``unauthenticated`` before a hello is accepted) and
+        close code: the manager's when it closed first, else the peer's (1006: none)."""
         self._closing = False
         self._trimmer = Trimmer()
 
@@ -122,6 +129,14 @@ class Endpoint:
         for session, connection in self._open.items():
             session.close(CLOSE_GOING_AWAY, "manager shutting down")
             connection.closed()
+
+    def open_by_role(self) -> dict[str, int]:
+        """The connections open now, by role (``unauthenticated`` while authenticating)."""
+        counts: dict[str, int] = {}
+        for session in self._open:
+            role = session.role if session.state is State.OPEN else "unauthenticated"
+            counts[role] = counts.get(role, 0) + 1
+        return counts
 
     def _refusal(self) -> str | None:
         """Why a new connection cannot be served now, if it cannot."""
@@ -183,6 +198,9 @@ class Endpoint:
                     log.error("connection %s failed", session_id, exc_info=outcome)
             ticker.cancel()
             self._open.pop(session, None)
+            how = ("unauthenticated" if peer is None else peer.role,
+                   session.close_code or connection.peer_code)
+            self.closed[how] = self.closed.get(how, 0) + 1
             if session.error is not None and not self._closing:
                 self._trimmer.soon()  # what a dropped peer cost goes back to the OS
 
@@ -200,6 +218,7 @@ class Endpoint:
             while session.state is not State.CLOSED:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    connection.peer_code = message.get("code", CLOSE_ABNORMAL)
                     return
                 data = message.get("bytes")
                 if data is None:
@@ -229,7 +248,8 @@ class Endpoint:
                         log.exception("internal error handling frames from %r", peer.name)
                         session.fail(CLOSE_INTERNAL_ERROR, EasyJobsError("internal error"))
                 connection.wake.set()
-        except WebSocketDisconnect:
+        except WebSocketDisconnect as exc:
+            connection.peer_code = exc.code
             return
         connection.closed()
 

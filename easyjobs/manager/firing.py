@@ -7,6 +7,7 @@ import time
 
 from ..errors import EasyJobsError, StoreError
 from ..jobs import JobRecord, new_job_id
+from ..jsonlog import job_fields
 from ..store import Store
 from ..tasks import TaskSpec
 from . import workflow
@@ -63,7 +64,8 @@ class ScheduleFiring:
             log.exception("schedule of %s.%s could not fire", spec.queue, spec.name)
             return False
         if fired:
-            log.info("schedule fired %s.%s (job %s)", spec.queue, spec.name, record.id)
+            log.info("schedule fired %s.%s (job %s)", spec.queue, spec.name, record.id,
+                     extra=job_fields(record))
             self._last[key] = record.id
             self._lifecycle.activate([record, *deps])
         return fired

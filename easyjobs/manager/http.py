@@ -75,7 +75,7 @@ class HttpApi:
         self._credentials = manager.core.credentials
         self._tokens = tokens
         self._metrics_public = metrics_public
-        self.metrics = Metrics(manager.core.observers, self._queries)
+        self.metrics = Metrics(manager.core.observers, self._queries, manager.endpoint)
         self.events = EventHub(manager.core.observers)
         self._credentials.on_revoked.append(self.events.end)
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import EasyJobsError, SerializationError, StoreError, UnknownTask
 from ..jobs import TERMINAL, JobRecord, JobStatus
+from ..jsonlog import job_fields
 from ..protocol.frames import (
     Abort,
     Accepted,
@@ -328,7 +329,7 @@ class Lifecycle:
             requeued.append(job_id)
         if requeued:
             log.warning("worker %s left with %d job(s) running; requeued", peer.name,
-                        len(requeued))
+                        len(requeued), extra={"worker": peer.name})
             self._background.write(self._store.requeue(requeued),
                                    f"the requeue of {len(requeued)} job(s)")
             for job_id in requeued:
@@ -353,7 +354,8 @@ class Lifecycle:
     def _lost_too_often(self, active: Active, peer: Peer) -> None:
         record = active.record
         log.error("job %s (%s.%s) lost its worker %d times, the last %s; failing it",
-                  record.id, record.queue, record.task, self._losses[record.id], peer.name)
+                  record.id, record.queue, record.task, self._losses[record.id], peer.name,
+                  extra=job_fields(record))
         active.finishing = True
         self._fail(active, {
             "type": "WorkerLost", "traceback": "",
@@ -429,7 +431,8 @@ class Lifecycle:
                 peer.send(DoneAck(frame.job, frame.attempt))
         else:
             log.info("job %s is %s and held by another manager; its outcome is recorded once "
-                     "that manager hands it back", frame.job, record.status.value)
+                     "that manager hands it back", frame.job, record.status.value,
+                     extra=job_fields(record))
             self._stranded[frame.job] = (peer, frame)
 
     async def _strand(self, peer: Peer, jobs: list[str]) -> None:
@@ -499,7 +502,8 @@ class Lifecycle:
         record = active.record
         try:
             if not await retried:
-                log.warning("job %s was not running in the store when it failed", record.id)
+                log.warning("job %s was not running in the store when it failed", record.id,
+                            extra=job_fields(record))
         except StoreError as exc:
             self._health.failed(exc, f"the retry of job {record.id} (it is requeued now)")
             active.acks.clear()  # not committed: the workers keep their outcomes
@@ -633,7 +637,8 @@ class Lifecycle:
             self._peers.store_failed(peer, ref)
         active.cancel_waiters.clear()
         if record.status in (JobStatus.RUNNING, JobStatus.QUEUED):
-            log.error("could not record the outcome of job %s; requeueing it", record.id)
+            log.error("could not record the outcome of job %s; requeueing it", record.id,
+                      extra=job_fields(record))
             if record.status is JobStatus.RUNNING:
                 record.move(JobStatus.QUEUED)
                 self._background.write(self._store.requeue([record.id]),
@@ -642,7 +647,8 @@ class Lifecycle:
             self._queue(active)
             return
         log.error("could not record the outcome of %s job %s; it stays %s",
-                  record.status.value, record.id, record.status.value)
+                  record.status.value, record.id, record.status.value,
+                  extra=job_fields(record))
         if record.status is JobStatus.RETRYING:
             self._plan_retry(active)
         elif record.status is JobStatus.WAITING:
@@ -720,7 +726,7 @@ class Lifecycle:
         active = self.active.get(job_id)
         if active is not None and not active.finishing:  # e.g. cancelled on another manager
             log.info("job %s was %s by another manager; dropping it here", job_id,
-                     record.status.value)
+                     record.status.value, extra=job_fields(record))
             self._abort(active)
             self.active.pop(job_id)
             self._dispatcher.discard(job_id)

@@ -24,6 +24,7 @@ class _LoopbackPeer(Peer):
 
     def __init__(self, link: LoopbackLink, name: str) -> None:
         super().__init__("loopback", name, "worker")
+        self.local = True
         self._link = link
 
     def send(self, frame: Frame) -> None:

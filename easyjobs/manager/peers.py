@@ -34,6 +34,8 @@ class Peer:
         """Store reads done for this peer at once; more wait their turn (memory stays bounded)."""
         self.grant: Grant = MANAGER
         """What its credential allows (``access``); the manager's own peers hold the secret."""
+        self.local = False
+        """True for the manager's own loopback, which metrics do not count as a worker."""
 
     def send(self, frame: Frame) -> None:
         raise NotImplementedError

@@ -11,6 +11,7 @@ from ..errors import SerializationError, StoreError, UnknownJob
 from ..jobs import UNFINISHED, JobRecord, JobStatus
 from ..protocol.frames import Error, JobInfo, JobList, ListJobs, Lookup, ScheduleInfo, Schedules
 from ..store import Store
+from ..store.stats import Buckets
 from ..tasks import TaskSpec
 from . import openapi
 from .active import ActiveJobs
@@ -177,11 +178,46 @@ class Queries:
         counts = await self._store.count_jobs()
         return {key: n for key, n in counts.items() if key[1] in UNFINISHED_VALUES}
 
+    async def queued_by_task(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """Queued jobs and the oldest one's ``created_at`` per (queue, task), from the store."""
+        return await self._store.queued_by_task()
+
     def jobs_in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self._dispatcher.workers.values())
 
     def workers_connected(self) -> int:
-        return len(self._dispatcher.workers)
+        """Workers connected over WebSockets (not the manager's own loopback)."""
+        return sum(1 for worker_id in self._dispatcher.workers
+                   if (peer := self._peers.get(worker_id)) is not None and not peer.local)
+
+    def remote_workers(self) -> dict[str, tuple[int, int]]:
+        """(jobs running, slots) of the workers connected over WebSockets, by name (the
+        connections of one name summed); the manager's own tasks are not among them."""
+        by_name: dict[str, tuple[int, int]] = {}
+        for worker in self._dispatcher.workers.values():
+            peer = self._peers.get(worker.id)
+            if peer is None or peer.local:
+                continue
+            running, slots = by_name.get(worker.name, (0, 0))
+            by_name[worker.name] = (
+                running + len(worker.in_flight),
+                slots + (worker.capacity or worker.credit + len(worker.in_flight)))
+        return by_name
+
+    def commit_stats(self) -> tuple[Buckets, Buckets]:
+        """The store's commit durations and writes per commit so far."""
+        return self._store.commit_stats.snapshot()
+
+    def manager_id(self) -> str:
+        """This manager process's id, as ``/workers`` and the store's leases name it."""
+        return self._lease.owner
+
+    def store_shared(self) -> bool:
+        return self._store.shared
+
+    def lease_held(self) -> bool:
+        """Whether this manager's lease lets it assign jobs (always, on an unshared store)."""
+        return self._lease.problem is None
 
     def store_writable(self) -> bool:
         return self._health.writable

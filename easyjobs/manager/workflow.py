@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, EasyJobsError, InvalidArguments, UnknownTask
 from ..jobs import JobRecord, JobStatus, derived_job_id, new_job_id
+from ..jsonlog import job_fields
 from ..tasks import TaskSpec
 
 Lookup = Callable[[str, str], "TaskSpec | None"]
@@ -119,13 +120,13 @@ def failure_jobs(lookup: Lookup, failed: JobRecord, now: float) -> list[JobRecor
     kwargs = {"job_failed": describe_failure(failed)}
     if handler_spec is None:
         log.warning("on_failure task %r of %s is not registered; job %s has no handler",
-                    spec.options.on_failure, failed.task, failed.id)
+                    spec.options.on_failure, failed.task, failed.id, extra=job_fields(failed))
         return []
     try:
         handler_spec.check([], kwargs)
     except InvalidArguments as exc:
         log.warning("on_failure task %s cannot take job_failed (%s); job %s has no handler",
-                    handler_spec.name, exc, failed.id)
+                    handler_spec.name, exc, failed.id, extra=job_fields(failed))
         return []
     handler = JobRecord(id=new_job_id(), queue=failed.queue, task=handler_spec.name,
                         kwargs=kwargs, parent=failed.id, handler_for=failed.id, created_at=now)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ import msgpack
 from easyjobs.errors import SerializationError, StoreError
 from easyjobs.jobs import JobRecord, JobStatus
 from easyjobs.store.signals import Signals
+from easyjobs.store.stats import CommitStats
 
 TaskSpec = tuple[str, str, dict[str, Any]]
 """``(queue, name, spec)``: a registered task; ``spec`` is any msgpack-able map."""
@@ -69,6 +70,9 @@ class Store(ABC):
     Call ``open()`` before anything else and ``close()`` when done; a closed store is not
     reopened, make a new one (``open_store``) instead.
     """
+
+    commit_stats: CommitStats
+    """How long each commit took and how many writes it carried (for ``/metrics``)."""
 
     @property
     @abstractmethod
@@ -289,6 +293,15 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def queued_by_task(self) -> asyncio.Future[dict[tuple[str, str], tuple[int, float]]]:
+        """For each ``(queue, task)`` with queued jobs (owned or free): how many, and the
+        ``created_at`` of the oldest; no entry for the others.
+
+        Read at every metrics scrape: the free jobs are counted from the claim index alone,
+        the owned ones (a look-ahead's worth per manager) from the owner index.
+        """
+
+    @abstractmethod
     def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
         """The last fire time of every cron schedule that has fired, keyed by ``(queue, task)``.
 
@@ -352,6 +365,19 @@ def unpack(raw: bytes) -> Any:
 _STATUSES = {status.value: status for status in JobStatus}
 """Status by stored value: a dict lookup, several times cheaper than ``JobStatus(value)``
 (every claimed or read job goes through it)."""
+
+
+def merge_queued(
+    rows: Iterable[tuple[str, str, int, float]],
+) -> dict[tuple[str, str], tuple[int, float]]:
+    """``queued_by_task``'s answer from rows of (queue, task, count, oldest created_at), a
+    key appearing once for its free jobs and once for its owned ones."""
+    merged: dict[tuple[str, str], tuple[int, float]] = {}
+    for queue, task, count, oldest in rows:
+        before = merged.get((queue, task))
+        merged[(queue, task)] = ((count, oldest) if before is None
+                                 else (before[0] + count, min(before[1], oldest)))
+    return merged
 
 
 def record_from_row(row: tuple[Any, ...]) -> JobRecord:

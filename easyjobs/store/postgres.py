@@ -57,6 +57,7 @@ from easyjobs.store.base import (
     StoreUnwritable,
     TaskSpec,
     credential_from_row,
+    merge_queued,
     pack,
     queues_text,
     record_from_row,
@@ -64,6 +65,7 @@ from easyjobs.store.base import (
 )
 from easyjobs.store.listener import Listener
 from easyjobs.store.signals import MAX_PAYLOAD, OUTCOME_PREFIX, Signals
+from easyjobs.store.stats import CommitStats
 
 if TYPE_CHECKING:
     import psycopg
@@ -394,6 +396,13 @@ RELEASE = (
     f" AND status = '{JobStatus.QUEUED.value}'"
 )
 QUEUED_TASKS = f"SELECT DISTINCT queue, task FROM ej_jobs WHERE {FREE}"
+QUEUED_BY_TASK = (
+    f"SELECT queue, task, count(*), min(created_at) FROM ej_jobs WHERE {FREE}"
+    " GROUP BY queue, task"
+    " UNION ALL SELECT queue, task, count(*), min(created_at) FROM ej_jobs"
+    " WHERE owner IS NOT NULL AND status = 'queued' GROUP BY queue, task"
+)
+"""The free queued jobs by the claim index, the owned ones by the owner index."""
 HELD = f"'{JobStatus.WAITING.value}', '{JobStatus.RETRYING.value}'"
 """The unfinished statuses whose jobs stay with the manager that takes them back."""
 # Sub-statements see one snapshot and must not change a row twice, so each takes its own
@@ -503,6 +512,7 @@ class PostgresStore(Store):
         self._waiter_order = itertools.count()
         self._reads: set[asyncio.Task[Any]] = set()
         self._commits = 0
+        self.commit_stats = CommitStats()
         self._writable = True
         self._last_error: str | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -812,6 +822,9 @@ class PostgresStore(Store):
             lambda rows: {(q, s): n for q, s, n in rows}, scan=False,
         )
 
+    def queued_by_task(self) -> asyncio.Future[dict[tuple[str, str], tuple[int, float]]]:
+        return self._read("queued_by_task", QUEUED_BY_TASK, (), merge_queued, scan=True)
+
     def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
         return self._read(
             "load_schedules", "SELECT queue, task, last_fire FROM ej_schedules", (),
@@ -1082,6 +1095,7 @@ class PostgresStore(Store):
                     finished_at.setdefault(op[2][4][0], op[2][2][0])
         conn = await self._writer_connection()
         cursors = []
+        began = time.perf_counter()
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
@@ -1107,6 +1121,7 @@ class PostgresStore(Store):
                     await conn.execute("ROLLBACK")
             raise
         self._commits += 1
+        self.commit_stats.committed(time.perf_counter() - began, len(batch))
         if not self._writable:
             logger.warning("the job store at PostgreSQL %s is writable again", self._where)
             self._writable = True

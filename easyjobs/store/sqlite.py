@@ -49,12 +49,14 @@ from easyjobs.store.base import (
     StoreUnwritable,
     TaskSpec,
     credential_from_row,
+    merge_queued,
     pack,
     queues_text,
     record_from_row,
     unpack,
 )
 from easyjobs.store.signals import Signals
+from easyjobs.store.stats import CommitStats
 
 logger = logging.getLogger("easyjobs.store")
 
@@ -199,6 +201,12 @@ RELEASE = (
     f" AND status = '{JobStatus.QUEUED.value}'"
 )
 QUEUED_TASKS = f"SELECT DISTINCT queue, task FROM jobs WHERE {FREE}"
+QUEUED_BY_TASK = (
+    f"SELECT queue, task, COUNT(*), MIN(created_at) FROM jobs WHERE {FREE} GROUP BY queue, task",
+    "SELECT queue, task, COUNT(*), MIN(created_at) FROM jobs"
+    " WHERE owner IS NOT NULL AND status = 'queued' GROUP BY queue, task",
+)
+"""The free queued jobs by the claim index, the owned ones by the owner index."""
 # take_back(), in this order: requeue the running jobs, free the other owned ones (by the
 # owner index), then own the waiting and retrying ones (by the status index).
 REQUEUE_RUNNING = (
@@ -269,6 +277,7 @@ class SQLiteStore(Store):
         self._issued = 0  # writes queued so far
         self._applied = 0  # of those, writes the writer has committed or failed
         self._commits = 0
+        self.commit_stats = CommitStats()
         self._since_checkpoint = 0  # commits since the checkpointer was last asked to run
         self._checkpoint_due = threading.Event()
         self._stopping = False
@@ -604,6 +613,10 @@ class SQLiteStore(Store):
             self._point_reads,
         )
 
+    def queued_by_task(self) -> asyncio.Future[dict[tuple[str, str], tuple[int, float]]]:
+        return self._read("queued_by_task", lambda conn: merge_queued(
+            row for sql in QUEUED_BY_TASK for row in conn.execute(sql)), self._scan_reads)
+
     def load_schedules(self) -> asyncio.Future[dict[tuple[str, str], float]]:
         sql = "SELECT queue, task, last_fire FROM schedules"
         return self._read(
@@ -874,6 +887,7 @@ class SQLiteStore(Store):
             values: list[Any] = []
             in_ops = False
             try:
+                began = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 in_ops = True
                 for _, fn, _ in batch:
@@ -901,6 +915,7 @@ class SQLiteStore(Store):
                 ]
             else:
                 self._commits += 1
+                self.commit_stats.committed(time.perf_counter() - began, len(batch))
                 self._since_checkpoint += 1
                 if self._since_checkpoint >= CHECKPOINT_COMMITS:
                     self._since_checkpoint = 0

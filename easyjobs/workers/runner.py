@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, SerializationError, TaskTimeout
 from ..jobs import JobStatus
+from ..jsonlog import assign_fields
 from ..protocol.frames import MAX_DEPTH, Assign, Done, is_plain
 from ..remote import current_job, current_slot
 from .child import ChildFailed
@@ -293,7 +294,8 @@ class Runner:
         if thread is not None and not thread.done():
             log.warning("%s (job %s) timed out or was cancelled while its thread runs; a thread "
                         "cannot be stopped, so it keeps its slot until it returns",
-                        running.assign.task, running.assign.job)
+                        running.assign.task, running.assign.job,
+                        extra=assign_fields(running.assign))
             thread.add_done_callback(lambda _: self._thread_returned(running))
         else:
             self._release(running)
@@ -303,7 +305,7 @@ class Runner:
         if not running.thread.cancelled():
             running.thread.exception()  # nobody wants this outcome any more: mark it seen
         log.info("the thread of %s (job %s) returned; its slot is free",
-                 running.assign.task, running.assign.job)
+                 running.assign.task, running.assign.job, extra=assign_fields(running.assign))
         self._release(running)
 
     def _release(self, running: _Running) -> None:

@@ -12,6 +12,7 @@ import pytest
 from easyjobs.errors import EasyJobsError, StoreError
 from easyjobs.jobs import JobStatus, new_job_id
 from easyjobs.manager.core import Core
+from easyjobs.manager.endpoint import Endpoint
 from easyjobs.manager.metrics import Metrics
 from easyjobs.manager.peers import Peer
 from easyjobs.protocol.frames import (
@@ -171,7 +172,7 @@ async def test_an_outcome_of_an_earlier_attempt_counts_as_a_duplicate(core: Core
     """Attempt 1's worker is lost, attempt 2 succeeds, then attempt 1 reports too: the first
     outcome stands and /metrics counts one duplicate; a re-sent outcome of attempt 2 does not
     count."""
-    metrics = Metrics(core.observers, core.queries)
+    metrics = Metrics(core.observers, core.queries, Endpoint(core, b"secret", 1.0, 1 << 20))
     first, second, client = FakePeer("w1", "worker"), FakePeer("w2", "worker"), FakePeer("c")
     for peer in (first, second, client):
         core.connect(peer)

@@ -522,6 +522,35 @@ class TestStoreContract:
         await store.finish(ran.id, JobStatus.CANCELLED, None, None, at=2.0)
         assert await store.queued_tasks() == {("default", "a"), ("Q", "a")}
 
+    async def test_queued_by_task_counts_owned_and_free_queued_jobs_and_the_oldest(
+        self, store: Store
+    ) -> None:
+        """Per (queue, task): every queued job, free or owned, and the oldest created_at;
+        running, waiting and finished jobs do not count, nor tasks without queued jobs."""
+        running, done = job(0, task="a"), job(0, task="ran")
+        await store.add_jobs([
+            job(3, task="a"), job(2, task="a", owner="m1"), job(5, task="a"), running,
+            job(4, queue="Q", task="a", owner="m2"), job(1, task="waits", status=JobStatus.WAITING),
+            done,
+        ])
+        await store.mark_running(running.id, "w1", 1, at=2.0)
+        await store.finish(done.id, JobStatus.CANCELLED, None, None, at=2.0)
+        assert await store.queued_by_task() == {("default", "a"): (3, 1002.0),
+                                               ("Q", "a"): (1, 1004.0)}
+
+    async def test_commits_are_counted_with_their_duration_and_writes(self, store: Store) -> None:
+        """Every commit adds one observation to both histograms; a batch counts its writes."""
+        durations, sizes = store.commit_stats.snapshot()
+        before_commits, before_writes = durations.cumulative[-1][1], sizes.total
+        await asyncio.gather(*(store.add_jobs([job(n)]) for n in range(5)))
+        durations, sizes = store.commit_stats.snapshot()
+        commits = durations.cumulative[-1][1] - before_commits
+        assert 1 <= commits <= 5
+        assert sizes.cumulative[-1][1] - before_commits == commits
+        assert sizes.total - before_writes == 5
+        assert durations.total > 0
+        assert [n for _, n in durations.cumulative] == sorted(n for _, n in durations.cumulative)
+
     async def test_take_back_requeues_running_frees_queued_and_holds_the_rest(
         self, store: Store
     ) -> None:
