@@ -282,7 +282,10 @@ def _manager(args: argparse.Namespace) -> int:
                             http=guarded_http(**http_guard_options(limits)),
                             ws=guarded_websockets(CLOSE_GRACE), **tls)
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down cleanly
+        pass
     return 0 if server.started else 1
 
 
