@@ -125,10 +125,12 @@ async def test_a_worker_credential_serves_its_queue_and_nothing_else(
         assert await client.call(QUEUE, "add", 1, 1) == 2
 
 
-async def test_a_worker_credential_may_not_submit_pause_or_act_as_a_client(
+async def test_a_worker_credential_may_not_submit_pause_others_or_act_as_a_client(
         deployment: Deployment) -> None:
-    """Over a worker's link, a submit and a pause are answered ``permission_denied`` (the
-    link stays); as a client the credential is refused at connect."""
+    """Over a worker's link, a submit is answered ``permission_denied`` (the link stays) and
+    a pause pauses that worker alone; pausing the workers over HTTP is refused; as a client
+    the credential is refused at connect."""
+    worker = await serving_worker(deployment, "procs-worker")
     async with connect(f"ws://127.0.0.1:{deployment.port}/ws/jobs") as ws:
         session = await handshake(ws, "worker", deployment.tokens["procs-worker"])
         session.send(Submit(7, "f" * 32, QUEUE, "add", [1, 2], {}))
@@ -136,13 +138,24 @@ async def test_a_worker_credential_may_not_submit_pause_or_act_as_a_client(
         for message in session.data_to_send():
             await ws.send(message)
         errors: list[Error] = []
-        while len(errors) < 2:
+        while not errors:
             errors += [f for f in decode_message(await asyncio.wait_for(ws.recv(), TIMEOUT))
                        if isinstance(f, Error)]
-        assert [(e.code, e.ref) for e in errors] == [("permission_denied", 7),
-                                                     ("permission_denied", None)]
+        assert [(e.code, e.ref) for e in errors] == [("permission_denied", 7)]
         assert "may not submit to queue 'PROCS'" in errors[0].message
-        assert "may not pause or resume workers" in errors[1].message
+        async with deployment.http(None) as admin:
+            async def it_alone_paused() -> bool:
+                paused = {w["name"]: w["paused"]
+                          for w in (await admin.get("/workers")).json()["workers"]}
+                return paused.get("fuzz-worker") is True and paused["w-procs-worker"] is False
+            await wait_until(it_alone_paused, what="the pausing worker alone to be paused")
+        async with deployment.http("procs-worker") as http:
+            refused = await http.post("/workers/pause", json={})
+            assert refused.status_code == 403
+            assert "may not use the HTTP API" in refused.json()["error"]["message"]
+    assert worker.popen.poll() is None
+    async with deployment.client("procs-client") as client:  # the other worker still serves
+        assert await client.call(QUEUE, "add", 2, 2) == 4
     with pytest.raises(PermissionDenied, match="may not connect as a client"):
         async with deployment.client("procs-worker"):
             pass

@@ -21,7 +21,6 @@ from ..protocol.frames import (
     Frame,
     ListJobs,
     Lookup,
-    Pause,
     Register,
     Resume,
     Submit,
@@ -127,8 +126,6 @@ class Gate:
             action = next((f"list queue {q!r}" for q in named if not grant.may_use(q)), "")
             if not named and grant.role != "client":
                 action = "list jobs"
-        elif isinstance(frame, Pause):
-            action = "" if grant.admin else "pause or resume workers"
         else:
             for job in _jobs_of(frame):
                 if job in missing:

@@ -209,12 +209,16 @@ async def test_a_listing_holds_the_grants_queues_and_names_no_other(
     assert len(everything.of(JobList)[0].jobs) == 4
 
 
-async def test_a_worker_credential_may_neither_pause_nor_list(core: Core) -> None:
+async def test_a_worker_credential_pauses_itself_only_and_may_not_list(
+        core: Core, worker: FakePeer) -> None:
+    """A worker's ``pause`` is of itself (as when it drains to stop): allowed, and no other
+    worker is paused; listing jobs is a client's, refused."""
     scoped_worker = scoped(core, "wq", "worker", "Q")
     core.handle(scoped_worker, [REGISTER, Pause(True), ListJobs(1), ListJobs(2, queue="Q")])
     assert [(e.ref, e.code) for e in scoped_worker.of(Error)] == [
-        (None, "permission_denied"), (1, "permission_denied"), (2, "permission_denied")]
-    assert not core.dispatcher.workers["wq"].paused
+        (1, "permission_denied"), (2, "permission_denied")]
+    assert core.dispatcher.workers["wq"].paused
+    assert not core.dispatcher.workers[worker.id].paused and not core.dispatcher.paused
 
 
 async def test_an_admin_credentials_frames_go_straight_through(
