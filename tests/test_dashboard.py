@@ -1,6 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by playwright)
 against a real manager and real workers: sign-in, workers and jobs arriving live over
-``/events``, the run form, job detail with workflow links, failures, cancel, pause/resume.
+``/events``, the run form, job detail with workflow links, failures, cancel, pause/resume;
+filters, paging and a URL per job and view; charts, attempts, run again, schedules; a scoped
+credential; the layout at 420 px.
 
 Every wait is playwright's auto-waiting ``expect`` or a bounded ``wait_until``, never a sleep.
 """
@@ -66,6 +68,12 @@ async def sign_in(page: Page, token: str = SECRET) -> None:
     await page.fill("#token", token)
     await page.click("#login-form button[type=submit]")
     await expect(page.locator("#live")).to_have_text("live")
+
+
+async def view(page: Page, name: str) -> None:
+    """Open a view from the header's navigation."""
+    await page.click(f"nav a[data-view={name}]")
+    await expect(page.locator("#main")).to_have_attribute("data-view", name)
 
 
 async def http_submit(manager: RunningManager, queue: str, task: str,
@@ -164,6 +172,8 @@ async def test_run_task_from_form_and_watch_it_complete(
     job_id = await link.get_attribute("data-job-link")
     assert job_id
     row = job_row(page, job_id)
+    await expect(page.locator("#main")).to_have_attribute("data-view", "jobs")  # its page
+    assert page.url.endswith(f"/dashboard#/jobs/{job_id}")
     await expect(row).to_have_attribute("data-status", "running")
     await expect(worker_row(page, "ETL")).to_contain_text("1 / 10")  # load follows the job
     release.set()
@@ -171,6 +181,8 @@ async def test_run_task_from_form_and_watch_it_complete(
     await expect(row).to_contain_text("ETL / greet")
     await expect(worker_row(page, "ETL")).to_contain_text("0 / 10")
 
+    await page.click("#detail-close")
+    await expect(page.locator("#detail")).to_be_hidden()
     await row.click()
     await expect(page.locator("#detail-id")).to_have_text(job_id)
     await expect(page.locator("#detail-args")).to_contain_text('"name": "ada"')
@@ -178,6 +190,7 @@ async def test_run_task_from_form_and_watch_it_complete(
     await expect(page.locator("#detail-result")).to_have_text('"hello adahello ada"')
     await expect(page.locator("#detail-cancel")).to_be_hidden()
 
+    await view(page, "overview")
     await page.check("#run-raw")  # the raw body takes {"args": [...], "kwargs": {...}} too
     await page.fill("#run-json", '{"args": ["bo"], "kwargs": {"times": 3}}')
     await page.click("#run-submit")
@@ -203,6 +216,7 @@ async def test_failure_is_highlighted_with_traceback_and_workflow_links(
     await worker.start()
     await registered(manager, "ETL", "cleanup", "explode")
     await sign_in(page)
+    await view(page, "jobs")
     hostile = "<img src=x onerror=window.pwned=1>"
     job_id = await http_submit(manager, "ETL", "explode", {"message": hostile})
     row = job_row(page, job_id)
