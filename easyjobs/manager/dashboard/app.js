@@ -17,6 +17,8 @@ const MAX_SCAN = 5; // pages read per step while a time filter hides everything 
 const WINDOW = 15 * 60; // seconds the charts cover
 const BUCKET = 60; // seconds per chart bar
 const STATUSES = ["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"];
+const SHORT = { waiting: "wait", queued: "queue", running: "run", retrying: "retry",
+  succeeded: "ok", failed: "fail", cancelled: "cxl" }; // column heads on a narrow screen
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const FILTERS = ["queue", "task", "status", "since", "until"];
 const LOOPBACK = "loopback"; // the id of the manager's own worker (manager.task), not a process
@@ -251,7 +253,8 @@ const refreshWorkers = coalesced(async () => {
       el("td", {}, w.queues.join(", ")),
       el("td", { className: "load" }, meter, ` ${load}`),
       el("td", { className: "wide" }, stamp(w.connected_at)),
-      el("td", { className: w.paused ? "state paused" : "state" }, w.paused ? "paused" : "active"),
+      el("td", { className: w.paused ? "state paused wide" : "state wide" },
+        w.paused ? "paused" : "active"),
       el("td", {}, button));
   });
   $("workers").replaceChildren(...rows);
@@ -284,7 +287,8 @@ const refreshQueues = coalesced(async () => {
   const { queues } = await api("queues");
   const names = Object.keys(queues).sort();
   $("queues-head").replaceChildren(el("tr", {}, el("th", {}, "Queue"),
-    ...STATUSES.map((s) => el("th", { className: `count ${s}` }, s))));
+    ...STATUSES.map((s) => el("th", { className: `count ${s}`, title: s },
+      el("span", { className: "full" }, s), el("span", { className: "short" }, SHORT[s])))));
   $("queues").replaceChildren(...names.map((name) => el("tr", { dataset: { queue: name } },
     el("td", {}, name),
     ...STATUSES.map((s) => {
@@ -840,8 +844,8 @@ function noteAttempt(change, job) {
   if (change === "started") Object.assign(entry, { worker: job.worker, started_at: job.started_at });
   else if (change === "retrying") {
     Object.assign(entry, { ended_at: now(), outcome: `failed: ${job.error_type || "error"}` });
-  } else if (change === "requeued" && !entry.outcome) {
-    Object.assign(entry, { ended_at: now(), outcome: "requeued (its worker went away)" });
+  } else if (change === "requeued" && entry.started_at && !entry.outcome) {
+    Object.assign(entry, { ended_at: now(), outcome: "requeued: its worker went away" });
   } else if (TERMINAL.has(job.status)) {
     Object.assign(entry, { ended_at: job.finished_at, outcome: job.status });
   }
