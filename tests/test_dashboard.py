@@ -10,6 +10,7 @@ Every wait is playwright's auto-waiting ``expect`` or a bounded ``wait_until``, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -506,7 +507,7 @@ async def test_scoped_credential_and_the_managers_own_worker(
 async def test_layout_at_420_px(
     browser: Browser, manager: RunningManager, worker_factory: WorkerFactory
 ) -> None:
-    """At 420 px wide no view scrolls sideways, neither the page nor any panel in it."""
+    """At 420 px wide (and at 1280) no view scrolls sideways, neither the page nor a panel."""
     worker = worker_factory()
 
     @worker.task(schedule="0 9 1 1 *", retry_policy=None)
@@ -526,14 +527,15 @@ async def test_layout_at_420_px(
         await sign_in(page)
         checks = [("#/", "#charts .chart-row"), ("#/jobs", f'#jobs tr[data-job-id="{job_id}"]'),
                   (f"#/jobs/{job_id}", "#detail-traceback"), ("#/schedules", "#schedules tr")]
-        for fragment, ready in checks:
+        for (fragment, ready), width in itertools.product(checks, (420, 1280)):
+            await page.set_viewport_size({"width": width, "height": 900})
             await page.evaluate(f"location.hash = {fragment!r}")
             await expect(page.locator(ready).first).to_be_visible()
             overflow = await page.evaluate("""() => [document.documentElement,
                 ...document.querySelectorAll('.panel')].filter((e) => e.offsetParent !== null
                 || e === document.documentElement).filter((e) => e.scrollWidth > e.clientWidth)
                 .map((e) => `${e.id || e.tagName}: ${e.scrollWidth} > ${e.clientWidth}`)""")
-            assert overflow == [], (fragment, overflow)
+            assert overflow == [], (width, fragment, overflow)
         assert not errors, errors
     finally:
         await context.close()

@@ -468,7 +468,7 @@ function bars(values, top, kind, label) {
   svg("title", {}, label),
   svg("line", { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: "axis" }),
   ...values.map((v, i) => {
-    const h = v == null || !top ? 0 : Math.max(1, (v / top) * (height - 2));
+    const h = !v || !top ? 0 : Math.max(1, (v / top) * (height - 2));
     return svg("rect", { x: i * step + 1, y: height - h, width: step - 2, height: h });
   }));
 }
@@ -703,7 +703,7 @@ function jobRow(job) {
     onclick: () => go(jobHash(job.id)),
   },
   el("td", {}, jobLink(job.id)),
-  el("td", {}, `${job.queue} / ${job.task}`),
+  el("td", { className: "task" }, `${job.queue} / ${job.task}`),
   el("td", {}, el("span", { className: `badge ${job.status}` }, job.status),
     job.error_type && job.status !== "succeeded"
       ? el("span", { className: "error-type" }, ` ${job.error_type}`) : null),
