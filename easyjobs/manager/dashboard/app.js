@@ -156,7 +156,20 @@ function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   if (stream) stream.abort();
   stream = null;
+  forget();
   showLogin(message);
+}
+
+// Nothing read under one token stays on the page for the next (it may see less).
+function forget() {
+  listing += 1;
+  for (const seen of [jobs, attemptsSeen, finished]) seen.clear();
+  tasks = [];
+  queueNames = [];
+  filters = {};
+  for (const id of ["jobs", "workers", "queues", "queues-head", "charts", "schedules",
+    "run-task", "run-fields", "run-created"]) $(id).replaceChildren();
+  hideDetail();
 }
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -815,7 +828,8 @@ function renderAttempts(job) {
   }
   $("detail-attempts").replaceChildren(...rows);
   const missing = job.attempts - rows.length;
-  $("detail-attempts-note").textContent = job.attempts === 0 ? "Not started yet."
+  const never = TERMINAL.has(job.status) ? "It never started." : "Not started yet.";
+  $("detail-attempts-note").textContent = job.attempts === 0 ? never
     : missing > 0 ? `${missing} earlier attempt${missing === 1 ? "" : "s"} happened before this `
       + "page was open: the store keeps only the count and the latest attempt's error." : "";
 }
