@@ -1,11 +1,12 @@
-"""Screenshot the dashboard with a few jobs in it, for the README: docs/dashboard.png.
+"""Screenshot the dashboard with a few jobs in it, for the docs: docs/dashboard*.png.
 
-    .venv/bin/python scripts/screenshot.py [OUT.png]
+    .venv/bin/python scripts/screenshot.py [OUT_FOLDER]
 
 Runs a manager (uvicorn on a free loopback port, SQLite in a temporary folder) and two workers
 in this process, runs some jobs (a few succeed, one fails, one keeps running), then signs in to
-the dashboard in Debian's headless Chromium (``apt-get install chromium``) and saves the page
-with the failed job's detail open.
+the dashboard in Debian's headless Chromium (``apt-get install chromium``) and saves the
+overview (``dashboard.png``), the jobs view with the failed job open (``dashboard-jobs.png``)
+and that view on a 420-px-wide phone (``dashboard-phone.png``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def workers(port: int, hold: asyncio.Event) -> list[EasyJobsWorker]:
     async def transform(source: str = "orders.csv", normalize: bool = True) -> int:
         return 42
 
+    @etl.task(schedule="0 2 * * *")
+    async def nightly() -> None:
+        return None
+
     @etl.task()
     async def backfill(day: str) -> None:
         await hold.wait()
@@ -77,7 +82,8 @@ async def main(out: Path) -> None:
                 await client.call("REPORTS", "send_report", "ops@example.com")
             except TaskFailed:
                 pass
-            await client.call("ETL", "extract", "s3://sales/2026-10.csv")
+            for month in range(1, 10):
+                await client.call("ETL", "extract", f"s3://sales/2026-0{month}.csv")
             await shoot(port, out)
         finally:
             hold.set()
@@ -96,15 +102,24 @@ async def shoot(port: int, out: Path) -> None:
         await page.fill("#token", SECRET)
         await page.click("#login-form button[type=submit]")
         await expect(page.locator("#live")).to_have_text("live")
+        await expect(page.locator('#charts [data-queue="ETL"]')).to_be_visible()
         await page.select_option("#run-task", label="ETL / extract")
         await page.fill("#arg-source", "s3://sales/2026-11.csv")
+        await page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+        await page.click("nav a[data-view=jobs]")
         await page.locator("#jobs tr[data-status=failed]").click()
         await expect(page.locator("#detail-traceback")).to_contain_text("ConnectionError")
-        await page.screenshot(path=str(out), full_page=True)
+        await page.screenshot(path=str(out / "dashboard-jobs.png"), full_page=True)
+        phone = await browser.new_page(viewport={"width": 420, "height": 860})
+        await phone.goto(page.url)
+        await phone.fill("#token", SECRET)
+        await phone.click("#login-form button[type=submit]")
+        await expect(phone.locator("#detail-traceback")).to_contain_text("ConnectionError")
+        await phone.screenshot(path=str(out / "dashboard-phone.png"))
         await browser.close()
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "dashboard.png"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs"
     asyncio.run(main(target))
-    print(f"saved {target}")
+    print(f"saved the dashboard's screenshots in {target}")

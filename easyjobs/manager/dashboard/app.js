@@ -3,26 +3,47 @@
 // Invariants:
 // - The token lives in sessionStorage only and travels only in the Authorization header.
 // - Data from the API is only ever put in the page with textContent (never innerHTML).
-// - Nothing polls: the page loads a snapshot, then follows /events; a job event updates its row
-//   in place, a worker event refreshes the workers panel. When the stream ends the page
-//   reloads a snapshot and reconnects with backoff.
+// - Nothing polls the manager: the page loads a snapshot, then follows /events; a job event
+//   updates its row in place, a worker event refreshes the workers panel. When the stream ends
+//   the page reloads a snapshot and reconnects with backoff. A local timer only slides the
+//   charts' window and the schedules' "in 3 min" along.
+// - The URL's hash is the view: #/ (overview), #/jobs?queue=&task=&status=&since=&until=
+//   (filtered jobs), #/jobs/ID?... (one job beside them), #/schedules.
 
 const TOKEN_KEY = "easyjobs.token";
 const ROOT = new URL(".", location.href); // the API lives beside /dashboard
-const MAX_JOBS = 200;
+const PAGE = 200; // jobs per GET /jobs page
+const MAX_SCAN = 5; // pages read per step while a time filter hides everything read so far
+const WINDOW = 15 * 60; // seconds the charts cover
+const BUCKET = 60; // seconds per chart bar
 const STATUSES = ["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"];
+const SHORT = { waiting: "wait", queued: "queue", running: "run", retrying: "retry",
+  succeeded: "ok", failed: "fail", cancelled: "cxl" }; // column heads on a narrow screen
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const FILTERS = ["queue", "task", "status", "since", "until"];
+const LOOPBACK = "loopback"; // the id of the manager's own worker (manager.task), not a process
 
 const $ = (id) => document.getElementById(id);
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let session = 0; // bumped at each sign-in and sign-out: an older follow() loop stops
 let stream = null; // AbortController of the running /events request
-const jobs = new Map(); // job id -> {job, row}
-let tasks = []; // [{queue, task}] from /queues, for the run form
+const jobs = new Map(); // job id -> {job, row}, the loaded jobs matching the server-side filters
+const attemptsSeen = new Map(); // job id -> Map(attempt -> what this page saw of it live)
+const finished = new Map(); // job id -> summary, jobs finished within the charts' window
+let tasks = []; // [{queue, task}] from /queues, for the run form, filters and schedules
+let queueNames = [];
 let selected = null; // id of the job shown in the detail panel
+let selectedJob = null; // its record as last read
+let filters = {}; // the jobs view's filters, as in the URL
+let listing = 0; // bumped when the filters change: an older page answer is dropped
+let more = false; // the store has jobs older than the last row
+let pages = 0; // pages read since the filters last changed: how many rows live updates keep
 
-class Unauthorized extends Error {}
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+class Unauthorized extends ApiError {}
 
 // ------------------------------------------------------------------ DOM helpers
 
@@ -39,24 +60,47 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  node.append(...children);
+  return node;
+}
+
 function json(value) {
   return JSON.stringify(value, null, 2);
 }
 
-function time(seconds) {
-  return seconds ? new Date(seconds * 1000).toLocaleTimeString() : "";
+const pad = (n) => String(n).padStart(2, "0");
+
+// Local date and time, "2026-11-27 14:03:05": a job list spans days, so the date is always shown.
+function stamp(seconds) {
+  if (!seconds) return "";
+  const d = new Date(seconds * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} `
+    + `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function span(seconds) {
+  const s = Math.abs(seconds);
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 90) return `${s.toFixed(1)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 129600) return `${(s / 3600).toFixed(1)} h`;
+  return `${Math.round(s / 86400)} d`;
 }
 
 function duration(job) {
   if (!job.started_at || !job.finished_at) return job.status === "running" ? "running" : "";
-  const s = job.finished_at - job.started_at;
-  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
+  return span(job.finished_at - job.started_at);
 }
 
 // Job ids start with a clock reading, so their tails tell them apart.
 function shortId(id) {
   return `…${id.slice(-8)}`;
 }
+
+const now = () => Date.now() / 1000;
 
 // ------------------------------------------------------------------ API
 
@@ -69,12 +113,12 @@ async function api(path, { method = "GET", body } = {}) {
   });
   if (response.status === 401) {
     signOut("The token was refused. Sign in again.");
-    throw new Unauthorized();
+    throw new Unauthorized(401, "unauthorized");
   }
   const data = await response.json().catch(() => ({}));
   if (!response.ok && response.status !== 202) {
     const message = data.error ? data.error.message : `HTTP ${response.status}`;
-    throw new Error(message);
+    throw new ApiError(response.status, message);
   }
   return data;
 }
@@ -112,14 +156,27 @@ function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   if (stream) stream.abort();
   stream = null;
+  forget();
   showLogin(message);
+}
+
+// Nothing read under one token stays on the page for the next (it may see less).
+function forget() {
+  listing += 1;
+  for (const seen of [jobs, attemptsSeen, finished]) seen.clear();
+  tasks = [];
+  queueNames = [];
+  filters = {};
+  for (const id of ["jobs", "workers", "queues", "queues-head", "charts", "schedules",
+    "run-task", "run-fields", "run-created"]) $(id).replaceChildren();
+  hideDetail();
 }
 
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const given = $("token").value.trim();
   if (!given) return;
-  const response = await fetch(new URL("workers", ROOT), {
+  const response = await fetch(new URL("queues", ROOT), {
     headers: { Authorization: `Bearer ${given}` }, cache: "no-store",
   }).catch(() => null);
   if (!response || response.status === 401) {
@@ -134,28 +191,95 @@ $("login-form").addEventListener("submit", async (event) => {
 
 $("logout").addEventListener("click", () => signOut(""));
 
+// ------------------------------------------------------------------ views
+
+function parseRoute() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const cut = raw.indexOf("?");
+  const path = cut < 0 ? raw : raw.slice(0, cut);
+  const params = new URLSearchParams(cut < 0 ? "" : raw.slice(cut + 1));
+  const [view, id] = path.split("/").filter(Boolean).map(decodeURIComponent);
+  if (view === "jobs") return { view, job: id || null, params };
+  if (view === "schedules") return { view, job: null, params };
+  return { view: "overview", job: null, params };
+}
+
+function filterQuery(values = filters) {
+  const query = new URLSearchParams();
+  for (const name of FILTERS) if (values[name]) query.set(name, values[name]);
+  const text = query.toString();
+  return text ? `?${text}` : "";
+}
+
+const jobHash = (id) => `#/jobs/${encodeURIComponent(id)}${filterQuery()}`;
+const go = (hash) => { if (location.hash !== hash) location.hash = hash; else route(); };
+
+function route() {
+  const { view, job, params } = parseRoute();
+  $("main").dataset.view = view;
+  for (const panel of document.querySelectorAll("[data-in]")) {
+    panel.hidden = !panel.dataset.in.split(" ").includes(view);
+  }
+  for (const link of document.querySelectorAll("nav a")) {
+    link.classList.toggle("current", link.dataset.view === view);
+  }
+  if (view === "jobs") {
+    const wanted = Object.fromEntries(FILTERS.map((name) => [name, params.get(name) || ""]));
+    showFilters(wanted);
+    if (filterQuery(wanted) !== filterQuery()) {
+      filters = wanted;
+      if (token) reloadJobs();
+    }
+  }
+  if (view === "jobs" && job) showJob(job);
+  else hideDetail();
+  if (view === "schedules") renderSchedules();
+}
+
+window.addEventListener("hashchange", route);
+
 // ------------------------------------------------------------------ workers
 
 const refreshWorkers = coalesced(async () => {
-  const { workers } = await api("workers");
-  const rows = workers.map((w) => {
+  let workers;
+  try {
+    ({ workers } = await api("workers"));
+  } catch (err) {
+    if (err.status !== 403) throw err;
+    showWorkersDenied(true); // a client credential: not its business, not an error
+    return;
+  }
+  showWorkersDenied(false);
+  // The manager's own worker runs manager.task tasks in the manager's process: shown, and
+  // labelled so, only when it has tasks.
+  const rows = workers.filter((w) => w.id !== LOOPBACK || w.tasks.length).map((w) => {
+    const builtin = w.id === LOOPBACK;
     const load = w.capacity ? `${w.in_flight} / ${w.capacity}` : `${w.in_flight}`;
     const meter = w.capacity ? el("meter", { min: 0, max: w.capacity, value: w.in_flight }) : null;
-    const button = el("button", {
+    const button = builtin ? null : el("button", {
       type: "button", className: "small", textContent: w.paused ? "Resume" : "Pause",
       onclick: () => toggle(w.paused ? "resume" : "pause", w.id),
     });
     return el("tr", { dataset: { workerId: w.id, paused: String(w.paused) } },
-      el("td", { title: w.id }, w.name),
+      el("td", { title: w.id }, w.name,
+        builtin ? el("span", { className: "tag" }, " manager's own tasks") : null),
       el("td", {}, w.queues.join(", ")),
-      el("td", { className: "load" }, meter, ` ${load}`), // no capacity: the manager's own
-      el("td", {}, time(w.connected_at)),
-      el("td", { className: w.paused ? "state paused" : "state" }, w.paused ? "paused" : "active"),
+      el("td", { className: "load" }, meter, ` ${load}`),
+      el("td", { className: "wide" }, stamp(w.connected_at)),
+      el("td", { className: w.paused ? "state paused wide" : "state wide" },
+        w.paused ? "paused" : "active"),
       el("td", {}, button));
   });
   $("workers").replaceChildren(...rows);
   $("no-workers").hidden = rows.length > 0;
 });
+
+function showWorkersDenied(denied) {
+  $("workers-denied").hidden = !denied;
+  $("workers-table").hidden = denied;
+  $("worker-actions").hidden = denied;
+  if (denied) $("no-workers").hidden = true;
+}
 
 async function toggle(action, worker) {
   $("workers-error").textContent = "";
@@ -176,24 +300,29 @@ const refreshQueues = coalesced(async () => {
   const { queues } = await api("queues");
   const names = Object.keys(queues).sort();
   $("queues-head").replaceChildren(el("tr", {}, el("th", {}, "Queue"),
-    ...STATUSES.map((s) => el("th", { className: `count ${s}` }, s))));
+    ...STATUSES.map((s) => el("th", { className: `count ${s}`, title: s },
+      el("span", { className: "full" }, s), el("span", { className: "short" }, SHORT[s])))));
   $("queues").replaceChildren(...names.map((name) => el("tr", { dataset: { queue: name } },
     el("td", {}, name),
     ...STATUSES.map((s) => {
       const n = queues[name].counts[s] || 0;
       return el("td", { className: n && s === "failed" ? "count failed-count" : "count" }, String(n));
     }))));
+  queueNames = names;
   const found = names.flatMap((q) => queues[q].tasks.map((t) => ({ queue: q, task: t })));
   const key = (t) => `${t.queue}/${t.task.name}`;
-  if (found.map(key).join() !== tasks.map(key).join()) {
-    const previous = $("run-task").value;
-    tasks = found;
+  const changed = found.map(key).join() !== tasks.map(key).join();
+  const previous = tasks[Number($("run-task").value)];
+  tasks = found;
+  if (changed) {
     $("run-task").replaceChildren(...tasks.map((t, i) =>
       el("option", { value: String(i), textContent: `${t.queue} / ${t.task.name}` })));
-    const keep = tasks.findIndex((t) => key(t) === previous);
+    const keep = previous ? tasks.findIndex((t) => key(t) === key(previous)) : -1;
     if (keep >= 0) $("run-task").value = String(keep);
     renderFields();
   }
+  fillFilterOptions();
+  renderSchedules();
 });
 
 // A field per keyword-bindable parameter; empty fields are left out (the default applies).
@@ -260,6 +389,11 @@ function formBody() {
   return body;
 }
 
+async function submit(queue, task, body) {
+  const path = `${encodeURIComponent(queue)}/task/${encodeURIComponent(task)}`;
+  return (await api(path, { method: "POST", body })).job_id;
+}
+
 $("run-task").addEventListener("change", renderFields);
 $("run-raw").addEventListener("change", () => {
   const raw = $("run-raw").checked;
@@ -277,17 +411,246 @@ $("run-form").addEventListener("submit", async (event) => {
   $("run-error").textContent = "";
   $("run-created").replaceChildren();
   try {
-    const body = formBody();
-    const path = `${encodeURIComponent(entry.queue)}/task/${encodeURIComponent(entry.task.name)}`;
-    const created = await api(path, { method: "POST", body });
-    $("run-created").append("Created job ", jobLink(created.job_id));
-    showJob(created.job_id);
+    const id = await submit(entry.queue, entry.task.name, formBody());
+    $("run-created").append("Created job ", jobLink(id));
+    go(jobHash(id));
   } catch (err) {
     if (!(err instanceof Unauthorized)) $("run-error").textContent = err.message;
   }
 });
 
-// ------------------------------------------------------------------ jobs
+// ------------------------------------------------------------------ schedules
+
+function renderSchedules() {
+  const scheduled = tasks.filter((t) => t.task.options.schedule);
+  $("schedules").replaceChildren(...scheduled.map(({ queue, task }) => {
+    const { schedule, timezone } = task.options;
+    const next = task.next_fire;
+    const when = next ? [stamp(next), el("span", { className: "hint" },
+      next > now() ? ` in ${span(next - now())}` : " due")] : ["—"];
+    return el("tr", { dataset: { schedule: `${queue}/${task.name}` } },
+      el("td", {}, `${queue} / ${task.name}`),
+      el("td", {}, el("code", {}, schedule), timezone ? ` ${timezone}` : ""),
+      el("td", { className: "next-fire" }, ...when));
+  }));
+  $("no-schedules").hidden = scheduled.length > 0;
+}
+
+// ------------------------------------------------------------------ charts
+
+function remember(job) {
+  if (TERMINAL.has(job.status) && job.finished_at && job.finished_at > now() - WINDOW) {
+    finished.set(job.id, job);
+  }
+}
+
+// Per queue and minute: [finished, failed, latencies]; the last bucket is the current minute.
+function buckets() {
+  const end = Math.floor(now() / BUCKET) * BUCKET + BUCKET;
+  const start = end - WINDOW;
+  const byQueue = new Map();
+  for (const [id, job] of finished) {
+    if (job.finished_at < start) { finished.delete(id); continue; }
+    if (job.status === "cancelled") continue;
+    if (!byQueue.has(job.queue)) {
+      byQueue.set(job.queue, Array.from({ length: WINDOW / BUCKET }, () => [0, 0, []]));
+    }
+    const slot = byQueue.get(job.queue)[Math.min(WINDOW / BUCKET - 1,
+      Math.floor((job.finished_at - start) / BUCKET))];
+    slot[0] += 1;
+    if (job.status === "failed") slot[1] += 1;
+    if (job.created_at) slot[2].push(job.finished_at - job.created_at);
+  }
+  return byQueue;
+}
+
+function median(values) {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+// Fifteen bars scaled to `top`; `null` values draw nothing (no job finished that minute).
+function bars(values, top, kind, label) {
+  const width = 150;
+  const height = 40;
+  const step = width / values.length;
+  return svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none",
+    class: `bars ${kind}`, role: "img", "aria-label": label },
+  svg("title", {}, label),
+  svg("line", { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: "axis" }),
+  ...values.map((v, i) => {
+    const h = !v || !top ? 0 : Math.max(1, (v / top) * (height - 2));
+    return svg("rect", { x: i * step + 1, y: height - h, width: step - 2, height: h });
+  }));
+}
+
+function renderCharts() {
+  const data = buckets();
+  const names = [...data.keys()].sort();
+  $("charts").replaceChildren(...names.map((queue) => {
+    const slots = data.get(queue);
+    const done = slots.map((s) => s[0]);
+    const failed = slots.reduce((n, s) => n + s[1], 0);
+    const total = done.reduce((a, b) => a + b, 0);
+    const rates = slots.map((s) => (s[0] ? s[1] / s[0] : null));
+    const latencies = slots.map((s) => median(s[2]));
+    const overall = median(slots.flatMap((s) => s[2]));
+    const rate = total ? Math.round((100 * failed) / total) : 0;
+    const figure = (metric, text, chart) => el("figure", { className: "chart" },
+      el("figcaption", {}, el("span", { dataset: { metric } }, text)), chart);
+    return el("div", { className: "chart-row", dataset: { queue } },
+      el("h3", {}, queue),
+      figure("finished", `${total} finished`, bars(done, Math.max(...done),
+        "throughput", `${queue}: jobs finished per minute`)),
+      figure("failure-rate", `${rate}% failed`, bars(rates, 1,
+        "failures", `${queue}: share of finished jobs that failed, per minute`)),
+      figure("latency", overall == null ? "latency —" : `median ${span(overall)}`,
+        bars(latencies, Math.max(...latencies.filter((v) => v != null)),
+          "latency", `${queue}: median latency from submit to finish, per minute`)));
+  }));
+  $("no-charts").hidden = names.length > 0;
+}
+
+let chartsDue = false;
+function chartsChanged() {
+  if (chartsDue) return;
+  chartsDue = true;
+  requestAnimationFrame(() => { chartsDue = false; renderCharts(); });
+}
+
+async function seedCharts() {
+  // Jobs that finished before the page opened: the newest page of the store's jobs.
+  const { jobs: recent } = await api("jobs?limit=500");
+  for (const job of recent) remember(job);
+  chartsChanged();
+}
+
+// ------------------------------------------------------------------ jobs: filters and paging
+
+// The filter inputs show the URL's filters (on a route change only: typing is not undone).
+function showFilters(values) {
+  fillFilterOptions(values);
+  for (const name of FILTERS) $(`filter-${name}`).value = values[name];
+}
+
+// Choices from /queues; a filter value no queue advertises (any more) stays a choice.
+function fillFilterOptions(values = filters) {
+  const options = (select, names) => {
+    const keep = values[select.name] || "";
+    const all = keep && !names.includes(keep) ? [...names, keep] : names;
+    if ([...select.options].slice(1).map((o) => o.value).join() !== all.join()) {
+      const current = select.value;
+      select.replaceChildren(el("option", { value: "", textContent: "any" }),
+        ...all.map((n) => el("option", { value: n, textContent: n })));
+      select.value = current;
+    }
+  };
+  options($("filter-queue"), queueNames);
+  options($("filter-status"), STATUSES);
+  const names = new Set(tasks.filter((t) => !values.queue || t.queue === values.queue)
+    .map((t) => t.task.name));
+  $("task-names").replaceChildren(...[...names].sort().map((n) => el("option", { value: n })));
+}
+
+function formFilters() {
+  return Object.fromEntries(FILTERS.map((name) => [name, $(`filter-${name}`).value.trim()]));
+}
+
+$("filters").addEventListener("change", () => {
+  const { job } = parseRoute();
+  const query = filterQuery(formFilters());
+  go(job ? `#/jobs/${encodeURIComponent(job)}${query}` : `#/jobs${query}`);
+});
+$("filters").addEventListener("submit", (event) => event.preventDefault());
+$("filter-clear").addEventListener("click", () => go("#/jobs"));
+
+$("find").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = $("find-id").value.trim();
+  if (id) go(jobHash(id));
+});
+
+const seconds = (local) => (local ? new Date(local).getTime() / 1000 : null);
+
+// The time filter is applied here, to rows read with the other filters (GET /jobs has none).
+function inTime(job) {
+  const since = seconds(filters.since);
+  const until = seconds(filters.until);
+  return (since == null || job.created_at >= since) && (until == null || job.created_at <= until);
+}
+
+function matches(job) {
+  return (!filters.queue || job.queue === filters.queue)
+    && (!filters.task || job.task === filters.task)
+    && (!filters.status || job.status === filters.status);
+}
+
+function reloadJobs() {
+  listing += 1;
+  jobs.clear();
+  $("jobs").replaceChildren();
+  pages = 0;
+  more = false;
+  loadOlder();
+}
+
+// Reads pages of older jobs; while the time filter hides all it read, it goes on a few pages.
+async function loadOlder() {
+  const mine = listing;
+  $("jobs-error").textContent = "";
+  const query = new URLSearchParams({ limit: String(PAGE) });
+  for (const name of ["queue", "task", "status"]) if (filters[name]) query.set(name, filters[name]);
+  const shown = visibleCount();
+  $("jobs-older").disabled = true;
+  try {
+    for (let scanned = 0; scanned < MAX_SCAN; scanned += 1) {
+      const last = $("jobs").lastElementChild;
+      if (last) query.set("cursor", last.dataset.jobId);
+      const { jobs: page, next } = await api(`jobs?${query}`);
+      if (mine !== listing) return; // the filters changed meanwhile
+      pages += 1;
+      for (const job of page) { upsert(job, false); remember(job); }
+      more = next != null;
+      if (!more || visibleCount() > shown || pastSince()) break;
+    }
+  } catch (err) {
+    if (!(err instanceof Unauthorized)) $("jobs-error").textContent = err.message;
+  }
+  $("jobs-older").disabled = false;
+  showPaging();
+}
+
+function visibleCount() {
+  let n = 0;
+  for (const row of $("jobs").children) if (!row.hidden) n += 1;
+  return n;
+}
+
+// Rows come newest first: once the last is older than `since`, no older page can match.
+function pastSince() {
+  const last = $("jobs").lastElementChild;
+  const since = seconds(filters.since);
+  return since != null && last != null && jobs.get(last.dataset.jobId).job.created_at < since;
+}
+
+function showPaging() {
+  const shown = visibleCount();
+  const filtered = shown !== jobs.size;
+  $("jobs-summary").textContent = `${shown} job${shown === 1 ? "" : "s"} shown`
+    + (filtered ? ` (of ${jobs.size} read; the time filter hides the others)` : "");
+  $("jobs-older").hidden = !more || pastSince();
+  $("jobs-older").textContent = filters.since || filters.until
+    ? "Look further back" : `Load ${PAGE} older jobs`;
+  $("no-jobs").hidden = shown > 0;
+  $("no-jobs").textContent = FILTERS.some((name) => filters[name])
+    ? "No loaded job matches these filters." : "No jobs yet.";
+}
+
+$("jobs-older").addEventListener("click", () => loadOlder());
+
+// ------------------------------------------------------------------ jobs: the list
 
 // How far along a job is; a snapshot read from the store may lag the pushed events, so a
 // record only replaces one it is not behind. Within an attempt: running, retrying, requeued.
@@ -296,9 +659,13 @@ function progress(job) {
   return job.attempts * 10 + (TERMINAL.has(job.status) ? 9 : RANK[job.status]);
 }
 
-function upsert(job) {
+function upsert(job, live) {
   const known = jobs.get(job.id);
   if (known && progress(job) < progress(known.job)) return;
+  if (live && !matches(job)) { // it changed away from the filters: it leaves the list
+    if (known) { known.row.remove(); jobs.delete(job.id); showPaging(); }
+    return;
+  }
   const row = jobRow(job);
   if (known) {
     known.row.replaceWith(row);
@@ -307,59 +674,63 @@ function upsert(job) {
   } else {
     jobs.set(job.id, { job, row });
     placeRow(row, job);
-    trim();
+    if (live) trim();
   }
-  $("no-jobs").hidden = true;
+  if (live) showPaging();
 }
 
 function placeRow(row, job) {
-  // Newest first: find the first row created before this job.
-  for (const other of $("jobs").children) {
+  // Newest first. Pages arrive in order and live jobs are new: look at the ends first.
+  const rows = $("jobs");
+  const last = rows.lastElementChild;
+  if (!last || jobs.get(last.dataset.jobId).job.created_at >= job.created_at) {
+    rows.append(row);
+    return;
+  }
+  for (const other of rows.children) {
     const entry = jobs.get(other.dataset.jobId);
     if (entry && entry.job.created_at < job.created_at) {
       other.before(row);
       return;
     }
   }
-  $("jobs").append(row);
+  rows.append(row);
 }
 
+// Live jobs push the oldest out, keeping as many rows as the pages read so far.
 function trim() {
-  while (jobs.size > MAX_JOBS) {
+  while (jobs.size > PAGE * Math.max(1, pages)) {
     const last = $("jobs").lastElementChild;
     jobs.delete(last.dataset.jobId);
+    attemptsSeen.delete(last.dataset.jobId);
     last.remove();
+    more = true;
   }
 }
 
 function jobRow(job) {
-  const row = el("tr", {
+  return el("tr", {
     className: `job ${job.status}${job.id === selected ? " selected" : ""}`,
     dataset: { jobId: job.id, status: job.status },
-    onclick: () => showJob(job.id),
+    hidden: !inTime(job),
+    onclick: () => go(jobHash(job.id)),
   },
-  el("td", {}, el("code", { title: job.id }, shortId(job.id))),
-  el("td", {}, `${job.queue} / ${job.task}`),
+  el("td", {}, jobLink(job.id)),
+  el("td", { className: "task" }, `${job.queue} / ${job.task}`),
   el("td", {}, el("span", { className: `badge ${job.status}` }, job.status),
     job.error_type && job.status !== "succeeded"
       ? el("span", { className: "error-type" }, ` ${job.error_type}`) : null),
-  el("td", { className: "num" }, String(job.attempts)),
-  el("td", { className: "num" }, duration(job)),
-  el("td", {}, job.worker || ""),
-  el("td", {}, time(job.created_at)));
-  return row;
+  el("td", { className: "num wide" }, String(job.attempts)),
+  el("td", { className: "num wide" }, duration(job)),
+  el("td", { className: "wide" }, job.worker || ""),
+  el("td", { className: "when" }, stamp(job.created_at)));
 }
 
 function jobLink(id) {
-  return el("button", {
-    type: "button", className: "link", dataset: { jobLink: id }, title: id,
-    textContent: shortId(id), onclick: (event) => { event.stopPropagation(); showJob(id); },
+  return el("a", {
+    href: jobHash(id), className: "id", dataset: { jobLink: id }, title: id,
+    textContent: shortId(id), onclick: (event) => event.stopPropagation(),
   });
-}
-
-async function loadJobs() {
-  const { jobs: list } = await api(`jobs?limit=${MAX_JOBS}`);
-  for (const job of list.reverse()) upsert(job); // oldest first keeps placeRow cheap
 }
 
 // ------------------------------------------------------------------ job detail
@@ -367,9 +738,14 @@ async function loadJobs() {
 let detailRequest = 0; // answers can come back out of order: only the latest is shown
 
 async function showJob(id) {
+  if (id !== selected) {
+    selectedJob = null;
+    $("detail-problem").textContent = "";
+  }
   selected = id;
   for (const row of $("jobs").children) row.classList.toggle("selected", row.dataset.jobId === id);
   $("detail").hidden = false;
+  if (!token) return; // signed out: start() shows it once signed in
   const request = ++detailRequest;
   try {
     const job = await api(`jobs/${encodeURIComponent(id)}`);
@@ -377,25 +753,44 @@ async function showJob(id) {
     renderDetail(job);
     $("detail-problem").textContent = "";
   } catch (err) {
-    if (!(err instanceof Unauthorized)) $("detail-problem").textContent = err.message;
+    if (request !== detailRequest || err instanceof Unauthorized) return;
+    $("detail-problem").textContent = err.status === 404 ? `No job ${id}.` : err.message;
+    if (err.status === 404) renderDetail(null);
   }
 }
 
+function hideDetail() {
+  selected = null;
+  selectedJob = null;
+  $("detail").hidden = true;
+  for (const row of $("jobs").querySelectorAll(".selected")) row.classList.remove("selected");
+}
+
 function renderDetail(job) {
-  if (job.id !== selected) return; // another job was opened meanwhile
-  $("detail").dataset.status = job.status;
-  $("detail-id").textContent = job.id;
+  if (job && job.id !== selected) return; // another job was opened meanwhile
+  selectedJob = job;
+  $("detail-id").textContent = job ? job.id : selected;
+  $("detail").dataset.status = job ? job.status : "";
+  for (const part of ["detail-fields", "detail-args", "detail-attempts"]) {
+    $(part).replaceChildren();
+  }
+  $("detail-attempts-note").textContent = "";
+  $("detail-cancel").hidden = !job || TERMINAL.has(job.status);
+  $("detail-rerun").hidden = !job || !TERMINAL.has(job.status);
+  $("detail-result-box").hidden = !job || job.status !== "succeeded";
+  $("detail-error-box").hidden = !job || !job.error;
+  if (!job) return;
   const fields = [
     ["Task", `${job.queue} / ${job.task}`],
     ["Status", el("span", { className: `badge ${job.status}` }, job.status)],
     ["Attempts", String(job.attempts)],
     ["Worker", job.worker || "—"],
-    ["Created", time(job.created_at)],
-    ["Started", time(job.started_at) || "—"],
-    ["Finished", time(job.finished_at) || "—"],
+    ["Created", stamp(job.created_at)],
+    ["Started", stamp(job.started_at) || "—"],
+    ["Finished", stamp(job.finished_at) || "—"],
     ["Duration", duration(job) || "—"],
   ];
-  if (job.next_attempt_at) fields.push(["Next attempt", time(job.next_attempt_at)]);
+  if (job.next_attempt_at) fields.push(["Next attempt", stamp(job.next_attempt_at)]);
   const links = [
     ["Parent", job.parent ? [job.parent] : []],
     ["Depends on", job.dependencies || []],
@@ -405,23 +800,73 @@ function renderDetail(job) {
   for (const [name, ids] of links) {
     if (ids.length) fields.push([name, el("span", { className: "links" }, ...ids.map(jobLink))]);
   }
-  $("detail-fields").replaceChildren(...fields.flatMap(([name, value]) =>
+  $("detail-fields").append(...fields.flatMap(([name, value]) =>
     [el("dt", {}, name), el("dd", {}, value)]));
+  renderAttempts(job);
   $("detail-args").textContent = json({ args: job.args, kwargs: job.kwargs });
-  $("detail-result-box").hidden = job.status !== "succeeded";
   $("detail-result").textContent = job.status === "succeeded" ? json(job.result) : "";
   const error = job.error;
-  $("detail-error-box").hidden = !error;
   $("detail-error").textContent = error ? `${error.type}: ${error.message}` : "";
   $("detail-traceback").textContent = error ? error.traceback || "" : "";
-  $("detail-cancel").hidden = TERMINAL.has(job.status);
 }
 
-$("detail-close").addEventListener("click", () => {
-  selected = null;
-  $("detail").hidden = true;
-  for (const row of $("jobs").querySelectorAll(".selected")) row.classList.remove("selected");
-});
+// The store keeps a job's latest attempt (worker, start, end, error); earlier ones are shown
+// only as far as this page saw them happen on the live feed.
+function renderAttempts(job) {
+  const seen = attemptsSeen.get(job.id) || new Map();
+  const rows = [];
+  for (let n = 1; n <= job.attempts; n += 1) {
+    let entry = seen.get(n);
+    if (n === job.attempts) entry = latestAttempt(job, entry);
+    if (!entry) continue;
+    rows.push(el("tr", { dataset: { attempt: String(n) } },
+      el("td", { className: "num" }, String(n)),
+      el("td", {}, entry.worker || "—"),
+      el("td", { className: "when" }, stamp(entry.started_at) || "—"),
+      el("td", { className: "when" }, stamp(entry.ended_at) || "—"),
+      el("td", {}, entry.outcome || "running")));
+  }
+  $("detail-attempts").replaceChildren(...rows);
+  const missing = job.attempts - rows.length;
+  const never = TERMINAL.has(job.status) ? "It never started." : "Not started yet.";
+  $("detail-attempts-note").textContent = job.attempts === 0 ? never
+    : missing > 0 ? `${missing} earlier attempt${missing === 1 ? "" : "s"} happened before this `
+      + "page was open: the store keeps only the count and the latest attempt's error." : "";
+}
+
+function latestAttempt(job, seen = {}) {
+  const entry = { ...seen, worker: job.worker || seen.worker,
+    started_at: job.started_at || seen.started_at };
+  if (TERMINAL.has(job.status)) {
+    entry.ended_at = job.finished_at;
+    entry.outcome = job.error ? `${job.status}: ${job.error.type}` : job.status;
+  } else if (job.status === "retrying") {
+    entry.outcome = `failed: ${job.error ? job.error.type : "error"}; next attempt `
+      + stamp(job.next_attempt_at);
+  } else if (job.status !== "running") {
+    entry.outcome = entry.outcome || job.status;
+  }
+  return entry;
+}
+
+// What the live feed tells about each attempt: who ran it, when, and how it ended.
+function noteAttempt(change, job) {
+  if (!job.attempts) return;
+  if (!attemptsSeen.has(job.id)) attemptsSeen.set(job.id, new Map());
+  const seen = attemptsSeen.get(job.id);
+  const entry = seen.get(job.attempts) || {};
+  if (change === "started") Object.assign(entry, { worker: job.worker, started_at: job.started_at });
+  else if (change === "retrying") {
+    Object.assign(entry, { ended_at: now(), outcome: `failed: ${job.error_type || "error"}` });
+  } else if (change === "requeued" && entry.started_at && !entry.outcome) {
+    Object.assign(entry, { ended_at: now(), outcome: "requeued: its worker went away" });
+  } else if (TERMINAL.has(job.status)) {
+    Object.assign(entry, { ended_at: job.finished_at, outcome: job.status });
+  }
+  seen.set(job.attempts, entry);
+}
+
+$("detail-close").addEventListener("click", () => go(`#/jobs${filterQuery()}`));
 
 $("detail-cancel").addEventListener("click", async () => {
   if (!selected) return;
@@ -432,11 +877,27 @@ $("detail-cancel").addEventListener("click", async () => {
   }
 });
 
+// A new job of the same task with the same arguments (the original stays as it was).
+$("detail-rerun").addEventListener("click", async () => {
+  const job = selectedJob;
+  if (!job) return;
+  $("detail-problem").textContent = "";
+  try {
+    const id = await submit(job.queue, job.task, { args: job.args, kwargs: job.kwargs });
+    go(jobHash(id));
+  } catch (err) {
+    if (!(err instanceof Unauthorized)) $("detail-problem").textContent = err.message;
+  }
+});
+
 // ------------------------------------------------------------------ live updates
 
 function handle(event) {
   if (event.kind === "job") {
-    upsert(event.job);
+    noteAttempt(event.change, event.job);
+    upsert(event.job, true);
+    remember(event.job);
+    if (TERMINAL.has(event.job.status)) chartsChanged();
     if (event.job.id === selected) showJob(selected);
     refreshQueues();
     if (event.change !== "created") refreshWorkers(); // a job started or ended: load changed
@@ -485,7 +946,8 @@ async function follow(mine) {
       });
       if (response.status === 401) { signOut("The token was refused. Sign in again."); return; }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      await Promise.all([refreshWorkers(), refreshQueues(), loadJobs()]);
+      reloadJobs();
+      await Promise.all([refreshWorkers(), refreshQueues(), seedCharts().catch(() => null)]);
       if (selected) showJob(selected);
       setLive(true);
       failures = 0;
@@ -504,11 +966,17 @@ function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("login-error").textContent = "";
-  jobs.clear();
-  $("jobs").replaceChildren();
   session += 1;
+  route();
   follow(session);
 }
+
+// The charts' window and "next fire in" move with the clock, not with events.
+setInterval(() => {
+  if (!token) return;
+  renderCharts();
+  if (parseRoute().view === "schedules") renderSchedules();
+}, 10000);
 
 if (token) start();
 else showLogin("");
