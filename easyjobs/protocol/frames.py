@@ -25,6 +25,10 @@ HANDSHAKE_MAX_MESSAGE = 4096
 MAX_DEPTH = 32
 
 
+TraceContext = dict[str, str]
+"""A W3C Trace Context carrier: ``traceparent`` and, if any, ``tracestate`` (section 5)."""
+
+
 class Frame:
     """Base of every frame; ``type`` is the wire name."""
 
@@ -105,6 +109,7 @@ class Submit(Frame):
     kwargs: dict[str, Any]
     parent: str | None = None
     watch: bool = True
+    trace: TraceContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +261,8 @@ class Assign(Frame):
     args: list[Any]
     kwargs: dict[str, Any]
     attempt: int
+    trace: TraceContext | None = None
+    created: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +353,12 @@ def _is_str_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) for k in value)
 
 
+def _is_str_to_str(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
 def _is_error_info(value: Any) -> bool:
     return isinstance(value, dict) and all(
         isinstance(value.get(key), str) for key in ("type", "message", "traceback")
@@ -364,6 +377,7 @@ _CHECKS: dict[str, Check] = {
     "list[dict[str, Any]]": lambda v: isinstance(v, list) and all(_is_str_map(i) for i in v),
     "dict[str, Any]": _is_str_map,
     "dict[str, str]": _is_error_info,
+    "TraceContext": _is_str_to_str,
 }
 
 
@@ -396,6 +410,7 @@ _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
 }
 
 
+_FLOATS = ("float", "float | None")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _STATUSES = ("succeeded", "failed")
 _JOB_STATUSES = ("waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
@@ -442,7 +457,7 @@ def frame_from_map(data: Any) -> Frame:
                 f"{cls.type}: field {field.name!r} must be {field.kind}, not {_describe(value)}"
             )
         # A float field takes an int too (PROTOCOL.md section 2); the frame always holds a float.
-        values[field.name] = float(value) if field.kind == "float" else value
+        values[field.name] = float(value) if field.kind in _FLOATS else value
     frame = cls(**values)
     rule = _RULES.get(cls)
     if rule is not None and not rule[0](frame):
