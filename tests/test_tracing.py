@@ -129,10 +129,10 @@ async def test_a_call_to_a_task_that_awaits_another_task_is_one_trace(
     submit = only(exporter.get_finished_spans(), f"easyjobs.submit {QUEUE}.outer")
     trace_id, submit_id = hex_ids(submit)
     assert submit.parent is None and submit.kind.name == "PRODUCER"
-    job = submit.attributes and submit.attributes["easyjobs.job_id"]
+    job = (submit.attributes or {})["easyjobs.job_id"]
+    assert isinstance(job, str)
     assert submit.attributes == {"easyjobs.queue": QUEUE, "easyjobs.task": "outer",
                                  "easyjobs.job_id": job}
-    assert isinstance(job, str)
 
     spans = await traced.wait_for(
         trace_id, f"easyjobs.queue_wait {QUEUE}.outer", f"easyjobs.run {QUEUE}.outer",
@@ -195,8 +195,9 @@ async def test_a_failed_attempt_is_an_error_span(
     assert submit.status.is_ok  # the submit itself went through
     spans = await traced.wait_for(trace_id, f"easyjobs.run {QUEUE}.broken")
     run = spans[f"easyjobs.run {QUEUE}.broken"]
-    assert_attempt(run, submit_id, "broken", submit.attributes["easyjobs.job_id"],  # type: ignore[index]
-                   "failed")
+    job = (submit.attributes or {})["easyjobs.job_id"]
+    assert isinstance(job, str)
+    assert_attempt(run, submit_id, "broken", job, "failed")
     assert run["status"] == "ERROR"
 
 
