@@ -10,8 +10,8 @@ run_before, on_failure) continue the job's trace.
 
 Spans go to OpenTelemetry's global tracer provider (the application configures the SDK), or to
 the one given to ``use``. Without opentelemetry installed, ``ENABLED`` is False and every hook
-returns a constant at once; with the API alone, OpenTelemetry's own no-op tracer records
-nothing but still passes on a trace context the job brought.
+returns a constant at once; with the API alone (FastAPI brings it) and no tracer provider
+set, no span is made, but a trace context a job brought still goes on to the jobs it submits.
 """
 
 from __future__ import annotations
@@ -49,12 +49,23 @@ if ENABLED:
     _tracer = _trace.get_tracer("easyjobs")
 
 
+_provider: TracerProvider | None = None
+
+
 def use(provider: TracerProvider | None) -> None:
     """Trace with ``provider`` rather than OpenTelemetry's global provider (None: the global
     one again), e.g. a test's own SDK provider; a no-op without the extra."""
-    global _tracer
+    global _tracer, _provider
     if ENABLED:
         _tracer = _trace.get_tracer("easyjobs", tracer_provider=provider)
+        _provider = provider
+
+
+def _quiet() -> bool:
+    """True while no tracer provider is set (the API without an SDK): no span can record, so
+    the hooks skip making them and only pass on a trace context a job brought."""
+    return _provider is None and isinstance(_trace.get_tracer_provider(),
+                                            _trace.ProxyTracerProvider)
 
 
 def submitting(queue: str, task: str, job: str) -> AbstractContextManager[TraceContext | None]:
@@ -62,6 +73,12 @@ def submitting(queue: str, task: str, job: str) -> AbstractContextManager[TraceC
     when nothing is traced)."""
     if not ENABLED:
         return _UNTRACED
+    if _quiet():
+        if not _trace.get_current_span().get_span_context().is_valid:
+            return _UNTRACED
+        carrier: TraceContext = {}  # a job the running task's trace reached goes on in it
+        _propagator.inject(carrier)
+        return nullcontext(carrier)
     return _submitting(queue, task, job)
 
 
@@ -80,8 +97,10 @@ def attempt(assign: Assign, worker: str) -> AbstractContextManager[Span | None]:
     """Wrap one attempt of ``assign`` in its span, current while the task runs (the ``with``
     value; None when nothing is traced); the first attempt also records the queue wait. The
     caller reports how it ended with ``finished``."""
-    if not ENABLED:
+    if not ENABLED or (not assign.trace and _quiet()):
         return _UNTRACED
+    if _quiet():  # the job's trace goes on in the jobs its task submits
+        return _trace.use_span(_trace.get_current_span(_propagator.extract(assign.trace)))
     return _attempt(assign, worker)
 
 

@@ -8,12 +8,14 @@ lines file as they end. A job's spans, and those of the jobs it leads to, share 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -67,13 +69,14 @@ class Traced:
         return spans
 
 
-@pytest.fixture(params=["one-manager", "two-managers-postgres"])
+@pytest.fixture
 async def traced(request: pytest.FixtureRequest, process_factory: Callable[..., Process],
                  tmp_path: Path) -> AsyncIterator[Traced]:
     """The worker and the client on one SQLite manager, or on two managers sharing
-    PostgreSQL: the client on the first, the worker on the second."""
+    PostgreSQL: the client on the first, the worker on the second; a ``quiet-worker`` has
+    the OpenTelemetry API but no SDK."""
     ports = [free_port()]
-    if request.param == "one-manager":
+    if request.param != "two-managers-postgres":
         managers = [spawn_manager(process_factory, ports[0], tmp_path / "jobs.db")]
     else:
         url = request.getfixturevalue("pg_url")
@@ -84,9 +87,10 @@ async def traced(request: pytest.FixtureRequest, process_factory: Callable[..., 
     for proc, port in zip(managers, ports, strict=True):
         await wait_listening(proc, port)
     spans = tmp_path / "worker-spans.jsonl"
-    process_factory("-m", "easyjobs", "worker", "procs.traced_worker:worker",
-                    env={"EASYJOBS_MANAGERS": f"127.0.0.1:{ports[-1]}", "WORKER_NAME": WORKER,
-                         "SPANS_FILE": str(spans)})
+    env = {"EASYJOBS_MANAGERS": f"127.0.0.1:{ports[-1]}", "WORKER_NAME": WORKER}
+    if request.param != "quiet-worker":
+        env["SPANS_FILE"] = str(spans)
+    process_factory("-m", "easyjobs", "worker", "procs.traced_worker:worker", env=env)
     async with EasyJobsClient(managers=[f"127.0.0.1:{ports[0]}"], secret=SECRET,
                               backoff=FAST_BACKOFF) as client:
 
@@ -121,6 +125,7 @@ def assert_attempt(span: Span, parent: str, task: str, job: str, outcome: str) -
         "easyjobs.attempt": 1, "easyjobs.worker": WORKER, "easyjobs.outcome": outcome}
 
 
+@pytest.mark.parametrize("traced", ["one-manager", "two-managers-postgres"], indirect=True)
 async def test_a_call_to_a_task_that_awaits_another_task_is_one_trace(
         traced: Traced, exporter: InMemorySpanExporter) -> None:
     """Caller submit -> (queue wait, attempt) -> inner submit -> (queue wait, attempt): one
@@ -199,6 +204,23 @@ async def test_a_failed_attempt_is_an_error_span(
     assert isinstance(job, str)
     assert_attempt(run, submit_id, "broken", job, "failed")
     assert run["status"] == "ERROR"
+
+
+@pytest.mark.parametrize("traced", ["quiet-worker"], indirect=True)
+async def test_a_worker_without_the_sdk_passes_the_trace_on(
+        traced: Traced, exporter: InMemorySpanExporter, tmp_path: Path) -> None:
+    """A worker with the API alone makes no span, but the job its task submits still carries
+    the caller's trace context (read from the job's row in the store)."""
+    assert await traced.client.call(QUEUE, "outer", 5) == 11
+    submit = only(exporter.get_finished_spans(), f"easyjobs.submit {QUEUE}.outer")
+    trace_id, submit_id = hex_ids(submit)
+    flags = submit.get_span_context().trace_flags  # type: ignore[union-attr]
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        rows = db.execute("SELECT task, payload FROM jobs WHERE task IN ('outer', 'inner')")
+        carried = {task: msgpack.unpackb(payload)[2] for task, payload in rows}
+    context = {"traceparent": f"00-{trace_id}-{submit_id}-{flags:02x}"}
+    assert carried == {"outer": context, "inner": context}
+    assert not traced.spans.exists()
 
 
 def test_without_opentelemetry_every_hook_is_a_constant_no_op() -> None:

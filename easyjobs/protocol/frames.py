@@ -394,6 +394,8 @@ class _Field:
     nullable: bool
     required: bool
     kind: str
+    as_float: bool
+    """A float field: an int is read as that float."""
 
 
 _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
@@ -403,6 +405,7 @@ _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
             *_check_for(str(f.type)),
             required=f.default is dataclasses.MISSING,
             kind=str(f.type),
+            as_float=str(f.type) in ("float", "float | None"),
         )
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
     )
@@ -410,7 +413,6 @@ _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
 }
 
 
-_FLOATS = ("float", "float | None")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _STATUSES = ("succeeded", "failed")
 _JOB_STATUSES = ("waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled")
@@ -457,7 +459,7 @@ def frame_from_map(data: Any) -> Frame:
                 f"{cls.type}: field {field.name!r} must be {field.kind}, not {_describe(value)}"
             )
         # A float field takes an int too (PROTOCOL.md section 2); the frame always holds a float.
-        values[field.name] = float(value) if field.kind in _FLOATS else value
+        values[field.name] = float(value) if field.as_float else value
     frame = cls(**values)
     rule = _RULES.get(cls)
     if rule is not None and not rule[0](frame):

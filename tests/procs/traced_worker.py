@@ -2,7 +2,8 @@
 
 It configures the OpenTelemetry SDK as an application would and exports every span, as it
 ends, as one JSON line appended to the file ``SPANS_FILE``, so the test reads them while the
-worker runs. Where to connect comes from ``EASYJOBS_MANAGERS`` and ``EASYJOBS_SECRET``.
+worker runs; without ``SPANS_FILE`` it configures nothing (the API alone, as
+FastAPI brings). Where to connect comes from ``EASYJOBS_MANAGERS`` and ``EASYJOBS_SECRET``.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ class JsonLines(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-provider = TracerProvider()
-provider.add_span_processor(SimpleSpanProcessor(JsonLines(os.environ["SPANS_FILE"])))
-trace.set_tracer_provider(provider)
+if "SPANS_FILE" in os.environ:  # else the API alone: no provider, no span
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(JsonLines(os.environ["SPANS_FILE"])))
+    trace.set_tracer_provider(provider)
 
 worker = EasyJobsWorker(jobs_queue=QUEUE, name=os.environ["WORKER_NAME"],
                         backoff=Backoff(initial=0.02, maximum=0.2))
