@@ -104,6 +104,9 @@ class JobRecord:
     """For an on_failure job: the id of the job whose failure it handles."""
     next_attempt_at: float | None = None
     """While retrying: when the next attempt is due (seconds since the epoch)."""
+    trace: dict[str, str] | None = None
+    """The W3C trace context the job continues (``traceparent``, ``tracestate``); the jobs it
+    causes inherit it. Stored with the arguments; not part of ``to_wire``."""
     owner: str | None = None
     """The manager that holds this unfinished job in memory; None while it waits in the
     store's queue for any manager to claim it. Internal: not part of ``to_wire``."""

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from . import tracing
 from .errors import (
     ConfigurationError,
     EasyJobsError,
@@ -109,17 +110,18 @@ class Calls:
         """Create a job and return its handle once the manager has committed it."""
         job = job_id or new_job_id()
         parent = current_job.get()
-        accepted = self._request(
-            lambda ref: Submit(ref, job, queue, task, list(args), kwargs, parent, watch)
-        )
-        if watch:  # registered after the submit, so a re-send after a reconnect keeps order
-            self._watch(job, send=False)
-        try:
-            await accepted
-        except BaseException:
-            if watch:
-                self._forget_watch(job)
-            raise
+        with tracing.submitting(queue, task, job) as trace:
+            accepted = self._request(
+                lambda ref: Submit(ref, job, queue, task, list(args), kwargs, parent, watch, trace)
+            )
+            if watch:  # registered after the submit, so a re-send after a reconnect keeps order
+                self._watch(job, send=False)
+            try:
+                await accepted
+            except BaseException:
+                if watch:
+                    self._forget_watch(job)
+                raise
         return Job(job, self)
 
     async def call(self, queue: str, task: str, args: Any, kwargs: dict[str, Any]) -> Any:

@@ -139,6 +139,7 @@ class Lifecycle:
             record = JobRecord(  # a microsecond apart: the store's FIFO keeps the message's order
                 id=frame.job, queue=frame.queue, task=frame.task, args=frame.args,
                 kwargs=frame.kwargs, parent=frame.parent, created_at=now + position * 1e-6,
+                trace=frame.trace,
             )
             try:
                 self._registry.check(frame)
@@ -256,7 +257,7 @@ class Lifecycle:
         record.move(JobStatus.RUNNING)
         active.worker_id = worker.id  # first: a worker dropped while sending requeues the job
         frame = Assign(job_id, record.queue, record.task, record.args, record.kwargs,
-                       record.attempts + 1)
+                       record.attempts + 1, record.trace, record.created_at)
         peer = self._peers.get(worker.id)
         try:
             if peer is not None:

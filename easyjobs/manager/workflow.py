@@ -10,6 +10,7 @@ directly.
   arguments, anything else the single positional argument.
 - on_failure: a job that failed for good creates a job for the handler with ``job_failed``;
   a failure handler's own failure never creates another handler.
+- trace: every job these rules create continues the trace of the job that caused it.
 - retry_policy: ``never`` = one attempt, ``retry_once`` = two, ``retry_always`` = unbounded,
   with exponential backoff, jitter and a cap between attempts.
 """
@@ -57,7 +58,8 @@ def dependency_jobs(
         except InvalidArguments as exc:
             raise InvalidArguments(f"dependency {name} of {job.task}: {exc}") from None
         dep = JobRecord(id=derived_job_id(job.id, "run_before", name), queue=job.queue,
-                        task=name, args=args, kwargs=kwargs, parent=job.id, created_at=now)
+                        task=name, args=args, kwargs=kwargs, parent=job.id, created_at=now,
+                        trace=job.trace)
         job.dependencies.append(dep.id)
         created.append(dep)
         created.extend(dependency_jobs(lookup, dep, now, path))
@@ -88,7 +90,8 @@ def run_after_jobs(lookup: Lookup, parent: JobRecord, result: Any, now: float
     created: list[JobRecord] = []
     for name in spec.options.run_after:
         child = JobRecord(id=new_job_id(), queue=parent.queue, task=name, args=list(args),
-                          kwargs=dict(kwargs), parent=parent.id, created_at=now)
+                          kwargs=dict(kwargs), parent=parent.id, created_at=now,
+                          trace=parent.trace)
         child_spec = lookup(parent.queue, name)
         try:
             if child_spec is None:
@@ -129,7 +132,8 @@ def failure_jobs(lookup: Lookup, failed: JobRecord, now: float) -> list[JobRecor
                     handler_spec.name, exc, failed.id, extra=job_fields(failed))
         return []
     handler = JobRecord(id=new_job_id(), queue=failed.queue, task=handler_spec.name,
-                        kwargs=kwargs, parent=failed.id, handler_for=failed.id, created_at=now)
+                        kwargs=kwargs, parent=failed.id, handler_for=failed.id, created_at=now,
+                        trace=failed.trace)
     failed.on_failure_job = handler.id
     return [handler]
 

@@ -25,6 +25,10 @@ HANDSHAKE_MAX_MESSAGE = 4096
 MAX_DEPTH = 32
 
 
+TraceContext = dict[str, str]
+"""A W3C Trace Context carrier: ``traceparent`` and, if any, ``tracestate`` (section 5)."""
+
+
 class Frame:
     """Base of every frame; ``type`` is the wire name."""
 
@@ -105,6 +109,7 @@ class Submit(Frame):
     kwargs: dict[str, Any]
     parent: str | None = None
     watch: bool = True
+    trace: TraceContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +261,8 @@ class Assign(Frame):
     args: list[Any]
     kwargs: dict[str, Any]
     attempt: int
+    trace: TraceContext | None = None
+    created: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +353,12 @@ def _is_str_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) for k in value)
 
 
+def _is_str_to_str(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
 def _is_error_info(value: Any) -> bool:
     return isinstance(value, dict) and all(
         isinstance(value.get(key), str) for key in ("type", "message", "traceback")
@@ -364,6 +377,7 @@ _CHECKS: dict[str, Check] = {
     "list[dict[str, Any]]": lambda v: isinstance(v, list) and all(_is_str_map(i) for i in v),
     "dict[str, Any]": _is_str_map,
     "dict[str, str]": _is_error_info,
+    "TraceContext": _is_str_to_str,
 }
 
 
@@ -380,6 +394,8 @@ class _Field:
     nullable: bool
     required: bool
     kind: str
+    as_float: bool
+    """A float field: an int is read as that float."""
 
 
 _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
@@ -389,6 +405,7 @@ _SCHEMAS: dict[type[Frame], tuple[_Field, ...]] = {
             *_check_for(str(f.type)),
             required=f.default is dataclasses.MISSING,
             kind=str(f.type),
+            as_float=str(f.type) in ("float", "float | None"),
         )
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
     )
@@ -442,7 +459,7 @@ def frame_from_map(data: Any) -> Frame:
                 f"{cls.type}: field {field.name!r} must be {field.kind}, not {_describe(value)}"
             )
         # A float field takes an int too (PROTOCOL.md section 2); the frame always holds a float.
-        values[field.name] = float(value) if field.kind == "float" else value
+        values[field.name] = float(value) if field.as_float else value
     frame = cls(**values)
     rule = _RULES.get(cls)
     if rule is not None and not rule[0](frame):

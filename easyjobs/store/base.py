@@ -357,6 +357,13 @@ def pack(value: Any, what: str) -> bytes:
         raise SerializationError(f"{what} cannot be encoded as msgpack: {exc}") from exc
 
 
+def pack_payload(job: JobRecord) -> bytes:
+    """The ``payload`` column: ``[args, kwargs]``, and the trace context third when the job
+    has one (inside the payload, so tracing needs no schema change)."""
+    payload = [job.args, job.kwargs] if job.trace is None else [job.args, job.kwargs, job.trace]
+    return pack(payload, f"job {job.id} arguments")
+
+
 def unpack(raw: bytes) -> Any:
     """Decode a BLOB written by ``pack``."""
     return msgpack.unpackb(raw, raw=False, strict_map_key=False)
@@ -388,7 +395,7 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
         created_at, started_at, finished_at,
         dependencies, on_failure_job, handler_for, next_attempt_at, owner,
     ) = row  # fmt: skip
-    args, kwargs = unpack(payload)
+    args, kwargs, *traced = unpack(payload)
     return JobRecord(
         id=job_id,
         queue=q,
@@ -409,6 +416,7 @@ def record_from_row(row: tuple[Any, ...]) -> JobRecord:
         handler_for=handler_for,
         next_attempt_at=next_attempt_at,
         owner=owner,
+        trace=traced[0] if traced else None,
     )
 
 

@@ -11,6 +11,8 @@ credit the manager holds but has no job to spend: a deadlock) and revokes the cr
 became. Only an assignment already on its way when the revoke leaves can make ``active`` exceed
 ``capacity``, by one per resumed job, until a job finishes; no credit is granted meanwhile.
 
+Each attempt runs in its trace span (``easyjobs.tracing``; nothing without the otel extra).
+
 Sync (``def``) tasks run in threads of their own, one per running job, with the job's context
 (``current_job`` and the caller's context variables) copied in. A thread cannot be stopped: a
 sync task that times out fails at once with ``TaskTimeout`` and one that is cancelled reports
@@ -32,6 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .. import tracing
 from ..errors import ConfigurationError, SerializationError, TaskTimeout
 from ..jobs import JobStatus
 from ..jsonlog import assign_fields
@@ -160,10 +163,13 @@ class Runner:
         grant: Callable[[int], None],
         report: Callable[[Done], None],
         revoke: Callable[[int], None],
+        name: str = "",
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self.name = name
+        """The worker's name, in the spans of its attempts."""
         self._grant = grant
         self._report = report
         self._revoke = revoke
@@ -244,27 +250,37 @@ class Runner:
         assign = running.assign
         current_job.set(assign.job)
         current_slot.set(lambda: self._lend(running))
-        try:
-            if fn is None:
-                raise LookupError(f"this worker has no task {assign.task!r}")
-            if in_thread:
-                value = await self._run_in_thread(running, fn, timeout)
-            elif timeout is None:
-                value = await fn(*assign.args, **assign.kwargs)
+        with tracing.attempt(assign, self.name) as span:
+            try:
+                if fn is None:
+                    raise LookupError(f"this worker has no task {assign.task!r}")
+                if in_thread:
+                    value = await self._run_in_thread(running, fn, timeout)
+                elif timeout is None:
+                    value = await fn(*assign.args, **assign.kwargs)
+                else:
+                    try:
+                        value = await asyncio.wait_for(fn(*assign.args, **assign.kwargs),
+                                                       timeout)
+                    except asyncio.TimeoutError:
+                        raise TaskTimeout(
+                            f"{assign.task} ran longer than its {timeout:g}s timeout"
+                        ) from None
+                check_result(assign.task, value)
+                done = Done(assign.job, assign.attempt, JobStatus.SUCCEEDED.value, value)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                if span is not None:
+                    tracing.finished(span, JobStatus.CANCELLED.value)
+                self._finish(running)  # cancelled, or the process was told to stop: it does
+                raise
+            except BaseException as exc:  # anything else the task raised fails its attempt
+                done = Done(assign.job, assign.attempt, JobStatus.FAILED.value, None,
+                            failure(exc))
+                if span is not None:
+                    tracing.finished(span, done.status, exc)
             else:
-                try:
-                    value = await asyncio.wait_for(fn(*assign.args, **assign.kwargs), timeout)
-                except asyncio.TimeoutError:
-                    raise TaskTimeout(
-                        f"{assign.task} ran longer than its {timeout:g}s timeout"
-                    ) from None
-            check_result(assign.task, value)
-            done = Done(assign.job, assign.attempt, JobStatus.SUCCEEDED.value, value)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            self._finish(running)  # cancelled, or the process was told to stop: it does
-            raise
-        except BaseException as exc:  # anything else the task raised fails its attempt
-            done = Done(assign.job, assign.attempt, JobStatus.FAILED.value, None, failure(exc))
+                if span is not None:
+                    tracing.finished(span, done.status)
         self._finish(running)
         try:
             self._report(done)

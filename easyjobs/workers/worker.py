@@ -292,7 +292,8 @@ class EasyJobsWorker:
         the worker keeps trying in the background and takes jobs once connected.
         """
         if self._runner is None:
-            self._runner = Runner(self.max_tasks, self._grant, self._report, self._revoke)
+            self._runner = Runner(self.max_tasks, self._grant, self._report, self._revoke,
+                                  self.name)
         self._hook_shutdown()
         await self._link.start(self._connect_timeout)
         self._started = True

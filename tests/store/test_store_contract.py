@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -159,6 +160,8 @@ def finish_as(status: JobStatus) -> StatusOp:
     return lambda store, job_id: store.finish(job_id, status, None, None, at=50.0)
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 STATUS_OPS: dict[str, tuple[JobStatus, StatusOp]] = {
     "mark_running": (JobStatus.RUNNING, lambda s, i: s.mark_running(i, "w9", 2, at=50.0)),
     "requeue": (JobStatus.QUEUED, lambda s, i: s.requeue([i])),
@@ -170,7 +173,8 @@ STATUS_OPS: dict[str, tuple[JobStatus, StatusOp]] = {
 
 class TestStoreContract:
     async def test_add_then_get_round_trips_every_field(self, store: Store) -> None:
-        """Every field of a job, bytes, nested maps and unicode included, reads back as written."""
+        """Every field of a job, bytes, nested maps, unicode and the trace context included,
+        reads back as written (and as claimed)."""
         record = JobRecord(
             id=new_job_id(),
             queue="emails",
@@ -190,9 +194,12 @@ class TestStoreContract:
             on_failure_job=new_job_id(),
             handler_for=new_job_id(),
             next_attempt_at=1700000003.0625,
+            trace={"traceparent": TRACEPARENT, "tracestate": "congo=t61rcWkgMzE"},
         )
         assert await store.add_jobs([record]) == [True]
         assert await store.get_job(record.id) == record
+        assert await store.claim("emails", record.task, 1, "m1") == [
+            dataclasses.replace(record, owner="m1")]
 
     async def test_none_result_and_defaults_round_trip(self, store: Store) -> None:
         """A job with no result, error, worker, parent, links or timestamps reads back so."""
