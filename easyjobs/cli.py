@@ -291,7 +291,10 @@ def _manager(args: argparse.Namespace) -> int:
 
 def _bind(host: str, port: int) -> socket.socket:
     """The manager's listening socket, bound; a port in use is a one-line error."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say
+    # so, and accepted ones inherit it; without it every small frame waited ~40 ms for an ACK.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from easyjobs import AuthenticationError, EasyJobsClient, EasyJobsWorker, UnknownJob
+from easyjobs import AuthenticationError, EasyJobsClient, EasyJobsWorker, UnknownJob, cli
 from easyjobs.workers.link import WS_PATH
 
 from .certs import make_pki
@@ -377,3 +378,25 @@ async def test_manager_with_an_unreachable_database_fails_in_one_line(tmp_path: 
     lines = [line for line in ran.err.splitlines() if "cannot start" in line]
     assert len(lines) == 1 and f"127.0.0.1:{port}/jobs" in lines[0], ran.err
     assert "Traceback" not in ran.err and "hunter2" not in ran.err
+
+
+async def test_the_managers_listening_socket_gives_connections_without_nagle() -> None:
+    """The socket ``easyjobs manager`` binds itself makes asyncio turn Nagle off on each
+    connection it accepts (TCP_NODELAY): without it a small frame waits ~40 ms for an ACK."""
+    sock = cli._bind("127.0.0.1", 0)
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            conn = transport.get_extra_info("socket")
+            accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        assert await asyncio.wait_for(accepted, TIMEOUT) == 1
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -101,3 +103,18 @@ def test_only_the_job_fields_are_copied_from_a_record() -> None:
                                     sys.exc_info())
     line = json.loads(JsonFormatter().format(failing))
     assert "ValueError: bad" in line["exception"] and "job_id" not in line
+
+
+def test_configure_logging_json_writes_json_lines_for_embedders() -> None:
+    """``easyjobs.configure_logging(json=True)`` in a program of one's own (a fresh process,
+    nothing configured before): easyjobs' lines reach stderr as JSON, with the job fields."""
+    code = ("import logging, easyjobs; easyjobs.configure_logging(json=True); "
+            "logging.getLogger('easyjobs.jobs').info('job %s started', 'j9', extra={"
+            "'job_id': 'j9', 'queue': 'Q', 'task': 't', 'attempt': 1, 'worker': 'w'})")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=TIMEOUT, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    (line,) = [json.loads(text) for text in ran.stderr.splitlines()]
+    assert line | {"time": None} == {"time": None, "level": "INFO", "logger": "easyjobs.jobs",
+                                     "message": "job j9 started", "job_id": "j9", "queue": "Q",
+                                     "task": "t", "attempt": 1, "worker": "w"}
