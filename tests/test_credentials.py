@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from easyjobs import EasyJobsClient, EasyJobsWorker, PermissionDenied
-from easyjobs.errors import AuthenticationError, TaskFailed
+from easyjobs.errors import AuthenticationError
 from easyjobs.protocol.frames import Error, Pause, Submit, decode_message
 from easyjobs.protocol.session import CLOSE_PERMISSION_DENIED
 
@@ -297,7 +297,8 @@ async def test_credentials_need_the_manager_secret_and_say_what_is_wrong(
 async def test_a_submit_reusing_the_id_of_another_queues_job_gets_no_outcome(
         deployment: Deployment) -> None:
     """A client for OTHER that re-sends a submit with the id of a PROCS job (as a reconnecting
-    client would its own) is told it may not await it, never given the PROCS result."""
+    client would its own) is refused: the job neither runs again under OTHER nor gives its
+    outcome away."""
     await serving_worker(deployment, "procs-worker")
     async with deployment.client("procs-client") as own:
         job = await own.submit(QUEUE, "add", 20, 22)
@@ -314,12 +315,13 @@ async def test_a_submit_reusing_the_id_of_another_queues_job_gets_no_outcome(
         async with deployment.client("other-client") as other:
             assert await other.call(OTHER, "echo", 1) == 1
             calls = other._link.calls
-            reused = await calls.submit(OTHER, "echo", [5], {}, watch=True, job_id=job.id)
-            with pytest.raises(TaskFailed) as failed:
-                await reused.result(TIMEOUT)
-            assert failed.value.type == "PermissionDenied"
-            assert failed.value.message == (  # exactly this: nothing of the PROCS outcome
-                f"credential 'other-client' (client) may not await job {job.id} of queue "
-                "'PROCS'")
+            with pytest.raises(PermissionDenied) as refused:
+                await calls.submit(OTHER, "echo", [5], {}, watch=True, job_id=job.id)
+            assert str(refused.value) == (  # exactly this: nothing of the PROCS outcome
+                "credential 'other-client' (client) may not submit to queue 'PROCS'")
+        async with deployment.client("procs-client") as own:  # the PROCS job is untouched
+            record = await own.job(job.id)
+            assert (record["queue"], record["status"], record["result"]) == (
+                QUEUE, "succeeded", 42)
     finally:
         await worker.stop()

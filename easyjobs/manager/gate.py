@@ -2,10 +2,12 @@
 
 A peer under the manager secret (or an admin credential) goes straight through. Any other
 peer's frames are checked against its grant (``access.Grant``): queues named in the frame at
-once, jobs named by id by their queue, read from memory or, for a job not held here, from the
-store. While such a read is under way the peer's later frames wait behind it, so the core sees
-them in the order they were sent. A refused frame is answered with ``permission_denied`` (a
-refused ``register`` closes the link, 4005: the worker cannot serve) and the rest go on.
+once, jobs named by id (a submit's too: it may re-use an existing job's id) by their queue,
+read from memory or, for jobs not held here, from the store (one read per message). While a
+read is under way the peer's later messages wait behind it (at most ``MAX_WAITING``, then the
+link closes, 4004), so the core sees them in the order they were sent. A refused frame is
+answered with ``permission_denied`` (a refused ``register`` closes the link, 4005: the worker
+cannot serve) and the rest go on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from ..errors import PermissionDenied, StoreError
+from ..errors import ConnectionLost, PermissionDenied, StoreError
 from ..protocol.frames import (
     Cancel,
     Done,
@@ -26,13 +28,16 @@ from ..protocol.frames import (
     Submit,
     Watch,
 )
-from ..protocol.session import CLOSE_PERMISSION_DENIED
+from ..protocol.session import CLOSE_BACKLOG, CLOSE_PERMISSION_DENIED
 from ..store import Store
 from .active import ActiveJobs
 from .background import Background
 from .peers import Peer, Peers
 
 Route = Callable[[Peer, list[Frame]], None]
+
+MAX_WAITING = 100
+"""Messages of one peer held while its frames wait for a store read; more close the link."""
 
 
 class Gate:
@@ -52,24 +57,34 @@ class Gate:
         if peer.grant.admin:
             self._route(peer, frames)
         elif peer.id in self._waiting:
-            self._waiting[peer.id].append(frames)
+            waiting = self._waiting[peer.id]
+            if len(waiting) >= MAX_WAITING:  # it sends faster than it can be checked
+                peer.close(CLOSE_BACKLOG, ConnectionLost(
+                    f"over {MAX_WAITING} messages waiting to be checked"))
+                return
+            waiting.append(frames)
         else:
             self._admit(peer, frames)
 
     def _admit(self, peer: Peer, frames: list[Frame]) -> None:
-        """Route the frames allowed, up to the first whose job must be read from the store;
-        that one and the rest wait for the read. A refusal is answered in its place: after
-        the allowed frames before it are routed (runs of them stay together, so consecutive
-        submits still share one write)."""
+        """Route the frames allowed; if any names a job not held here, the whole message
+        waits for one read of all such jobs first."""
+        unread = sorted({job for frame in frames for job in _jobs_of(frame)
+                         if job not in self._active})
+        if unread:
+            self._waiting[peer.id] = deque([frames])
+            self._background.spawn(self._read_then_admit(peer, unread))
+            return
+        self._route_allowed(peer, frames, {}, frozenset())
+
+    def _route_allowed(self, peer: Peer, frames: list[Frame], read: dict[str, str],
+                       missing: frozenset[str] | set[str]) -> None:
+        """Route the allowed frames; a refusal is answered in its place, after the allowed
+        frames before it are routed (runs of them stay together, so consecutive submits
+        still share one write)."""
         allowed: list[Frame] = []
-        for n, frame in enumerate(frames):
-            unread = [job for job in _jobs_of(frame) if job not in self._active]
-            if unread:
-                self._route(peer, allowed)
-                self._waiting[peer.id] = deque([frames[n:]])
-                self._background.spawn(self._read_then_admit(peer, unread))
-                return
-            refusal = self._refusal(peer, frame, {})
+        for frame in frames:
+            refusal = self._refusal(peer, frame, read, missing)
             if refusal is None:
                 allowed.append(frame)
                 continue
@@ -90,14 +105,8 @@ class Gate:
         waiting = self._waiting.pop(peer.id, deque())
         if not waiting or peer.id not in self._peers:
             return
-        first = waiting.popleft()
-        refusal = self._refusal(peer, first[0], queues, missing)
-        if refusal is None:
-            self._route(peer, first[:1])
-        else:
-            self._refuse(peer, first[0], refusal)
-        rest = [first[1:], *waiting]
-        for frames in rest:
+        self._route_allowed(peer, waiting.popleft(), queues, missing)
+        for frames in waiting:
             if peer.id in self._waiting:  # another read began: the rest wait for it
                 self._waiting[peer.id].append(frames)
             elif peer.id in self._peers:
@@ -118,9 +127,15 @@ class Gate:
                               and not grant.may_serve(t["queue"])})
             action = f"serve queue {', '.join(map(repr, refused))}" if refused else ""
         elif isinstance(frame, Submit):
-            held = self._queue_held(frame.job)  # a re-sent submit: its job's queue counts too
-            action = next((f"submit to queue {q!r}" for q in (frame.queue, held)
-                           if q is not None and not grant.may_use(q)), "")
+            # A re-sent submit names a job that exists: its queue must be the peer's too (an
+            # id of another queue's job must neither run nor be awaited under this one).
+            known = read.get(frame.job) or self._queue_held(frame.job)
+            if not grant.may_use(frame.queue):
+                action = f"submit to queue {frame.queue!r}"
+            elif frame.job not in missing and known is None:
+                action = f"submit job {frame.job} (its queue could not be read)"
+            elif known is not None and not grant.may_use(known):
+                action = f"submit to queue {known!r}"
         elif isinstance(frame, ListJobs):
             named = [q for q in [frame.queue, *(frame.queues or [])] if q is not None]
             action = next((f"list queue {q!r}" for q in named if not grant.may_use(q)), "")
@@ -154,7 +169,7 @@ class Gate:
 
 def _jobs_of(frame: Frame) -> list[str]:
     """The jobs a frame acts on by id."""
-    if isinstance(frame, (Watch, Lookup, Cancel, Done)):
+    if isinstance(frame, (Watch, Lookup, Cancel, Done, Submit)):
         return [frame.job]
     if isinstance(frame, Resume):
         return list(frame.jobs)

@@ -12,6 +12,7 @@ from easyjobs.errors import PermissionDenied
 from easyjobs.jobs import JobStatus, new_job_id
 from easyjobs.manager.access import Grant
 from easyjobs.manager.core import Core
+from easyjobs.manager.gate import MAX_WAITING
 from easyjobs.protocol.frames import (
     Accepted,
     Assign,
@@ -29,7 +30,7 @@ from easyjobs.protocol.frames import (
     Submit,
     Watch,
 )
-from easyjobs.protocol.session import CLOSE_PERMISSION_DENIED
+from easyjobs.protocol.session import CLOSE_BACKLOG, CLOSE_PERMISSION_DENIED
 from easyjobs.store import SQLiteStore
 from easyjobs.tasks import make_options, spec_for
 
@@ -247,3 +248,33 @@ async def test_a_refusal_is_answered_in_its_place_among_the_frames_of_a_message(
     core.handle(client, [Lookup(1, own), Lookup(2, foreign), Lookup(3, own)])
     assert [(type(f).__name__, getattr(f, "ref", None)) for f in client.sent] == [
         ("JobInfo", 1), ("Error", 2), ("JobInfo", 3)]
+
+
+async def test_a_submit_reusing_the_id_of_a_stored_job_of_another_queue_is_refused(
+        core: Core, worker: FakePeer, admin: FakePeer) -> None:
+    """A re-sent submit names an existing job: one of a queue the peer may not use is refused
+    after the store read (it must neither run again nor be awaited under the peer's queue),
+    and the stored job is left as it was."""
+    stored = await finished(core, admin, worker, "A")
+    client = scoped(core, "cq", "client", "Q")
+    fresh = new_job_id()
+    core.handle(client, [Submit(1, stored, "Q", "add", [1, 2], {}),
+                         Submit(2, fresh, "Q", "add", [1, 2], {})])
+    await wait_until(lambda: len(client.sent) >= 2, what="both answers")
+    assert [(e.ref, e.code) for e in client.of(Error)] == [(1, "permission_denied")]
+    assert "may not submit to queue 'A'" in client.of(Error)[0].message
+    assert [a.job for a in client.of(Accepted)] == [fresh]
+    record = await core.store.get_job(stored)
+    assert record is not None and (record.queue, record.status) == ("A", JobStatus.SUCCEEDED)
+
+
+async def test_a_peer_that_sends_faster_than_its_frames_are_checked_is_closed(
+        core: Core) -> None:
+    """While a store read holds a scoped peer's frames, its later messages wait in memory; past
+    ``MAX_WAITING`` of them the link closes (4004) instead of holding more."""
+    client = scoped(core, "cq", "client", "Q")
+    for ref in range(MAX_WAITING):  # in one turn of the loop: the first read is not back
+        core.handle(client, [Lookup(ref, new_job_id())])
+    assert client.closed == []
+    core.handle(client, [Lookup(MAX_WAITING, new_job_id())])
+    assert [code for code, _ in client.closed] == [CLOSE_BACKLOG]
