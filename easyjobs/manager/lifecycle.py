@@ -202,8 +202,9 @@ class Lifecycle:
         for frame, group, optimistic in items:
             new = created[position]
             position += len(group)
-            if optimistic and not new:
-                self._retract(frame.job)  # the id belongs to a job that had finished
+            if optimistic and not new:  # the id is an existing job's (finished, or queued
+                self._retract(frame.job)  # in the store): it stands; free, it is claimed
+                self._claims.top_up((frame.queue, frame.task))
             elif new and not optimistic:
                 self.activate(group)
             self._peers.reply(peer, Accepted(frame.ref, frame.job, new))
@@ -277,7 +278,8 @@ class Lifecycle:
         record.started_at = time.time()
         self._observers.job_changed("started", record)
         self._background.write(
-            self._store.mark_running(job_id, worker.name, record.attempts, record.started_at),
+            self._store.mark_running(job_id, worker.name, record.attempts, record.started_at,
+                                     self._claims.owner),
             f"the start of job {job_id}")
         self._claims.top_up((record.queue, record.task))
 
@@ -301,7 +303,8 @@ class Lifecycle:
             # It runs an attempt even if a crash lost the record of its start.
             record.attempts = max(record.attempts, 1)
             self._background.write(
-                self._store.mark_running(job_id, peer.name, record.attempts, time.time()),
+                self._store.mark_running(job_id, peer.name, record.attempts, time.time(),
+                                         self._claims.owner),
                 f"the resumed start of job {job_id}")
         if missing and adopted:  # finished, or held by another manager (perhaps one that died)
             self._background.spawn(self._strand(peer, missing))
@@ -398,7 +401,8 @@ class Lifecycle:
             record.move(JobStatus.RUNNING)
             record.worker = peer.name
             self._background.write(self._store.mark_running(
-                frame.job, peer.name, record.attempts, record.started_at or time.time()),
+                frame.job, peer.name, record.attempts, record.started_at or time.time(),
+                self._claims.owner),
                 f"the start of job {frame.job}")
         if active.worker_id not in (None, peer.id):
             self._abort(active)  # an earlier attempt won

@@ -110,9 +110,11 @@ class Store(ABC):
 
     @abstractmethod
     def mark_running(
-        self, job_id: str, worker: str, attempt: int, at: float
+        self, job_id: str, worker: str, attempt: int, at: float, owner: str | None = None
     ) -> asyncio.Future[None]:
-        """Move a queued job to running on ``worker``; other jobs are left alone."""
+        """Move a queued job to running on ``worker``; other jobs are left alone, and with
+        ``owner`` so is a job not held by that manager (a re-sent submit's id may name a job
+        queued in the store for anyone: starting it there would strand it)."""
 
     @abstractmethod
     def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:

@@ -323,8 +323,10 @@ statement of a group commit."""
 MARK_RUNNING = (
     f"UPDATE ej_jobs j SET status = '{JobStatus.RUNNING.value}', attempts = u.attempts,"
     " worker = u.worker, started_at = u.at"
-    " FROM unnest(%b::int4[], %b::text[], %b::float8[], %b::text[]) AS u(attempts, worker, at, id)"
-    f" WHERE j.id = u.id AND {BY_ID} AND {_when(JobStatus.RUNNING)} RETURNING j.id"
+    " FROM unnest(%b::int4[], %b::text[], %b::float8[], %b::text[], %b::text[])"
+    " AS u(attempts, worker, at, id, owner)"
+    f" WHERE j.id = u.id AND (u.owner IS NULL OR j.owner = u.owner) AND {BY_ID}"
+    f" AND {_when(JobStatus.RUNNING)} RETURNING j.id"
 )
 REQUEUE = (
     f"UPDATE ej_jobs SET status = '{JobStatus.QUEUED.value}', worker = NULL,"
@@ -599,9 +601,9 @@ class PostgresStore(Store):
         return self._write("add_jobs", INSERT_JOBS, columns, extract, news)
 
     def mark_running(
-        self, job_id: str, worker: str, attempt: int, at: float
+        self, job_id: str, worker: str, attempt: int, at: float, owner: str | None = None
     ) -> asyncio.Future[None]:
-        params = ([attempt], [worker], [float(at)], [job_id], [job_id])
+        params = ([attempt], [worker], [float(at)], [job_id], [owner], [job_id])
         return self._write("mark_running", MARK_RUNNING, params, _none)
 
     def requeue(self, job_ids: Sequence[str]) -> asyncio.Future[None]:

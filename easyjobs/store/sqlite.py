@@ -169,7 +169,7 @@ INSERT_JOB = (
 )
 MARK_RUNNING = (
     "UPDATE jobs SET status = ?, attempts = ?, worker = ?, started_at = ?"
-    f" WHERE id = ? AND {_when(JobStatus.RUNNING)}"
+    f" WHERE id = ? AND (? IS NULL OR owner = ?) AND {_when(JobStatus.RUNNING)}"
 )
 REQUEUE = (
     "UPDATE jobs SET status = ?, worker = NULL, next_attempt_at = NULL"
@@ -353,10 +353,10 @@ class SQLiteStore(Store):
         )
 
     def mark_running(
-        self, job_id: str, worker: str, attempt: int, at: float
+        self, job_id: str, worker: str, attempt: int, at: float, owner: str | None = None
     ) -> asyncio.Future[None]:
         tail = _allowed_from(JobStatus.RUNNING)
-        params = (JobStatus.RUNNING.value, attempt, worker, at, job_id, *tail)
+        params = (JobStatus.RUNNING.value, attempt, worker, at, job_id, owner, owner, *tail)
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.execute(MARK_RUNNING, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import pytest
 
 from easyjobs.errors import EasyJobsError, StoreError
-from easyjobs.jobs import JobStatus, new_job_id
+from easyjobs.jobs import JobRecord, JobStatus, new_job_id
 from easyjobs.manager.core import Core
 from easyjobs.manager.endpoint import Endpoint
 from easyjobs.manager.metrics import Metrics
 from easyjobs.manager.peers import Peer
 from easyjobs.protocol.frames import (
+    Abort,
     Accepted,
     Assign,
     Credit,
@@ -194,3 +196,28 @@ async def test_an_outcome_of_an_earlier_attempt_counts_as_a_duplicate(core: Core
                      what="every outcome to be acknowledged")
     text = (await metrics.render()).decode()
     assert 'easyjobs_jobs_duplicate_outcomes_total{queue="Q",task="add"} 1.0' in text
+
+
+async def test_a_resent_submit_of_a_job_another_manager_holds_leaves_it_alone(
+        core: Core) -> None:
+    """A client re-sends the submit of a job that another manager sharing the store holds
+    (its ``accepted`` was lost in a reconnect). The copy dispatched here at once is retracted
+    when the insert proves the job exists; its start must not have touched the stored job
+    (marked running on this manager's worker, it would wait for nobody)."""
+    job = new_job_id()
+    await core.store.add_jobs([JobRecord(id=job, queue="Q", task="add", args=[1, 2],
+                                         kwargs={}, created_at=time.time(),
+                                         owner="another-manager")])
+    worker, client = FakePeer("w", "worker"), FakePeer("c")
+    core.connect(worker)
+    core.connect(client)
+    core.handle(worker, [REGISTER, Credit(1)])
+    core.handle(client, [submit(1, job)])
+    await wait_until(lambda: bool(client.of(Accepted)), what="the re-sent submit's answer")
+    assert [a.created for a in client.of(Accepted)] == [False]
+    await wait_until(lambda: bool(worker.of(Abort)), what="the copy to be retracted")
+    assert job not in core.active
+    stored = await core.store.get_job(job)
+    assert stored is not None
+    assert (stored.status, stored.worker, stored.owner) == (
+        JobStatus.QUEUED, None, "another-manager")

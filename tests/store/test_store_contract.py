@@ -209,6 +209,22 @@ class TestStoreContract:
         assert stored == record and stored.result is None and stored.started_at is None
         assert stored.dependencies == [] and stored.next_attempt_at is None
 
+    async def test_a_start_for_an_owner_leaves_the_jobs_of_others_alone(
+            self, store: Store) -> None:
+        """``mark_running`` with an owner starts only a job that owner holds: one held by
+        another manager, or free in the queue, keeps its row (a re-sent submit's copy)."""
+        mine, theirs, free = job(1, owner="m1"), job(2, owner="m2"), job(3)
+        await store.add_jobs([mine, theirs, free])
+        for record in (mine, theirs, free):
+            await store.mark_running(record.id, "w1", 1, at=2.0, owner="m1")
+        rows = {r.id: r for r in await store.get_jobs([mine.id, theirs.id, free.id])}
+        assert (rows[mine.id].status, rows[mine.id].worker) == (JobStatus.RUNNING, "w1")
+        for other in (theirs, free):
+            assert (rows[other.id].status, rows[other.id].worker) == (JobStatus.QUEUED, None)
+        await store.mark_running(free.id, "w1", 1, at=3.0)  # no owner: any queued job
+        stored = await store.get_job(free.id)
+        assert stored is not None and stored.status is JobStatus.RUNNING
+
     async def test_get_unknown_job_returns_none(self, store: Store) -> None:
         """Asking for an id never added gives None."""
         assert await store.get_job(new_job_id()) is None
