@@ -2,11 +2,13 @@
 
 A blocking HTTP/1.1 request with the standard library, made to the first manager of the list
 that answers, over TLS when its address says so (with the same CA and client certificate
-options as the WebSocket links). The secret goes in the ``Authorization`` header only.
+options as the WebSocket links). The secret goes in the ``Authorization`` header only, and in
+plain text only to a manager on this machine (loopback).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import urllib.error
@@ -29,6 +31,12 @@ def call_manager(where: dict[str, Any], secret: bytes, method: str, path: str,
                                  tls=where["tls"], pair="--host/--port")
     tls = client_tls(addresses, ca_file=where["ca_file"], client_cert=where["client_cert"],
                      client_key=where["client_key"])
+    for address in addresses:
+        if not address.tls and not _loopback(address.host):
+            raise AdminError(
+                f"not sending the manager secret to {address} in the clear: reach it over TLS "
+                f"(wss://{address.netloc} or --tls), or run this on the manager's machine "
+                "(127.0.0.1)")
     failures = []
     for address in addresses:
         try:
@@ -44,6 +52,13 @@ def call_manager(where: dict[str, Any], secret: bytes, method: str, path: str,
         except TimeoutError:
             failures.append(f"{address} (no answer within {timeout:g}s)")
     raise AdminError(f"no manager answered: {', '.join(failures)}")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _request(address: ManagerAddress, context: ssl.SSLContext | None, secret: bytes,

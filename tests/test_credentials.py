@@ -325,3 +325,13 @@ async def test_a_submit_reusing_the_id_of_another_queues_job_gets_no_outcome(
                 QUEUE, "succeeded", 42)
     finally:
         await worker.stop()
+
+
+async def test_the_cli_never_sends_the_manager_secret_in_the_clear_off_this_machine() -> None:
+    """``easyjobs credentials`` to a manager that is not on loopback and not reached over TLS
+    refuses before connecting (the manager secret would cross the network in plain text)."""
+    ran = await run_cli("credentials", "list", "--managers", "10.255.255.1:8220",
+                        "--timeout", "2")
+    assert ran.code == 1
+    assert "not sending the manager secret to 10.255.255.1:8220 in the clear" in ran.err
+    assert SECRET not in ran.err + ran.out

@@ -60,9 +60,33 @@ class Grant:
 
     def denied(self, action: str) -> PermissionDenied:
         """The error for a refused ``action``, logged with the credential's name (never a
-        secret): the log says who tried what."""
-        log.warning("refused %s: %s", self, action)
+        secret): the log says who tried what (``_refusals`` keeps a flood of them short)."""
+        if _refusals.allow(self.credential):
+            log.warning("refused %s: %s", self, action)
         return PermissionDenied(f"{self} may not {action}")
+
+
+class _RefusalLog:
+    """At most ``LOGGED_REFUSALS`` refusal lines per credential a minute; then one line says
+    how many more there were, so a peer sending refused frames in a loop cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._window: dict[str, tuple[float, int]] = {}
+
+    def allow(self, credential: str) -> bool:
+        now = time.monotonic()
+        start, count = self._window.get(credential, (now, 0))
+        if now - start >= 60.0:
+            if count > LOGGED_REFUSALS:
+                log.warning("refused credential %r %d more time(s) in the last minute",
+                            credential, count - LOGGED_REFUSALS)
+            start, count = now, 0
+        self._window[credential] = (start, count + 1)
+        return count < LOGGED_REFUSALS
+
+
+LOGGED_REFUSALS = 20
+_refusals = _RefusalLog()
 
 
 MANAGER = Grant("", "admin", None)

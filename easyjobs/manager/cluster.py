@@ -11,6 +11,7 @@ the listener was away is made up by ``caught_up``, which re-reads all of that fr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -26,6 +27,9 @@ from .registry import TaskRegistry
 from .watchers import Watchers
 
 log = logging.getLogger("easyjobs.manager")
+
+RELOAD_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6)
+"""Seconds between the tries of re-reading the credentials after news of them."""
 
 
 class ClusterNews:
@@ -73,11 +77,18 @@ class ClusterNews:
                            credentials=True))
 
     async def _reload_credentials(self) -> None:
-        try:
-            await self._credentials.load()
-        except StoreError:
-            log.warning("could not re-read the credentials after another manager changed "
-                        "them; they are re-read on the next news or catch-up")
+        """Re-read the credentials, a few times if need be: a revocation elsewhere must not
+        stay unheard here for want of one read (a stop waits for this: the tries are few)."""
+        for delay in RELOAD_DELAYS:
+            try:
+                await self._credentials.load()
+                return
+            except StoreError:
+                log.warning("could not re-read the credentials after another manager changed "
+                            "them; trying again in %gs", delay)
+            await asyncio.sleep(delay)
+        log.error("the credentials could not be re-read: a revocation made on another manager "
+                  "takes effect here at the next news of credentials or database reconnect")
 
     async def _reclaim(self) -> None:
         try:

@@ -52,12 +52,19 @@ class EventHub:
             else:
                 queue.put_nowait(event)
 
-    async def stream(self, credential: str = "") -> AsyncIterator[dict[str, Any]]:
-        """Events from now on, until the subscriber falls too far behind or goes away, or
-        its ``credential`` is revoked (``end``)."""
+    def subscribe(self, credential: str = "") -> asyncio.Queue[dict[str, Any]]:
+        """A subscriber's queue, taking events from now on (``stream`` reads it): made before
+        the response starts, so a revocation from then on ends it."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._limit)
         self._queues.add(queue)
         self._credential[queue] = credential
+        return queue
+
+    async def stream(self, credential: str = "", queue: asyncio.Queue[dict[str, Any]] | None
+                     = None) -> AsyncIterator[dict[str, Any]]:
+        """Events from now on (or since ``queue`` was subscribed), until the subscriber falls
+        too far behind or goes away, or its ``credential`` is revoked (``end``)."""
+        queue = queue if queue is not None else self.subscribe(credential)
         try:
             while True:
                 event = await queue.get()

@@ -336,10 +336,14 @@ class HttpApi:
 
     async def event_stream(self, request: Request) -> Response:
         grant = self._grant(request)
+        queue = self.events.subscribe(grant.credential)
+        if grant.credential and self._credentials.grant(grant.credential) is None:
+            self.events.end({grant.credential})  # revoked since its token was checked
+            return error(401, "missing or wrong bearer token", "unauthorized")
 
         async def lines() -> AsyncIterator[bytes]:
             yield b": connected\n\n"
-            async for event in self.events.stream(grant.credential):
+            async for event in self.events.stream(queue=queue):
                 if grant.admin or (event["kind"] == "job"
                                    and grant.may_use(event["job"]["queue"])):
                     yield b"data: " + json.dumps(to_json(event)).encode() + b"\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from easyjobs.errors import ConfigurationError, PermissionDenied
-from easyjobs.manager.access import MANAGER, Credentials, Grant
+from easyjobs.manager.access import LOGGED_REFUSALS, MANAGER, Credentials, Grant
 from easyjobs.protocol import auth
 from easyjobs.protocol.session import ClientSession, ServerSession, State
 from easyjobs.store import SQLiteStore
@@ -230,3 +231,14 @@ async def test_the_database_never_holds_a_key_or_a_token(credentials: Credential
                             token.rsplit(".", 1)[1].encode()]
         for form in forms:
             assert form not in files, f"{name}: {form!r} is in the database"
+
+
+def test_a_flood_of_refusals_is_logged_briefly(caplog: pytest.LogCaptureFixture) -> None:
+    """A peer sending refused frames in a loop gets a line for each of the first
+    ``LOGGED_REFUSALS`` a minute, not one per frame: the log stays readable."""
+    grant = Grant("flooder", "client", frozenset({"A"}))
+    with caplog.at_level(logging.WARNING, "easyjobs.manager"):
+        errors = [grant.denied("submit to queue 'B'") for _ in range(5 * LOGGED_REFUSALS)]
+    assert all(isinstance(e, PermissionDenied) for e in errors)  # every refusal is answered
+    lines = [r for r in caplog.records if "flooder" in r.getMessage()]
+    assert len(lines) == LOGGED_REFUSALS
