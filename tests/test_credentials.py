@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,23 @@ async def serving_worker(deployment: Deployment, credential: str) -> Process:
     async with deployment.client("procs-client") as client:
         assert await client.call(QUEUE, "add", 2, 3) == 5
     return worker
+
+
+@asynccontextmanager
+async def other_worker(deployment: Deployment) -> AsyncIterator[EasyJobsWorker]:
+    """A worker in this process under the OTHER worker credential, serving ``OTHER.echo``."""
+    worker = EasyJobsWorker(manager_port=deployment.port, jobs_queue=OTHER, connect_timeout=5,
+                            manager_secret=deployment.tokens["other-worker"])
+
+    @worker.task()
+    async def echo(x: int) -> int:
+        return x
+
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
 
 
 async def test_a_worker_credential_serves_its_queue_and_nothing_else(
@@ -230,19 +248,8 @@ async def test_the_event_feed_of_a_client_holds_its_queues_only(deployment: Depl
         assert await client.call(QUEUE, "add", 1, 2) == 3
     seen_own = await asyncio.wait_for(own, TIMEOUT)
     assert {e["job"]["queue"] for e in seen_own} == {QUEUE}
-    worker = EasyJobsWorker(manager_port=deployment.port, manager_secret=deployment.tokens[
-        "other-worker"], jobs_queue=OTHER, connect_timeout=5)
-
-    @worker.task()
-    async def echo(x: int) -> int:
-        return x
-
-    await worker.start()
-    try:
-        async with deployment.client("other-client") as client:
-            assert await client.call(OTHER, "echo", 1) == 1
-    finally:
-        await worker.stop()
+    async with other_worker(deployment), deployment.client("other-client") as client:
+        assert await client.call(OTHER, "echo", 1) == 1
     seen_other = await asyncio.wait_for(other, TIMEOUT)
     assert {e["job"]["queue"] for e in seen_other} == {OTHER}
 
@@ -303,15 +310,7 @@ async def test_a_submit_reusing_the_id_of_another_queues_job_gets_no_outcome(
     async with deployment.client("procs-client") as own:
         job = await own.submit(QUEUE, "add", 20, 22)
         assert await job.result(TIMEOUT) == 42
-    worker = EasyJobsWorker(manager_port=deployment.port, jobs_queue=OTHER, connect_timeout=5,
-                            manager_secret=deployment.tokens["other-worker"])
-
-    @worker.task()
-    async def echo(x: int) -> int:
-        return x
-
-    await worker.start()
-    try:
+    async with other_worker(deployment):
         async with deployment.client("other-client") as other:
             assert await other.call(OTHER, "echo", 1) == 1
             calls = other._link.calls
@@ -323,8 +322,6 @@ async def test_a_submit_reusing_the_id_of_another_queues_job_gets_no_outcome(
             record = await own.job(job.id)
             assert (record["queue"], record["status"], record["result"]) == (
                 QUEUE, "succeeded", 42)
-    finally:
-        await worker.stop()
 
 
 async def test_the_cli_never_sends_the_manager_secret_in_the_clear_off_this_machine() -> None:

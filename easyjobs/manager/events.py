@@ -60,11 +60,9 @@ class EventHub:
         self._credential[queue] = credential
         return queue
 
-    async def stream(self, credential: str = "", queue: asyncio.Queue[dict[str, Any]] | None
-                     = None) -> AsyncIterator[dict[str, Any]]:
-        """Events from now on (or since ``queue`` was subscribed), until the subscriber falls
-        too far behind or goes away, or its ``credential`` is revoked (``end``)."""
-        queue = queue if queue is not None else self.subscribe(credential)
+    async def stream(self, queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """The events of a ``subscribe``d queue, until the subscriber falls too far behind or
+        goes away, or its credential is revoked (``end``)."""
         try:
             while True:
                 event = await queue.get()
@@ -77,19 +75,19 @@ class EventHub:
 
     def end(self, credentials: set[str]) -> None:
         """End the streams read under these credentials (they were revoked)."""
-        for queue in [q for q in self._queues if self._credential.get(q) in credentials]:
+        self._stop([q for q in self._queues if self._credential.get(q) in credentials])
+
+    def close(self) -> None:
+        """End every stream (the manager is stopping)."""
+        self._stop(list(self._queues))
+
+    def _stop(self, queues: list[asyncio.Queue[dict[str, Any]]]) -> None:
+        """Drop what these streams have not read yet; their next read ends them."""
+        for queue in queues:
             self._queues.discard(queue)
             while not queue.empty():
                 queue.get_nowait()
             queue.put_nowait(_END)
-
-    def close(self) -> None:
-        """End every stream (the manager is stopping)."""
-        for queue in list(self._queues):
-            while not queue.empty():
-                queue.get_nowait()
-            queue.put_nowait(_END)
-        self._queues.clear()
 
 
 def _summary(record: JobRecord) -> dict[str, Any]:

@@ -343,7 +343,7 @@ class HttpApi:
 
         async def lines() -> AsyncIterator[bytes]:
             yield b": connected\n\n"
-            async for event in self.events.stream(queue=queue):
+            async for event in self.events.stream(queue):
                 if grant.admin or (event["kind"] == "job"
                                    and grant.may_use(event["job"]["queue"])):
                     yield b"data: " + json.dumps(to_json(event)).encode() + b"\n\n"

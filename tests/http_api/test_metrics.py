@@ -38,13 +38,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-async def test_job_counters_gauges_and_histograms(
-    manager: RunningManager, worker_factory: Callable[..., EasyJobsWorker],
-    api: httpx.AsyncClient,
-) -> None:
-    """Submitted, succeeded, failed and retried by queue and task; depth, in flight, workers;
-    duration and queue-wait histograms with one observation per job."""
-    worker = worker_factory(name="w-metrics")
+async def serving_three(manager: RunningManager, worker: EasyJobsWorker) -> asyncio.Event:
+    """``worker`` serving ETL.add, ETL.flaky (fails, retried once) and ETL.hold (runs until
+    the returned event is set), once the manager knows all three."""
     gate = asyncio.Event()
 
     @worker.task()
@@ -61,6 +57,17 @@ async def test_job_counters_gauges_and_histograms(
 
     await worker.start()
     await registered(manager, "ETL", "add", "flaky", "hold")
+    return gate
+
+
+async def test_job_counters_gauges_and_histograms(
+    manager: RunningManager, worker_factory: Callable[..., EasyJobsWorker],
+    api: httpx.AsyncClient,
+) -> None:
+    """Submitted, succeeded, failed and retried by queue and task; depth, in flight, workers;
+    duration and queue-wait histograms with one observation per job."""
+    worker = worker_factory(name="w-metrics")
+    gate = await serving_three(manager, worker)
     before = await scrape(api)
     assert value(before, "easyjobs_jobs_submitted_total", queue="ETL", task="add") == 0
     for i in range(3):
@@ -151,22 +158,7 @@ async def test_a_burst_between_two_scrapes_is_seen_by_rate_and_increase(
     burst that ends between two scrapes shows as their difference; the gauges operators alert
     on (queue depth and age, jobs per worker, connections, store commits) are all there."""
     worker = worker_factory(name="w-burst", max_tasks=8)
-    gate = asyncio.Event()
-
-    @worker.task()
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    @worker.task(retry_policy="retry_once")
-    async def flaky(n: int) -> None:
-        raise RuntimeError(f"attempt for {n}")
-
-    @worker.task()
-    async def hold() -> None:
-        await gate.wait()
-
-    await worker.start()
-    await registered(manager, "ETL", "add", "flaky", "hold")
+    gate = await serving_three(manager, worker)
     add_labels = {"queue": "ETL", "task": "add"}
     before = await scrape(api)
     for task in ("add", "flaky", "hold"):
