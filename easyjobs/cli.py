@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--max-backlog", type=int, default=None,
                          help="bytes held for one peer that does not read before it is "
                          "dropped (env EASYJOBS_MAX_BACKLOG, default 4194304)")
+    manager.add_argument("--advertise", metavar="HOST:PORT", default=None,
+                         help="where the other managers on the same PostgreSQL database reach "
+                         "this one (env EASYJOBS_ADVERTISE; default: --host and --port, "
+                         "unless --host is a wildcard such as 0.0.0.0)")
     manager.add_argument("--ssl-certfile", help="PEM certificate: serve https and wss")
     manager.add_argument("--ssl-keyfile", help="PEM key of --ssl-certfile (unencrypted), if "
                          "in a file of its own")
@@ -260,11 +264,18 @@ def _manager(args: argparse.Namespace) -> int:
     limits = connection_limits(
         handshake_timeout=args.handshake_timeout, max_backlog=args.max_backlog,
         max_connections=args.max_connections, max_unauthenticated=args.max_unauthenticated)
-    app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
-                     api_token_file=args.api_token_file,
-                     metrics_public=True if args.metrics_public else None, **limits)
     # The port first: a busy one fails before anything is said to listen or a store is made.
     sock = _bind(host, port)
+    try:
+        app = create_app(db=args.db, secret_file=args.secret_file, heartbeat=args.heartbeat,
+                         api_token_file=args.api_token_file,
+                         metrics_public=True if args.metrics_public else None,
+                         advertise=_advertised(args.advertise, host, sock.getsockname()[1],
+                                               bool(tls)),
+                         **limits)
+    except BaseException:
+        sock.close()
+        raise
     try:
         asyncio.run(_check_store(args.db))
     except StoreError as exc:  # one line, before uvicorn's start-up traceback would say it
@@ -287,6 +298,17 @@ def _manager(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down cleanly
         pass
     return 0 if server.started else 1
+
+
+def _advertised(given: str | None, host: str, port: int, tls: bool) -> str | None:
+    """The address the other managers reach this one at: ``--advertise`` (or its variable),
+    else where it listens, unless that is every interface (no address tells which one)."""
+    given = given or os.environ.get("EASYJOBS_ADVERTISE") or None
+    if given is not None:
+        return given if "://" in given or not tls else f"wss://{given}"
+    if host in ("0.0.0.0", "::", ""):
+        return None
+    return f"{'wss' if tls else 'ws'}://{_netloc(host, port)}"
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -85,7 +85,9 @@ class Calls:
         self._watching: dict[str, int] = {}
         self._closed: EasyJobsError | None = None
 
-    def _request(self, make: Callable[[int], Frame]) -> asyncio.Future[Any]:
+    def request(self, make: Callable[[int], Frame]) -> asyncio.Future[Any]:
+        """Send the frame ``make`` builds with a fresh ref; the future gets its reply frame
+        (an ``Error`` reply raises its exception), re-sent after a reconnect until then."""
         if self._closed is not None:
             raise self._closed
         ref = next(self._refs)
@@ -107,22 +109,24 @@ class Calls:
         watch: bool = False,
         job_id: str | None = None,
     ) -> Job[Any]:
-        """Create a job and return its handle once the manager has committed it."""
+        """Create a job and return its handle once the manager has committed it; ``watch``:
+        the manager pushes the outcome unasked (the handle's ``result`` gets it)."""
         job = job_id or new_job_id()
         parent = current_job.get()
         with tracing.submitting(queue, task, job) as trace:
-            accepted = self._request(
+            accepted = self.request(
                 lambda ref: Submit(ref, job, queue, task, list(args), kwargs, parent, watch, trace)
             )
-            if watch:  # registered after the submit, so a re-send after a reconnect keeps order
-                self._watch(job, send=False)
+            # Registered after the submit, so a re-send after a reconnect keeps order; held by
+            # the handle, since the outcome may come in the very message that accepts the job.
+            outcome = self._watch(job, send=False) if watch else None
             try:
                 await accepted
             except BaseException:
                 if watch:
                     self._forget_watch(job)
                 raise
-        return Job(job, self)
+        return Job(job, self, outcome)
 
     async def call(self, queue: str, task: str, args: Any, kwargs: dict[str, Any]) -> Any:
         """Submit a job and return its result: the remote function call."""
@@ -152,9 +156,11 @@ class Calls:
         if ref is not None:
             self._pending.pop(ref, None)
 
-    async def result(self, job: str, timeout: float | None = None) -> Any:
-        """The job's result, pushed by the manager; raises ``TaskFailed`` if it failed."""
-        future = self._watch(job)
+    async def result(self, job: str, timeout: float | None = None,
+                     outcome: asyncio.Future[Any] | None = None) -> Any:
+        """The job's result, pushed by the manager; raises ``TaskFailed`` if it failed.
+        ``outcome``: the watch a submit made (``Job`` holds it), else one is sent now."""
+        future = outcome if outcome is not None else self._watch(job)
         try:
             frame: Result = await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
@@ -170,7 +176,7 @@ class Calls:
 
     async def lookup(self, job: str) -> dict[str, Any]:
         """The job's record as the manager's store has it."""
-        info: JobInfo = await self._request(lambda ref: Lookup(ref, job))
+        info: JobInfo = await self.request(lambda ref: Lookup(ref, job))
         return info.job
 
     async def cancel(self, job: str) -> dict[str, Any]:
@@ -178,7 +184,7 @@ class Calls:
 
         Returns the job's record afterwards; a job that had already finished keeps its outcome.
         """
-        info: JobInfo = await self._request(lambda ref: Cancel(ref, job))
+        info: JobInfo = await self.request(lambda ref: Cancel(ref, job))
         return info.job
 
     async def list_jobs(
@@ -193,14 +199,14 @@ class Calls:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Recent job records, newest first, and the cursor (``before``) for the next page;
         ``queues`` keeps only the jobs of those queues."""
-        page: JobList = await self._request(
+        page: JobList = await self.request(
             lambda ref: ListJobs(ref, queue, task, status, limit, before, queues)
         )
         return page.jobs, page.next
 
     async def schedules(self) -> list[dict[str, Any]]:
         """Every cron schedule the manager runs, with its last and next fire times."""
-        info: ScheduleInfo = await self._request(lambda ref: Schedules(ref))
+        info: ScheduleInfo = await self.request(lambda ref: Schedules(ref))
         return info.schedules
 
     def handle(self, frame: Frame) -> bool:
@@ -260,15 +266,18 @@ class Job(Generic[R_co]):
     ``R_co`` is the task's return type when the job came from a typed ``task.submit(...)``.
     """
 
-    __slots__ = ("id", "_calls")
+    __slots__ = ("id", "_calls", "_outcome")
 
-    def __init__(self, job_id: str, calls: Calls) -> None:
+    def __init__(self, job_id: str, calls: Calls,
+                 outcome: asyncio.Future[Any] | None = None) -> None:
         self.id = job_id
         self._calls = calls
+        self._outcome = outcome
+        """The watch its submit made, if it asked the manager to push the outcome."""
 
     async def result(self, timeout: float | None = None) -> R_co:
         """Wait (pushed, not polled) for the result; ``TaskFailed`` if the job failed."""
-        value: R_co = await self._calls.result(self.id, timeout)
+        value: R_co = await self._calls.result(self.id, timeout, self._outcome)
         return value
 
     async def info(self) -> dict[str, Any]:

@@ -9,10 +9,12 @@ the same worker code as remote tasks.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from starlette.routing import WebSocketRoute
 
+from ..addresses import parse_manager
 from ..config import read_secret
 from ..errors import ConfigurationError
 from ..protocol.auth import split_secret
@@ -57,6 +59,9 @@ class EasyJobsManager:
     ``WorkerLost`` instead of taking down worker after worker. ``http_api`` adds the HTTP API,
     metrics and dashboard routes (the standalone manager has them); bearer tokens are the
     secret and ``api_tokens``. ``/metrics`` needs a token unless ``metrics_public``.
+    ``advertise`` (default: env ``EASYJOBS_ADVERTISE``) is where the other managers on a
+    shared PostgreSQL store reach this one, ``host:port`` or a ``ws://``/``wss://`` URL; they
+    then send it the jobs that only its workers serve directly (see ``forwarding``).
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class EasyJobsManager:
         http_api: bool = False,
         api_tokens: list[str] | None = None,
         metrics_public: bool = False,
+        advertise: str | None = None,
     ) -> None:
         if heartbeat <= 0 or handshake_timeout <= 0:
             raise ConfigurationError("heartbeat and handshake_timeout must be positive")
@@ -99,6 +105,10 @@ class EasyJobsManager:
             raise ConfigurationError("max_worker_losses must be at least 1")
         self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses),
                          secret)
+        advertise = advertise or os.environ.get("EASYJOBS_ADVERTISE") or None
+        if advertise is not None:
+            where = parse_manager(advertise)
+            self.core.forwarding.address = f"{where.scheme}://{where.netloc}"
         self.endpoint = Endpoint(
             self.core, secret, heartbeat, max_message, handshake_timeout,
             max_backlog=max_backlog, max_connections=max_connections,

@@ -90,6 +90,7 @@ def create_app(
     max_backlog: int | None = None,
     max_connections: int | None = None,
     max_unauthenticated: int | None = None,
+    advertise: str | None = None,
 ) -> Starlette:
     """A Starlette app running one manager (with its HTTP API) for its lifespan."""
     limits = connection_limits(
@@ -108,7 +109,8 @@ def create_app(
         manager = await EasyJobsManager.create(
             app, server_secret=key, db_path=db, heartbeat=beat, retry_base=base,
             max_worker_losses=losses,
-            http_api=True, api_tokens=tokens, metrics_public=public, **limits)
+            http_api=True, api_tokens=tokens, metrics_public=public, advertise=advertise,
+            **limits)
         app.state.manager = manager
         try:
             yield

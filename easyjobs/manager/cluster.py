@@ -4,7 +4,8 @@ Every write transaction tells all managers, itself included, what it changed (``
 queued jobs left free, jobs finished, task specs saved, a pause. Each manager acts only on what
 concerns it: it claims for the tasks its workers serve, re-reads the jobs its clients watch or
 its waiting jobs depend on, drops the jobs it held that another manager finished, reloads the
-specs and the credentials (closing the links of revoked ones), pauses its workers. An outcome
+specs, the credentials (closing the links of revoked ones) and the directory of managers,
+pauses its workers. An outcome
 carried in the news is pushed to its watchers as it is, without a re-read. News missed while
 the listener was away is made up by ``caught_up``, which re-reads all of that from the tables.
 """
@@ -22,6 +23,7 @@ from ..store.signals import Signals
 from .access import Credentials
 from .background import Background
 from .claims import Claims
+from .forwarding import Forwarding
 from .lifecycle import Lifecycle
 from .registry import TaskRegistry
 from .watchers import Watchers
@@ -37,7 +39,8 @@ class ClusterNews:
 
     def __init__(self, store: Store, claims: Claims, watchers: Watchers, lifecycle: Lifecycle,
                  registry: TaskRegistry, credentials: Credentials, background: Background,
-                 pause: Callable[[bool], None]) -> None:
+                 forwarding: Forwarding, pause: Callable[[bool], None]) -> None:
+        self._forwarding = forwarding
         self._credentials = credentials
         self._store = store
         self._claims = claims
@@ -54,6 +57,7 @@ class ClusterNews:
             self._background.spawn(self._reclaim())
         elif news.ready:
             self._claims.wake(news.ready)
+        self._forwarding.heard(news)
         for job_id, (status, value, error) in news.outcomes.items():
             self._watchers.deliver(Result(job_id, status, value, error))
         if news.all_done:  # re-reads skip the jobs delivered above (no one watches them now)
@@ -68,13 +72,15 @@ class ClusterNews:
             self._background.spawn(self._registry.reload())
         if news.credentials:
             self._background.spawn(self._reload_credentials())
+        if news.workers:
+            self._forwarding.refresh()
         if news.pause is not None:
             self._pause(news.pause)
 
     def caught_up(self) -> None:
         """The listener (re)connected: whatever it missed is re-read from the tables."""
         self.heard(Signals(all_ready=True, all_done=True, all_cancelled=True, tasks=True,
-                           credentials=True))
+                           credentials=True, workers=True))
 
     async def _reload_credentials(self) -> None:
         """Re-read the credentials, a few times if need be: a revocation elsewhere must not

@@ -12,7 +12,8 @@ call ``connect``, ``handle`` with the frames of one message, and ``disconnect``.
 - ``health``: whether the store writes (dispatch holds while not); ``lease``: this manager's
   lease in a store several managers share (dispatch holds while it is not known valid);
 - ``firing``: cron ticks into jobs; ``background``: continuations and write-behind;
-- ``recovery``: start-up; ``cluster``: the news of the managers sharing the store.
+- ``recovery``: start-up; ``cluster``: the news of the managers sharing the store;
+  ``forwarding``: submits for tasks served only elsewhere, sent straight to that manager.
 
 Two promises of the protocol hold throughout: a job is ``accepted`` only after it is committed,
 and a ``result`` is pushed only after it is committed.
@@ -54,6 +55,7 @@ from .claims import Claims
 from .cluster import ClusterNews
 from .dispatcher import Dispatcher, WorkerState
 from .firing import ScheduleFiring
+from .forwarding import ForwardCounts, Forwarding
 from .gate import Gate
 from .health import StoreHealth
 from .joblog import JobLog
@@ -95,8 +97,9 @@ class Core:
                            lambda records: self.lifecycle.take_over(records),
                            lambda: self.queries.local_workers())
         self.background.on_store_error = self.health.failed
+        forwards = ForwardCounts()
         self.queries = Queries(active, store, self.peers, self.background, self.dispatcher,
-                               self.registry, self.scheduler, self.health, self.lease)
+                               self.registry, self.scheduler, self.health, self.lease, forwards)
         self.watchers = Watchers(self.peers, self.queries, self.background, store)
         self.claims = Claims(store, self.id, self.dispatcher, self.background, self.health,
                              policy.lookahead,
@@ -106,8 +109,13 @@ class Core:
                                    self.health, self.claims, policy)
         self.health.on_writable += [self.lifecycle.store_writable, self.claims.top_up_all]
         self.firing = ScheduleFiring(store, self.registry, self.lifecycle, self.claims)
+        self.forwarding = Forwarding(store, self.id, secret, self.peers, self.watchers,
+                                     self.background, self.dispatcher, self.lifecycle.submit,
+                                     lambda job_id: job_id in active, forwards)
+        self.lease.on_renewed.append(self.forwarding.renewed)
         self.news = ClusterNews(store, self.claims, self.watchers, self.lifecycle,
                                 self.registry, self.credentials, self.background,
+                                self.forwarding,
                                 lambda paused: self.toggle_workers(paused, announce=False))
         self._routes: dict[type[Frame], Handler] = {
             Done: self.lifecycle.done,
@@ -145,10 +153,15 @@ class Core:
             self.dispatcher.pause(None, True)
         self.lease.start(joined)
         await self.store.listen(self.news.heard, self.news.caught_up)
+        if self.store.shared and self.forwarding.address is None:
+            log.info("this manager advertises no address (--advertise), so the others send "
+                     "the jobs of its workers through the database, not directly")
+        self.forwarding.served_changed()
 
     async def stop(self) -> None:
         """Stop the schedules and timers, wait for in-progress store work, close the store."""
         await self.scheduler.stop()
+        await self.forwarding.stop()
         self.health.stop()
         self.lifecycle.stop()
         await self.background.drain()
@@ -171,6 +184,8 @@ class Core:
             self.observers.worker_changed("disconnected", peer)
         self.watchers.drop(peer)
         self.lifecycle.worker_left(peer)
+        if peer.role == "worker":
+            self.forwarding.served_changed()
 
     def handle(self, peer: Peer, frames: list[Frame]) -> None:
         """Act on the frames of one message, in order, as far as the peer's credential allows
@@ -187,7 +202,7 @@ class Core:
                 submits.append(frame)
                 continue
             if submits:
-                self.lifecycle.submit(peer, submits)
+                self._submit(peer, submits)
                 submits = []
             if peer.id not in self.peers:
                 return
@@ -195,7 +210,13 @@ class Core:
             if handler is not None:
                 handler(peer, frame)
         if submits and peer.id in self.peers:
-            self.lifecycle.submit(peer, submits)
+            self._submit(peer, submits)
+
+    def _submit(self, peer: Peer, submits: list[Submit]) -> None:
+        """Jobs another manager's workers serve go there; the rest are handled here."""
+        rest = self.forwarding.take(peer, submits)
+        if rest:
+            self.lifecycle.submit(peer, rest)
 
     def toggle_workers(self, pause: bool, worker_id: str | None = None,
                        announce: bool = True) -> None:
@@ -235,6 +256,7 @@ class Core:
         for key in keys:  # a reconnecting worker sent its resume before: those jobs are its own
             self.claims.top_up(key)
         self.observers.worker_changed("registered", peer)
+        self.forwarding.served_changed()
 
     def _credit(self, peer: Peer, frame: Credit) -> None:
         """More slots: they may take jobs from the store too (the look-ahead grows with them)."""

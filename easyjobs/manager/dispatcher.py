@@ -117,6 +117,10 @@ class Dispatcher:
         """Whether a connected worker advertised ``key`` (paused or not)."""
         return bool(self._serving.get(key))
 
+    def served(self) -> list[Key]:
+        """Every key a connected worker advertised, in order."""
+        return sorted(key for key, workers in self._serving.items() if workers)
+
     def _head(self, key: Key) -> tuple[int, int, str] | None:
         """The oldest live entry of ``key``'s heap, dropping tombstones on the way."""
         heap = self._ready.get(key)

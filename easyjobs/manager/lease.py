@@ -45,6 +45,8 @@ class Lease:
         self.lost = False
         """True once another manager took this one's jobs over."""
         self._holding = False
+        self.on_renewed: list[Callable[[], None]] = []
+        """Called after each renewal that found the lease alive."""
 
     @property
     def problem(self) -> str | None:
@@ -95,6 +97,11 @@ class Lease:
                 await self._store.share_workers(self.owner, self._workers())
             except (StoreError, SerializationError):
                 log.debug("could not share this manager's workers", exc_info=True)
+            for renewed in self.on_renewed:
+                try:
+                    renewed()
+                except Exception:  # a bug of ours must not end the renewals
+                    log.exception("could not act on the lease's renewal")
             if taken:
                 log.info("took over %d waiting or retrying job(s) from managers whose lease "
                          "expired", len(taken))

@@ -165,7 +165,8 @@ class Lifecycle:
         if not items:
             return
         inserted = issue(self._store.add_jobs(
-            [record for _, group, _ in items for record in group]))
+            [record for _, group, _ in items for record in group],
+            soon=all(optimistic for _, _, optimistic in items)))
         self._top_up(spilled)
         self._background.spawn(self._submitted(peer, items, inserted))
         for frame, group, optimistic in items:

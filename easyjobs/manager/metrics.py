@@ -153,6 +153,14 @@ class Metrics(Collector):
         info.add_metric([], {"manager": self._queries.manager_id(),
                              "shared_store": str(self._queries.store_shared()).lower()})
         yield info
+        forwarded, fell_back = self._queries.forward_counts()
+        yield CounterMetricFamily(
+            "easyjobs_submits_forwarded", "Submits sent straight to the manager whose workers "
+            "serve their task (cluster mode)", value=forwarded)
+        yield CounterMetricFamily(
+            "easyjobs_submits_forward_fallbacks", "Of the forwarded submits, those that went "
+            "through the store after all (the other manager failed them or its link was lost)",
+            value=fell_back)
         yield GaugeMetricFamily("easyjobs_manager_lease_held",
                                 "1 while this manager's lease lets it assign jobs (always on an "
                                 "unshared store), 0 while it holds dispatch for its lease",

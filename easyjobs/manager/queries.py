@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SerializationError, StoreError, UnknownJob
 from ..jobs import UNFINISHED, JobRecord, JobStatus
@@ -23,6 +23,9 @@ from .peers import Peer, Peers
 from .registry import TaskRegistry
 from .scheduler import Scheduler
 
+if TYPE_CHECKING:
+    from .forwarding import ForwardCounts
+
 UNFINISHED_VALUES = frozenset(status.value for status in UNFINISHED)
 
 
@@ -31,8 +34,9 @@ class Queries:
 
     def __init__(self, active: ActiveJobs, store: Store, peers: Peers, background: Background,
                  dispatcher: Dispatcher, registry: TaskRegistry, scheduler: Scheduler,
-                 health: StoreHealth, lease: Lease) -> None:
+                 health: StoreHealth, lease: Lease, forwards: ForwardCounts) -> None:
         self._lease = lease
+        self._forwards = forwards
         self._active = active
         self._store = store
         self._peers = peers
@@ -207,6 +211,10 @@ class Queries:
     def commit_stats(self) -> tuple[Buckets, Buckets]:
         """The store's commit durations and writes per commit so far."""
         return self._store.commit_stats.snapshot()
+
+    def forward_counts(self) -> tuple[int, int]:
+        """Submits forwarded to other managers so far, and of those the ones that came back."""
+        return self._forwards.forwarded, self._forwards.fell_back
 
     def manager_id(self) -> str:
         """This manager process's id, as ``/workers`` and the store's leases name it."""

@@ -100,12 +100,15 @@ class Store(ABC):
         """Finish every call already issued, then release the store. Safe to call twice."""
 
     @abstractmethod
-    def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
+    def add_jobs(self, jobs: Sequence[JobRecord], *, soon: bool = False
+                 ) -> asyncio.Future[list[bool]]:
         """Insert new jobs as they are, status included; one bool per job, False for a known id.
 
         An existing job is left exactly as it was, so re-sending a submit is harmless. One call
         is one atomic unit: the manager adds a job's ``waiting`` dependents together with the
         run_before jobs they wait for, so a crash never leaves a dependent without them.
+        ``soon``: the jobs already went to workers, so a store whose commits cost much may hold
+        the insert back a moment, to commit it with their start and outcome.
         """
 
     @abstractmethod
@@ -239,6 +242,17 @@ class Store(ABC):
     def other_workers(self, owner: str) -> asyncio.Future[list[dict[str, Any]]]:
         """The workers the other live managers shared last, each with its ``"manager"``; a
         store only one manager can use has none."""
+
+    @abstractmethod
+    def advertise(self, owner: str, address: str, serves: Sequence[tuple[str, str]]
+                  ) -> asyncio.Future[None]:
+        """Publish where other managers reach ``owner`` (a ``ws://`` or ``wss://`` URL) and
+        the tasks its workers serve now, and tell them (news of ``workers``)."""
+
+    @abstractmethod
+    def directory(self, owner: str) -> asyncio.Future[dict[str, tuple[str, list[tuple[str, str]]]]]:
+        """The other live managers that advertised: id -> (address, tasks served); a store
+        only one manager can use has none."""
 
     @abstractmethod
     def leave(self, owner: str) -> asyncio.Future[None]:

@@ -90,7 +90,7 @@ POOL_TIMEOUT_S = 5.0
 """How long a read waits for a pooled connection (e.g. while the server is away)."""
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LOCK_CLASS = 0x656A  # "ej": with hashtext(current_schema()) the key of the migration lock
 CONNECT_DEFAULTS: dict[str, Any] = {
     "application_name": "easyjobs",
@@ -119,9 +119,18 @@ UNWRITABLE_STATES = {
 
 FREE = "status = 'queued' AND owner IS NULL"
 # One row per live manager; a lease is extended by the database's clock, never a manager's.
+# ``address`` and ``serves`` (a msgpack list of [queue, task]) are its entry in the directory.
 MANAGERS = (
     "CREATE TABLE ej_managers (id text PRIMARY KEY, name text NOT NULL,"
-    " lease_until timestamptz NOT NULL)"
+    " lease_until timestamptz NOT NULL, address text, serves bytea)"
+)
+ADVERTISE = (
+    "WITH entry AS (UPDATE ej_managers SET address = %s, serves = %s WHERE id = %s RETURNING 1)"
+    " SELECT pg_notify(%s, %s) FROM entry"
+)
+DIRECTORY = (
+    "SELECT id, address, serves FROM ej_managers WHERE lease_until > now() AND id <> %s"
+    " AND address IS NOT NULL AND serves IS NOT NULL"
 )
 # What each live manager's workers look like, as of its last lease renewal (msgpack maps).
 WORKERS = (
@@ -166,15 +175,16 @@ FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAG
                 USING ERRCODE = '{FENCED}';
         END IF;
     END $$"""
-FENCE = "SELECT ej_fence(%s)"
-BY_ID_OPS = frozenset({"add_jobs", "mark_running", "finish", "retry", "requeue", "release"})
+BY_ID_OPS = frozenset({"add_jobs", "add_dispatched", "mark_running", "finish", "retry",
+                       "requeue", "release"})
 """Ops whose statements find every row by its id: a batch of only these runs with sequential
 scans off (``BY_ID`` alone does not do, as a queue table grows by thousands of rows a second
 and its statistics lag far behind: the planner would scan the whole table per statement)."""
 UNACKNOWLEDGED = frozenset({"claim", "adopt", "mark_running", "requeue", "announce"})
-LAZY = frozenset({"mark_running"})
-"""Ops that may wait up to ``LAZY_S`` for the next write to go with: a short job's start then
-commits in its outcome's transaction, which no longer waits behind a transaction of its own."""
+LAZY = frozenset({"add_dispatched", "mark_running"})
+"""Ops that may wait up to ``LAZY_S`` for the next write to go with: a short job's insert (it
+went to a worker before it) and start then commit in its outcome's transaction, one commit
+where there were two in turn."""
 LAZY_S = 0.005
 """Ops whose commit nobody is told of and whose loss in a server crash at-least-once already
 allows (a job back in the queue or with its manager, to run again): a batch of only these
@@ -202,6 +212,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (MANAGERS, WORKERS, FENCE_FUNCTION, "DROP INDEX ej_jobs_status", STATUS_INDEX),
     # Version 3 had no named credentials.
     3: (CREDENTIALS,),
+    # Version 4 had no directory of managers (``MANAGERS`` above has it: version 2 made it).
+    4: ("ALTER TABLE ej_managers ADD COLUMN IF NOT EXISTS address text,"
+        " ADD COLUMN IF NOT EXISTS serves bytea",),
 }
 """The statements that take a schema from a version to the next, run by ``open()``."""
 
@@ -274,12 +287,14 @@ REMEMBER_PAUSE = (
 )
 CHANNEL_MAX = 63
 """Bytes of a channel name PostgreSQL keeps."""
-FOLD_COUNTS = (
-    "WITH d AS (DELETE FROM ej_job_count_deltas RETURNING queue, status, n)"
-    " INSERT INTO ej_job_counts (queue, status, n)"
+FOLDING = (
+    "WITH d AS (DELETE FROM ej_job_count_deltas RETURNING queue, status, n),"
+    " folded AS (INSERT INTO ej_job_counts (queue, status, n)"
     " SELECT queue, status, sum(n) FROM d GROUP BY queue, status"
-    " ON CONFLICT (queue, status) DO UPDATE SET n = ej_job_counts.n + excluded.n"
+    " ON CONFLICT (queue, status) DO UPDATE SET n = ej_job_counts.n + excluded.n) "
 )
+"""Folds the count deltas in, before the statement it starts (one round of the pipeline less)."""
+FOLD_COUNTS = FOLDING + "SELECT"
 COUNT_JOBS = (
     "SELECT queue, status, sum(n)::bigint FROM"
     " (SELECT queue, status, n FROM ej_job_counts"
@@ -585,7 +600,8 @@ class PostgresStore(Store):
     def probe(self) -> asyncio.Future[None]:
         return self._write("probe", PROBE, (repr(time.time()),), _none)
 
-    def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
+    def add_jobs(self, jobs: Sequence[JobRecord], *, soon: bool = False
+                 ) -> asyncio.Future[list[bool]]:
         columns = _job_columns(jobs)
         news = _left_free(jobs)
         ids = [job.id for job in jobs]
@@ -598,7 +614,8 @@ class PostgresStore(Store):
                 fresh.discard(job_id)
             return answers
 
-        return self._write("add_jobs", INSERT_JOBS, columns, extract, news)
+        return self._write("add_dispatched" if soon else "add_jobs", INSERT_JOBS, columns,
+                           extract, news)
 
     def mark_running(
         self, job_id: str, worker: str, attempt: int, at: float, owner: str | None = None
@@ -765,6 +782,21 @@ class PostgresStore(Store):
         return self._read("other_workers", OTHER_WORKERS, (owner,),
                           lambda rows: [unpack(info) | {"manager": m} for m, info in rows],
                           scan=False)
+
+    def advertise(self, owner: str, address: str, serves: Sequence[tuple[str, str]]
+                  ) -> asyncio.Future[None]:
+        entry = pack([list(key) for key in serves], "the tasks a manager serves")
+        news = Signals(workers=True, origin=owner).encode()
+        return self._beside("advertise", ADVERTISE, (address, entry, owner, self._channel, news),
+                            lambda rows: None)
+
+    def directory(self, owner: str) -> asyncio.Future[dict[str, tuple[str, list[tuple[str, str]]]]]:
+        def extract(rows: Rows) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+            return {manager: (address, [(q, t) for q, t in unpack(serves)])
+                    for manager, address, serves in rows}
+
+        return self._pooled("directory", DIRECTORY, (owner,), extract, "point",
+                            after_writes=False)
 
     @property
     def shared(self) -> bool:
@@ -1099,24 +1131,22 @@ class PostgresStore(Store):
         conn = await self._writer_connection()
         cursors = []
         began = time.perf_counter()
+        prelude, prelude_params = self._prelude(batch)
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
-                if self._fence is not None:
-                    await conn.execute(FENCE, (self._fence,))
-                if all(op[0] in UNACKNOWLEDGED for op in batch):
-                    await conn.execute("SET LOCAL synchronous_commit = off")
-                if all(op[0] in BY_ID_OPS for op in batch):
-                    await conn.execute("SET LOCAL enable_seqscan = off")
+                if prelude:
+                    await conn.execute(prelude, prelude_params)
                 for group in groups:
                     cursor = conn.cursor()
                     await cursor.execute(group[0][1], _merged(group))
                     cursors.append(cursor)
-                await conn.execute("SET LOCAL enable_seqscan = on")
-                await conn.execute(FOLD_COUNTS)
                 if news:  # delivered to the listeners only if this transaction commits
                     news.origin = self._fence
-                    await conn.execute(*self._notify(news, finished_at))
+                    notify, params = self._notify(news, finished_at)
+                    await conn.execute(FOLDING + notify, params)
+                else:
+                    await conn.execute(FOLD_COUNTS)
                 await conn.execute("COMMIT")
         except BaseException:
             if not conn.closed and conn.info.transaction_status != 0:  # 0: idle
@@ -1144,6 +1174,20 @@ class PostgresStore(Store):
         called = {id(op[4]): position for position, op in enumerate(batch)}
         outcomes.sort(key=lambda outcome: called[id(outcome[0])])  # answered in call order
         return outcomes
+
+    def _prelude(self, batch: list[Op]) -> tuple[str, list[Any]]:
+        """The one statement that starts a transaction's work (or none): the lease's fence,
+        and the settings for the transaction (``SET LOCAL`` as ``set_config``)."""
+        parts, params = [], []
+        if self._fence is not None:
+            parts.append("ej_fence(%s)")
+            params.append(self._fence)
+        if all(op[0] in UNACKNOWLEDGED for op in batch):
+            parts.append("set_config('synchronous_commit', 'off', true)")
+        if all(op[0] in BY_ID_OPS for op in batch):  # and no JIT: the cost a table without
+            # an index now shows (the deltas' in FOLDING) would have it compile for 100+ ms
+            parts.append("set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)")
+        return ("SELECT " + ", ".join(parts) if parts else ""), params
 
     def _notify(self, news: Signals, finished_at: dict[str, float]
                 ) -> tuple[str, Sequence[Any]]:

@@ -9,6 +9,7 @@ kind of news:
     cancelled ["<id>",...]             of those, the cancelled (a manager holding one drops it)
     tasks                              task specs were saved
     credentials                        named credentials were added or revoked
+    workers                            a manager's address or the tasks its workers serve
     pause <0|1>                        every worker to be paused (1) or resumed (0)
     from <manager id>                  who sent it (a manager skips its own news)
     outcome <token> <token> ...        of the done, outcomes carried whole (last, optional)
@@ -55,6 +56,8 @@ class Signals:
     """Of the done jobs, the outcomes known whole (the rest are re-read)."""
     tasks: bool = False
     credentials: bool = False
+    workers: bool = False
+    """A manager's entry in the directory changed (``Store.directory``)."""
     pause: bool | None = None
     origin: str | None = None
     all_ready: bool = False
@@ -66,7 +69,7 @@ class Signals:
 
     def __bool__(self) -> bool:
         return bool(self.ready or self.done or self.cancelled or self.tasks or self.credentials
-                    or self.pause is not None or self.all_ready or self.all_done
+                    or self.workers or self.pause is not None or self.all_ready or self.all_done
                     or self.all_cancelled)
 
     def merge(self, other: Signals) -> None:
@@ -78,6 +81,7 @@ class Signals:
             self.outcomes.setdefault(job_id, outcome)
         self.tasks = self.tasks or other.tasks
         self.credentials = self.credentials or other.credentials
+        self.workers = self.workers or other.workers
         if other.pause is not None:
             self.pause = other.pause
         self.all_ready = self.all_ready or other.all_ready
@@ -99,6 +103,8 @@ class Signals:
             lines["tasks"] = "tasks"
         if self.credentials:
             lines["credentials"] = "credentials"
+        if self.workers:
+            lines["workers"] = "workers"
         if self.pause is not None:
             lines["pause"] = f"pause {int(self.pause)}"
         if self.origin is not None:
@@ -137,6 +143,8 @@ class Signals:
                 signals.tasks = True
             elif kind == "credentials":
                 signals.credentials = True
+            elif kind == "workers":
+                signals.workers = True
             elif kind == "pause" and rest in ("0", "1"):
                 signals.pause = rest == "1"
             elif kind == "from" and rest:

@@ -346,8 +346,9 @@ class SQLiteStore(Store):
 
         return self._write("probe", touch)
 
-    def add_jobs(self, jobs: Sequence[JobRecord]) -> asyncio.Future[list[bool]]:
-        rows = [_job_row(job) for job in jobs]
+    def add_jobs(self, jobs: Sequence[JobRecord], *, soon: bool = False
+                 ) -> asyncio.Future[list[bool]]:
+        rows = [_job_row(job) for job in jobs]  # a commit here is cheap: it never waits
         return self._write(
             "add_jobs", lambda conn: [conn.execute(INSERT_JOB, row).rowcount == 1 for row in rows]
         )
@@ -508,6 +509,13 @@ class SQLiteStore(Store):
 
     def other_workers(self, owner: str) -> asyncio.Future[list[dict[str, Any]]]:
         return self._answer([])
+
+    def advertise(self, owner: str, address: str, serves: Sequence[tuple[str, str]]
+                  ) -> asyncio.Future[None]:
+        return self._answer(None)  # one manager per file: nobody to reach it
+
+    def directory(self, owner: str) -> asyncio.Future[dict[str, tuple[str, list[tuple[str, str]]]]]:
+        return self._answer({})
 
     def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
         return self._read(

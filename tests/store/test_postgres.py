@@ -104,7 +104,7 @@ async def test_wrong_database_names_it(pg_url: str) -> None:
 
 
 async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Server) -> None:
-    """open() makes ej_ tables, the claim and owner indexes and version 4; opening again
+    """open() makes ej_ tables, the claim and owner indexes and version 5; opening again
     changes nothing."""
     for _ in range(2):
         store = PostgresStore(pg_url)
@@ -119,7 +119,7 @@ async def test_the_schema_is_versioned_and_prefixed(pg_url: str, pg_server: Serv
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("4",)]
+    assert version == [("5",)]
     assert pg_server.execute(f"SELECT count(*) FROM {schema}.ej_jobs").fetchone() == (2,)
 
 
@@ -132,14 +132,14 @@ async def test_an_older_store_refuses_a_newer_schema(pg_url: str, pg_server: Ser
     pg_server.execute(f"UPDATE {schema}.ej_meta SET value = '99' WHERE key = 'schema_version'")
     newer = PostgresStore(pg_url)
     with pytest.raises(StoreError, match="schema version 99, newer than this easyjobs supports"
-                                         r" \(4\): upgrade easyjobs"):
+                                         r" \(5\): upgrade easyjobs"):
         await newer.open()
 
 
 async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
     pg_url: str, pg_server: Server
 ) -> None:
-    """A version 1 schema (no owner, a claim index over every queued job) opens as version 4:
+    """A version 1 schema (no owner, a claim index over every queued job) opens as version 5:
     its jobs are kept and free, its indexes replaced, and claims take its jobs."""
     store = PostgresStore(pg_url)
     await store.open()
@@ -168,7 +168,7 @@ async def test_a_version_1_schema_keeps_its_jobs_and_they_are_claimable(
     assert job_indexes(pg_server, schema) == NEW_INDEXES
     version = pg_server.execute(
         f"SELECT value FROM {schema}.ej_meta WHERE key = 'schema_version'").fetchall()
-    assert version == [("4",)]
+    assert version == [("5",)]
 
 
 async def test_stores_claiming_at_once_never_get_the_same_job(pg_url: str) -> None:
@@ -469,6 +469,33 @@ async def test_a_live_lease_keeps_a_managers_jobs_and_an_expired_one_gives_them_
         assert [j.id for j in await second.claim("default", "add", 10, "m2")] == [
             running.id, queued.id]
         assert await first.renew("m1") is None
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_directory_lists_the_other_live_managers_that_advertised(
+    pg_url: str, pg_server: Server
+) -> None:
+    """advertise() publishes an address and the tasks served, and tells the others; the
+    directory lists the other live managers that did, and drops one whose lease expired."""
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    await first.open()
+    await second.open()
+    heard: list[Signals] = []
+    try:
+        await first.take_back("m1")
+        await second.take_back("m2")
+        await second.listen(heard.append, lambda: None)
+        assert await second.directory("m2") == {}  # m1 has not advertised yet
+        await first.advertise("m1", "ws://127.0.0.1:8220", [("Q", "add"), ("Q", "mul")])
+        await wait_until(lambda: any(news.workers for news in heard), what="the news")
+        assert await second.directory("m2") == {
+            "m1": ("ws://127.0.0.1:8220", [("Q", "add"), ("Q", "mul")])}
+        assert await first.directory("m1") == {}  # never itself
+        pg_server.execute(f"UPDATE {schema_of(pg_url)}.ej_managers SET lease_until = now()"
+                          " - interval '1 second' WHERE id = 'm1'")
+        assert await second.directory("m2") == {}
     finally:
         await first.close()
         await second.close()

@@ -62,6 +62,18 @@ def test_credentials_news_round_trips_and_merges() -> None:
     assert merged.credentials and merged.tasks
 
 
+def test_directory_news_round_trips_and_merges() -> None:
+    """A bare ``workers`` line: a manager's address or served tasks changed; an older
+    manager, which knows no such line, skips it and keeps the rest."""
+    news = Signals(workers=True, origin="m1")
+    assert news.encode() == "workers\nfrom m1"
+    assert Signals.decode(news.encode()) == news
+    assert bool(Signals(workers=True))
+    merged = Signals(done={"j"})
+    merged.merge(Signals(workers=True))
+    assert merged == Signals(done={"j"}, workers=True)
+
+
 def test_outcomes_ride_as_tokens_the_store_appends() -> None:
     """``tokens`` encodes each outcome; a payload ending in them decodes to the outcomes."""
     news = Signals(done={"a", "b"}, outcomes={
