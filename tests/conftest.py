@@ -31,7 +31,7 @@ class RunningManager:
 
     host: str
     port: int
-    db: Path
+    db: Path | str
     server: uvicorn.Server
     task: asyncio.Task[None]
 
@@ -44,14 +44,15 @@ class RunningManager:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
-async def start_manager(db: Path, port: int = 0, heartbeat: float = 1.0,
+async def start_manager(db: Path | str, port: int = 0, heartbeat: float = 1.0,
                         retry_base: float | None = None, secret: str = SECRET,
                         api_token_file: Path | None = None, metrics_public: bool = False,
-                        ) -> RunningManager:
-    """The standalone manager app (``create_app``) served by uvicorn on 127.0.0.1."""
+                        advertise: str | None = None) -> RunningManager:
+    """The standalone manager app (``create_app``) served by uvicorn on 127.0.0.1; ``db``
+    is an SQLite file or a PostgreSQL URL."""
     app = create_app(secret, str(db), heartbeat=heartbeat, retry_base=retry_base,
                      api_token_file=str(api_token_file) if api_token_file else None,
-                     metrics_public=metrics_public)
+                     metrics_public=metrics_public, advertise=advertise)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)

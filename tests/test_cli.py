@@ -380,6 +380,22 @@ async def test_manager_with_an_unreachable_database_fails_in_one_line(tmp_path: 
     assert "Traceback" not in ran.err and "hunter2" not in ran.err
 
 
+def test_a_manager_advertises_where_it_listens_unless_that_is_every_interface(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the other managers reach this one: --advertise (or EASYJOBS_ADVERTISE) as given,
+    wss:// when it serves TLS; else its --host and port; none for a wildcard host."""
+    monkeypatch.delenv("EASYJOBS_ADVERTISE", raising=False)
+    assert cli._advertised(None, "10.0.0.5", 8220, tls=False) == "ws://10.0.0.5:8220"
+    assert cli._advertised(None, "::1", 8220, tls=True) == "wss://[::1]:8220"
+    assert cli._advertised(None, "0.0.0.0", 8220, tls=False) is None
+    assert cli._advertised(None, "::", 8220, tls=False) is None
+    assert cli._advertised("m1.internal:9000", "0.0.0.0", 8220, tls=True) == (
+        "wss://m1.internal:9000")
+    assert cli._advertised("ws://m1:9000", "0.0.0.0", 8220, tls=True) == "ws://m1:9000"
+    monkeypatch.setenv("EASYJOBS_ADVERTISE", "m2:9000")
+    assert cli._advertised(None, "0.0.0.0", 8220, tls=False) == "m2:9000"
+
+
 async def test_the_managers_listening_socket_gives_connections_without_nagle() -> None:
     """The socket ``easyjobs manager`` binds itself makes asyncio turn Nagle off on each
     connection it accepts (TCP_NODELAY): without it a small frame waits ~40 ms for an ACK."""

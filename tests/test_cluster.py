@@ -8,12 +8,14 @@ import asyncio
 import logging
 import signal
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from easyjobs import EasyJobsClient, EasyJobsWorker
 from easyjobs.errors import StoreError
@@ -54,6 +56,18 @@ class Cluster:
 
     def addresses(self, *which: int) -> list[str]:
         return [f"127.0.0.1:{self.ports[i]}" for i in which]
+
+    def metric(self, which: int, name: str) -> float:
+        """One unlabelled series of manager ``which``'s ``/metrics``."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.ports[which]}/metrics",
+                                         headers={"Authorization": f"Bearer {SECRET}"})
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        raise AssertionError(f"no {name} in the metrics of manager {which}")
 
 
 @pytest.fixture
@@ -104,9 +118,9 @@ def orphans(pg_server: Server, url: str) -> int:
 
 async def test_a_manager_killed_mid_load_loses_no_acknowledged_job_and_every_chain_completes(
         cluster: Cluster, pg_server: Server) -> None:
-    """Three managers; chains submitted on A run on workers of B and C. B is SIGKILLed while
-    it holds running and queued jobs: its worker moves to C, its jobs are back in the queue
-    within 15 s, and every acknowledged chain completes, each step at least once."""
+    """Three managers; chains submitted on A run on workers of B and C (A forwards them). B is
+    SIGKILLed while it holds running and queued jobs: its worker moves to C, its jobs are back
+    in the queue within 15 s, and every acknowledged chain completes, each step at least once."""
     await cluster.start(3)
     first_steps: Counter[int] = Counter()
     done: Counter[int] = Counter()
@@ -152,6 +166,11 @@ async def test_a_manager_killed_mid_load_loses_no_acknowledged_job_and_every_cha
         reruns = sum(n - 1 for n in first_steps.values()) + sum(n - 1 for n in done.values())
         log.info("B killed; every chain done %.1f s later, %d step(s) ran twice", took, reruns)
         assert reruns <= 2 * workers[0].max_tasks  # only what B's worker was running
+        forwarded = cluster.metric(0, "easyjobs_submits_forwarded_total")
+        fell_back = cluster.metric(0, "easyjobs_submits_forward_fallbacks_total")
+        log.info("A forwarded %d submit(s), %d of them back through its store", forwarded,
+                 fell_back)
+        assert forwarded > 0
     finally:
         await client.close()
         for worker in workers:

@@ -230,7 +230,7 @@ class Forwarding:
             target = parse_manager(address)
             link = Link([target], self._secret, role="client", tls=client_tls([target]),
                         name=f"{LINK_NAME} {self._owner[:8]}", backoff=LINK_BACKOFF,
-                        request_timeout=ANSWER_TIMEOUT_S,
+                        request_timeout=ANSWER_TIMEOUT_S, quiet=True,
                         on_failed=lambda exc: self._failed(manager, address, exc))
         except EasyJobsError as exc:
             self._refuse(manager, address, exc)

@@ -474,7 +474,8 @@ RENEW = (
                    " OR owner NOT IN (SELECT id FROM ej_managers))",
                    "(SELECT count(*) FROM renewed)", "EXISTS (SELECT FROM renewed)")
 )
-# A manager stopping: its lease ends and every job it holds is left for the others.
+# A manager stopping: its lease ends and every job it holds is left for the others, who are
+# told, and that its entry in the directory is gone.
 LEAVE = (
     "WITH gone AS (DELETE FROM ej_managers WHERE id = %s),"
     " unlisted AS (DELETE FROM ej_workers WHERE manager = %s),"
@@ -482,8 +483,8 @@ LEAVE = (
     f" owner = NULL WHERE owner = %s AND status = '{JobStatus.RUNNING.value}' RETURNING 1),"
     f" freed AS (UPDATE ej_jobs SET owner = NULL WHERE owner = %s"
     f" AND status <> '{JobStatus.RUNNING.value}' RETURNING 1)"
-    " SELECT pg_notify(%s, 'ready *')"
-    " WHERE EXISTS (SELECT FROM requeued) OR EXISTS (SELECT FROM freed)"
+    " SELECT pg_notify(%s, CASE WHEN EXISTS (SELECT FROM requeued) OR EXISTS (SELECT FROM freed)"
+    " THEN E'ready *\\nworkers' ELSE 'workers' END)"
 )
 SELECT_JOB = f"{SELECT_JOB_COLUMNS} WHERE id = %s"
 # Strictly after the cursor in list_jobs() order (created_at DESC, id DESC); an unknown cursor
@@ -1186,7 +1187,8 @@ class PostgresStore(Store):
             parts.append("set_config('synchronous_commit', 'off', true)")
         if all(op[0] in BY_ID_OPS for op in batch):  # and no JIT: the cost a table without
             # an index now shows (the deltas' in FOLDING) would have it compile for 100+ ms
-            parts.append("set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)")
+            parts += ["set_config('enable_seqscan', 'off', true)",
+                      "set_config('jit', 'off', true)"]
         return ("SELECT " + ", ".join(parts) if parts else ""), params
 
     def _notify(self, news: Signals, finished_at: dict[str, float]

@@ -132,7 +132,8 @@ class Link:
     ``request_timeout``: seconds a request waits while the link is down before it fails with
     ``ConnectionLost`` (None: it waits for the link to come back). ``on_failed`` is called with
     the error when the link ends for good (wrong secret, protocol mismatch, TLS), before or
-    after start-up.
+    after start-up. ``quiet``: a lost connection is routine (one manager's link to another),
+    logged at INFO, not as a warning.
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class Link:
         backoff: Callable[[int], float] = DEFAULT_BACKOFF,
         thread: bool = False,
         request_timeout: float | None = None,
+        quiet: bool = False,
     ) -> None:
         if not managers:
             raise ConfigurationError("a link needs at least one manager address")
@@ -169,6 +171,7 @@ class Link:
         self._backoff = backoff
         self._threaded = thread
         self._request_timeout = request_timeout
+        self._quiet = quiet
         self.calls = Calls(self.send)
         self.error: EasyJobsError | None = None
         # The owner's side.
@@ -288,7 +291,8 @@ class Link:
             self._expiry.cancel()
             self._expiry = None
         self._opened.set()
-        log.info("connected to manager at %s as %s", address, self.name)
+        log.log(logging.DEBUG if self._quiet else logging.INFO,
+                "connected to manager at %s as %s", address, self.name)
         if self.on_open is not None:
             self.on_open()
         for frame in self.calls.pending_frames():
@@ -444,7 +448,8 @@ class Link:
                     break
                 tried += 1
                 index = (index + 1) % len(self.managers)
-                log.log(logging.WARNING if lost else logging.INFO,
+                log.log(logging.INFO if self._quiet else
+                        logging.WARNING if lost else logging.INFO,
                         "manager unreachable at %s (%s%s); %s", address,
                         "connection lost: " if lost else "", reason,
                         f"switching to the manager at {self.managers[index]}"

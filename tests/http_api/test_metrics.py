@@ -228,6 +228,8 @@ async def test_a_burst_between_two_scrapes_is_seen_by_rate_and_increase(
     (info,) = parsed["easyjobs_manager_info"].samples
     assert info.labels == {"manager": core.id, "shared_store": "false"} and info.value == 1
     assert value(samples, "easyjobs_manager_lease_held") == 1
+    assert value(samples, "easyjobs_submits_forwarded_total") == 0  # no other manager
+    assert value(samples, "easyjobs_submits_forward_fallbacks_total") == 0
     assert not any("job_id" in labels or held.id in str(labels) for _, labels in samples)
 
     async with connect(f"ws://{manager.host}:{manager.port}/ws/jobs"):

@@ -502,7 +502,8 @@ async def test_the_directory_lists_the_other_live_managers_that_advertised(
 
 
 async def test_leaving_hands_every_held_job_to_the_others_and_tells_them(pg_url: str) -> None:
-    """leave() requeues the running job, frees the rest, and the listeners hear of it."""
+    """leave() requeues the running job, frees the rest, and the listeners hear of it and of
+    the directory entry gone."""
     leaving, staying = PostgresStore(pg_url), PostgresStore(pg_url)
     await leaving.open()
     await staying.open()
@@ -515,7 +516,8 @@ async def test_leaving_hands_every_held_job_to_the_others_and_tells_them(pg_url:
         await leaving.add_jobs([running, retrying])
         await leaving.mark_running(running.id, "w1", 1, at=2.0)
         await leaving.leave("m1")
-        await wait_until(lambda: any(news.all_ready for news in heard), what="the news")
+        await wait_until(lambda: any(news.all_ready and news.workers for news in heard),
+                         what="the news")
         assert [j.id for j in await staying.claim("default", "add", 10, "m2")] == [running.id]
         assert [j.id for j in await staying.renew("m2") or []] == [retrying.id]
     finally:
@@ -628,6 +630,30 @@ async def test_the_news_carries_the_outcomes_a_transaction_wrote(pg_url: str) ->
     finally:
         await writer.close()
         await listening.close()
+
+
+async def test_a_dispatched_jobs_insert_goes_with_its_start_and_outcome(pg_url: str) -> None:
+    """``add_jobs(soon=True)`` (a job already given to a worker) waits for the next write:
+    its insert, start and outcome commit in one transaction, in call order; alone, it goes
+    within LAZY_S."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        quick, alone = job(1, owner="m1"), job(2, owner="m1")
+        commits = store.commits
+        inserted = store.add_jobs([quick], soon=True)
+        started = store.mark_running(quick.id, "w1", 1, at=2.0, owner="m1")
+        for _ in range(5):  # turns of the loop in which an eager writer would have sent it
+            await asyncio.sleep(0)
+        assert not inserted.done()
+        finished = store.finish(quick.id, JobStatus.SUCCEEDED, 3, None, at=3.0)
+        assert await inserted == [True] and await started is None and await finished
+        assert store.commits == commits + 1
+        stored = await store.get_job(quick.id)
+        assert stored is not None and (stored.status, stored.result) == (JobStatus.SUCCEEDED, 3)
+        assert await asyncio.wait_for(store.add_jobs([alone], soon=True), 10) == [True]
+    finally:
+        await store.close()
 
 
 async def test_a_jobs_start_goes_with_the_next_write(pg_url: str,
