@@ -337,6 +337,7 @@ def _netloc(host: str, port: int) -> str:
 
 async def _worker(args: argparse.Namespace) -> int:
     from .addresses import resolve_managers
+    from .config import read_secret
     from .workers.worker import EasyJobsWorker
 
     module_name, _, attr = args.target.partition(":")
@@ -370,6 +371,12 @@ async def _worker(args: argparse.Namespace) -> int:
             f"{args.target} names its managers itself; drop --managers/--host/--port, or build "
             "it without manager_host/manager_port/managers so that it takes them from the "
             "command line")
+    if args.secret_file is not None and not worker.uses_secret(
+            read_secret(secret_file=args.secret_file)):
+        raise ConfigurationError(
+            f"{args.target} passes its own manager_secret, which --secret-file does not "
+            "replace; drop --secret-file, or build it without manager_secret so that it reads "
+            "the secret from there")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -318,6 +318,19 @@ async def test_worker_that_names_its_managers_refuses_managers_from_the_command_
     assert "names its managers itself; drop --managers" in ran.err
 
 
+async def test_worker_that_passes_its_own_secret_refuses_another_from_a_file(
+        tmp_path: Path) -> None:
+    """A worker built with manager_secret: a --secret-file holding another would be ignored,
+    so exit 2 (the secrets appear nowhere in the output)."""
+    other = tmp_path / "secret"
+    other.write_text("another-secret-9c1d\n")
+    ran = await run_cli("worker", "procs.worker_app:worker", "--secret-file", str(other),
+                        env={"EASYJOBS_PORT": "8220"})
+    assert ran.code == 2, ran
+    assert "passes its own manager_secret, which --secret-file does not replace" in ran.err
+    assert "another-secret" not in ran.err + ran.out and SECRET not in ran.err + ran.out
+
+
 
 async def test_worker_drains_its_running_job_on_sigterm(
     manager: RunningManager, process_factory: Callable[..., Process], client: EasyJobsClient,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import inspect
 import logging
 from collections.abc import Callable, Coroutine, Sequence
@@ -144,6 +145,10 @@ class EasyJobsWorker:
         self._closed = asyncio.Event()
         self._error: EasyJobsError | None = None
         self._started = False
+
+    def uses_secret(self, secret: bytes) -> bool:
+        """Whether this worker authenticates with ``secret`` (compared in constant time)."""
+        return hmac.compare_digest(self._secret, secret)
 
     def retarget(self, managers: str | Sequence[str], manager_secret: str | bytes) -> None:
         """Point this worker, while it is not running, at other managers with another secret.
