@@ -27,10 +27,11 @@ def job_fields(job: JobRecord) -> dict[str, Any]:
             "worker": job.worker}
 
 
-def assign_fields(assign: Assign) -> dict[str, Any]:
-    """The ``extra`` of a worker's log call about the attempt ``assign`` runs."""
+def assign_fields(assign: Assign, worker: str) -> dict[str, Any]:
+    """The ``extra`` of a log call of the worker named ``worker`` about the attempt ``assign``
+    runs."""
     return {"job_id": assign.job, "queue": assign.queue, "task": assign.task,
-            "attempt": assign.attempt}
+            "attempt": assign.attempt, "worker": worker}
 
 
 class JsonFormatter(logging.Formatter):

@@ -169,7 +169,7 @@ class Runner:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.name = name
-        """The worker's name, in the spans of its attempts."""
+        """The worker's name, in the spans and log lines of its attempts."""
         self._grant = grant
         self._report = report
         self._revoke = revoke
@@ -311,7 +311,7 @@ class Runner:
             log.warning("%s (job %s) timed out or was cancelled while its thread runs; a thread "
                         "cannot be stopped, so it keeps its slot until it returns",
                         running.assign.task, running.assign.job,
-                        extra=assign_fields(running.assign))
+                        extra=assign_fields(running.assign, self.name))
             thread.add_done_callback(lambda _: self._thread_returned(running))
         else:
             self._release(running)
@@ -321,7 +321,7 @@ class Runner:
         if not running.thread.cancelled():
             running.thread.exception()  # nobody wants this outcome any more: mark it seen
         log.info("the thread of %s (job %s) returned; its slot is free",
-                 running.assign.task, running.assign.job, extra=assign_fields(running.assign))
+                 running.assign.task, running.assign.job, extra=assign_fields(running.assign, self.name))
         self._release(running)
 
     def _release(self, running: _Running) -> None:

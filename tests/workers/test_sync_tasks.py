@@ -174,9 +174,11 @@ async def test_sync_task_cannot_call_other_tasks(
 
 
 async def test_cancelled_sync_task_keeps_its_slot_until_its_thread_returns(
-    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient
+    manager: RunningManager, worker_factory: WorkerFactory, client: EasyJobsClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Cancelling a running def task reports nothing; the next job waits for the thread."""
+    """Cancelling a running def task reports nothing; the next job waits for the thread. The
+    worker's log lines about it name the job and the worker."""
     worker = worker_factory(max_tasks=1)
     started = threading.Event()
     release = threading.Event()
@@ -202,6 +204,9 @@ async def test_cancelled_sync_task_keeps_its_slot_until_its_thread_returns(
     release.set()
     assert await second.result(timeout=TIMEOUT) == "quick"
     assert (await first.info())["status"] == "cancelled"
+    about = [r for r in caplog.records if r.name == "easyjobs.runner" and "thread" in r.message]
+    assert about and {(r.__dict__["job_id"], r.__dict__["worker"]) for r in about} == {
+        (first.id, worker.name)}
 
 
 def test_generators_and_non_functions_are_refused_at_decoration() -> None:
