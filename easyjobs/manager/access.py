@@ -100,6 +100,8 @@ class Credentials:
         self._store = store
         self._secret = secret
         self._known: dict[str, tuple[CredentialRecord, bytes]] = {}
+        self._changes = 0
+        """Adds and revokes made here so far: a read that overlapped one is not current."""
         self.on_revoked: list[Callable[[set[str]], None]] = []
         """Told the names of credentials revoked (here or elsewhere): their links end."""
 
@@ -108,8 +110,13 @@ class Credentials:
             hook(names)
 
     async def load(self) -> None:
-        """Read them all; the links of any that went or changed are closed (``revoked``)."""
-        records = await self._store.load_credentials()
+        """Read them all; the links of any that went or changed are closed (``revoked``).
+        A read that overlapped an add or a revoke made here may predate it: read again."""
+        while True:
+            changes = self._changes
+            records = await self._store.load_credentials()
+            if changes == self._changes:
+                break
         known = {r.name: (r, auth.credential_key(self._secret, r.name, r.salt)) for r in records}
         gone = {name for name, (record, _) in self._known.items()
                 if name not in known or known[name][0] != record}
@@ -167,6 +174,7 @@ class Credentials:
         if scope is not None and not all(isinstance(q, str) and q for q in scope):
             raise ConfigurationError("queues must be non-empty names")
         record = CredentialRecord(name, role, scope, os.urandom(auth.SALT_SIZE), time.time())
+        self._changes += 1
         if not await self._store.add_credential(record):
             raise ConfigurationError(f"a credential named {name!r} exists; revoke it first")
         key = auth.credential_key(self._secret, name, record.salt)
@@ -177,6 +185,7 @@ class Credentials:
 
     async def revoke(self, name: str) -> bool:
         """Forget a credential and close its links at once; False if there was none."""
+        self._changes += 1
         found = await self._store.revoke_credential(name)
         if self._known.pop(name, None) is not None or found:
             log.info("credential %r revoked", name)

@@ -321,7 +321,8 @@ class Runner:
         if not running.thread.cancelled():
             running.thread.exception()  # nobody wants this outcome any more: mark it seen
         log.info("the thread of %s (job %s) returned; its slot is free",
-                 running.assign.task, running.assign.job, extra=assign_fields(running.assign, self.name))
+                 running.assign.task, running.assign.job,
+                 extra=assign_fields(running.assign, self.name))
         self._release(running)
 
     def _release(self, running: _Running) -> None:

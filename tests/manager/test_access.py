@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from easyjobs.manager.access import LOGGED_REFUSALS, MANAGER, Credentials, Grant
 from easyjobs.protocol import auth
 from easyjobs.protocol.session import ClientSession, ServerSession, State
 from easyjobs.store import SQLiteStore
+from easyjobs.store.base import CredentialRecord
 
 SECRET = b"manager-secret-for-access"
 ADMIN_TOKEN = b"http-admin-token"
@@ -189,6 +191,51 @@ async def test_revoking_tells_the_hooks_and_forgets_the_key(credentials: Credent
     assert not await credentials.revoke("never")
     assert told == [{"etl"}]
     assert credentials.key("other") is not None
+
+
+class HeldReads(SQLiteStore):
+    """A real store whose next ``load_credentials`` answer (read at once) is held until
+    ``release`` is set: a read that overlaps a change made meanwhile."""
+
+    read: asyncio.Event | None = None
+    release: asyncio.Event | None = None
+
+    def load_credentials(self) -> asyncio.Future[list[CredentialRecord]]:
+        answer = super().load_credentials()
+        read, release = self.read, self.release
+        if read is None or release is None:
+            return answer
+        self.read = self.release = None
+
+        async def held() -> list[CredentialRecord]:
+            records = await answer
+            read.set()
+            await release.wait()
+            return records
+
+        return asyncio.ensure_future(held())
+
+
+async def test_a_load_that_overlaps_a_revocation_here_does_not_bring_it_back(
+        tmp_path: Path) -> None:
+    """A re-read (news from another manager) that read before a revocation made here and
+    answers after it is read again: the revoked credential stays revoked."""
+    store = HeldReads(str(tmp_path / "jobs.db"))
+    await store.open()
+    try:
+        credentials = Credentials(store, SECRET)
+        await credentials.load()
+        token = await credentials.add("etl", "worker", ["A"])
+        store.read, store.release = read, release = asyncio.Event(), asyncio.Event()
+        loading = asyncio.ensure_future(credentials.load())
+        await read.wait()  # it has read "etl" as live
+        assert await credentials.revoke("etl")
+        release.set()
+        await loading
+        assert credentials.key("etl") is None
+        assert credentials.bearer(token.encode(), []) is None
+    finally:
+        await store.close()
 
 
 async def test_load_reports_what_another_manager_revoked_or_made_again(
