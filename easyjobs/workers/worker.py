@@ -148,7 +148,7 @@ class EasyJobsWorker:
 
     def uses_secret(self, secret: bytes) -> bool:
         """Whether this worker authenticates with ``secret`` (compared in constant time)."""
-        return hmac.compare_digest(self._secret, secret)
+        return self._secret is not None and hmac.compare_digest(self._secret, secret)
 
     def retarget(self, managers: str | Sequence[str], manager_secret: str | bytes) -> None:
         """Point this worker, while it is not running, at other managers with another secret.
