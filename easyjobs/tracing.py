@@ -17,7 +17,7 @@ set, no span is made, but a trace context a job brought still goes on to the job
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,25 @@ def _submitting(queue: str, task: str, job: str) -> Iterator[TraceContext | None
         carrier: TraceContext = {}
         _propagator.inject(carrier)
         yield carrier or None
+
+
+def continuing(headers: Mapping[str, str]) -> AbstractContextManager[None]:
+    """Make the caller's trace context in ``headers`` (an HTTP request's W3C ``traceparent``
+    and ``tracestate``) current, so that a submit inside continues the caller's trace."""
+    if not ENABLED or "traceparent" not in headers:
+        return nullcontext()
+    return _continuing({name: headers[name] for name in ("traceparent", "tracestate")
+                        if name in headers})
+
+
+@contextmanager
+def _continuing(carrier: dict[str, str]) -> Iterator[None]:
+    from opentelemetry import context
+    token = context.attach(_propagator.extract(carrier))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def attempt(assign: Assign, worker: str) -> AbstractContextManager[Span | None]:

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from easyjobs import EasyJobsClient, TaskFailed, UnknownTask, tracing
 
 from .conftest import FAST_BACKOFF, Process
 from .processes import spawn_manager, wait_listening
-from .utils import SECRET, free_port, wait_until
+from .utils import SECRET, TIMEOUT, free_port, wait_until
 
 QUEUE = "TRACED"
 WORKER = "traced-worker"
@@ -47,9 +48,11 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 class Traced:
     """Managers, the tracing worker and a client, as one test's deployment."""
 
-    def __init__(self, client: EasyJobsClient, spans: Path) -> None:
+    def __init__(self, client: EasyJobsClient, spans: Path, port: int) -> None:
         self.client = client
         self.spans = spans
+        self.port = port
+        """The client's manager."""
 
     def worker_spans(self, trace_id: str) -> list[Span]:
         """The spans of ``trace_id`` the worker has exported so far (whole lines only)."""
@@ -101,7 +104,7 @@ async def traced(request: pytest.FixtureRequest, process_factory: Callable[..., 
                 return False
 
         await wait_until(registered, what="the worker to serve its tasks")
-        yield Traced(client, spans)
+        yield Traced(client, spans, ports[0])
 
 
 def only(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
@@ -159,6 +162,26 @@ async def test_a_call_to_a_task_that_awaits_another_task_is_one_trace(
     assert_attempt(spans[f"easyjobs.run {QUEUE}.inner"], inner_submit["span_id"], "inner",
                    inner_job, "succeeded")
     assert spans[f"easyjobs.queue_wait {QUEUE}.inner"]["parent_id"] == inner_submit["span_id"]
+
+
+@pytest.mark.parametrize("traced", ["one-manager"], indirect=True)
+async def test_a_job_submitted_over_http_continues_the_callers_traceparent(
+        traced: Traced) -> None:
+    """POST /{queue}/task/{task} with a W3C ``traceparent``: the job's queue wait and attempt
+    are children of the caller's span, in the caller's trace (the manager has no SDK)."""
+    trace_id, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{traced.port}/{QUEUE}/task/ping?wait=10", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json",
+                 "traceparent": f"00-{trace_id}-{caller}-01"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "succeeded" and body["result"] == "pong"
+    spans = await traced.wait_for(trace_id, f"easyjobs.queue_wait {QUEUE}.ping",
+                                  f"easyjobs.run {QUEUE}.ping")
+    assert_attempt(spans[f"easyjobs.run {QUEUE}.ping"], caller, "ping", body["job_id"],
+                   "succeeded")
+    assert spans[f"easyjobs.queue_wait {QUEUE}.ping"]["parent_id"] == caller
 
 
 @pytest.mark.parametrize("traced", ["one-manager"], indirect=True)

@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from .. import tracing
 from ..errors import (
     ConfigurationError,
     EasyJobsError,
@@ -238,7 +239,8 @@ class HttpApi:
             args, kwargs = from_json(args), from_json(kwargs)
         except ValueError as exc:
             raise HTTPError(422, str(exc), "invalid_arguments") from None
-        job = await self._manager.calls.submit(queue, task, args, kwargs)
+        with tracing.continuing(request.headers):  # the job joins the caller's trace
+            job = await self._manager.calls.submit(queue, task, args, kwargs)
         if wait is None:
             return JSONResponse({"job_id": job.id, "status": "queued"}, status_code=202)
         outcome = await self._outcome(job.id, wait)
