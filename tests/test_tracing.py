@@ -7,6 +7,7 @@ lines file as they end. A job's spans, and those of the jobs it leads to, share 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -174,8 +175,12 @@ async def test_a_job_submitted_over_http_continues_the_callers_traceparent(
         f"http://127.0.0.1:{traced.port}/{QUEUE}/task/ping?wait=10", data=b"{}", method="POST",
         headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json",
                  "traceparent": f"00-{trace_id}-{caller}-01"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-        body = json.loads(response.read())
+
+    def post() -> Any:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return json.loads(response.read())
+
+    body = await asyncio.to_thread(post)
     assert body["status"] == "succeeded" and body["result"] == "pong"
     spans = await traced.wait_for(trace_id, f"easyjobs.queue_wait {QUEUE}.ping",
                                   f"easyjobs.run {QUEUE}.ping")
