@@ -76,6 +76,13 @@ def parse_manager(entry: str, *, tls: bool = False) -> ManagerAddress:
     return ManagerAddress(host, port, tls)
 
 
+def advertised_url(entry: str, *, tls: bool = False) -> str:
+    """A manager's advertised address as a URL (``ws://`` or ``wss://``, ``tls`` for an entry
+    written without a scheme); ``ConfigurationError`` naming what is wrong."""
+    address = parse_manager(entry, tls=tls)
+    return f"{address.scheme}://{address.netloc}"
+
+
 def check_host_port(host: str, port: int, *, tls: bool = False) -> ManagerAddress:
     """The address of the older ``manager_host`` / ``manager_port`` pair, checked."""
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host

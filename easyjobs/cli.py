@@ -23,6 +23,7 @@ import asyncio
 import datetime
 import errno
 import importlib
+import ipaddress
 import json
 import logging
 import os
@@ -301,14 +302,20 @@ def _manager(args: argparse.Namespace) -> int:
 
 
 def _advertised(given: str | None, host: str, port: int, tls: bool) -> str | None:
-    """The address the other managers reach this one at: ``--advertise`` (or its variable),
-    else where it listens, unless that is every interface (no address tells which one)."""
-    given = given or os.environ.get("EASYJOBS_ADVERTISE") or None
+    """The URL the other managers reach this one at: ``--advertise`` (or its variable), else
+    where it listens, unless that is every interface or loopback, which would tell another
+    manager nothing (or lead it to itself)."""
+    from .addresses import advertised_url
+    from .config import read_advertise
+
+    given = given or read_advertise()
     if given is not None:
-        return given if "://" in given or not tls else f"wss://{given}"
-    if host in ("0.0.0.0", "::", ""):
-        return None
-    return f"{'wss' if tls else 'ws'}://{_netloc(host, port)}"
+        return advertised_url(given, tls=tls)
+    try:
+        local = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a name
+        local = host in ("", "localhost")
+    return None if local else advertised_url(_netloc(host, port), tls=tls)
 
 
 def _bind(host: str, port: int) -> socket.socket:

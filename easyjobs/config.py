@@ -56,6 +56,11 @@ def read_host_port() -> tuple[str | None, int | None]:
         raise ConfigurationError(f"EASYJOBS_PORT must be a port number, not {raw!r}") from None
 
 
+def read_advertise() -> str | None:
+    """``EASYJOBS_ADVERTISE``: where the other managers on a shared store reach this one."""
+    return os.environ.get("EASYJOBS_ADVERTISE", "").strip() or None
+
+
 def read_tls_ca() -> str | None:
     """``EASYJOBS_TLS_CA``: a PEM file of the CAs to trust for the managers' certificates."""
     return os.environ.get("EASYJOBS_TLS_CA", "").strip() or None

@@ -388,7 +388,9 @@ def mesh_round(tree: Path, jobs: int, calls: int, chains: int, db: str | None = 
         ports = []
         for _ in range(managers):  # one at a time: each port is taken before the next is picked
             ports.append(free_port())
-            stack.enter_context(manager_process(tree, ports[-1], db or Path(tmp) / "bench.db"))
+            linked = ("--advertise", f"127.0.0.1:{ports[-1]}") if managers > 1 else ()
+            stack.enter_context(manager_process(tree, ports[-1], db or Path(tmp) / "bench.db",
+                                                *linked))
         stack.enter_context(worker_process(tree, ports[-1]))
         result: dict[str, Any] = run_json(tree, "--client", str(ports[0]), "--jobs", str(jobs),
                                           "--calls", str(calls), "--chains", str(chains))

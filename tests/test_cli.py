@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from easyjobs import AuthenticationError, EasyJobsClient, EasyJobsWorker, UnknownJob, cli
+from easyjobs.errors import ConfigurationError
 from easyjobs.workers.link import WS_PATH
 
 from .certs import make_pki
@@ -393,20 +394,35 @@ async def test_manager_with_an_unreachable_database_fails_in_one_line(tmp_path: 
     assert "Traceback" not in ran.err and "hunter2" not in ran.err
 
 
-def test_a_manager_advertises_where_it_listens_unless_that_is_every_interface(
+def test_a_manager_advertises_where_it_listens_unless_that_is_every_interface_or_loopback(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the other managers reach this one: --advertise (or EASYJOBS_ADVERTISE) as given,
-    wss:// when it serves TLS; else its --host and port; none for a wildcard host."""
+    wss:// when it serves TLS; else its --host and port; none for a wildcard or loopback host
+    (another manager would reach nothing there, or itself)."""
     monkeypatch.delenv("EASYJOBS_ADVERTISE", raising=False)
     assert cli._advertised(None, "10.0.0.5", 8220, tls=False) == "ws://10.0.0.5:8220"
-    assert cli._advertised(None, "::1", 8220, tls=True) == "wss://[::1]:8220"
-    assert cli._advertised(None, "0.0.0.0", 8220, tls=False) is None
-    assert cli._advertised(None, "::", 8220, tls=False) is None
+    assert cli._advertised(None, "fd00::5", 8220, tls=True) == "wss://[fd00::5]:8220"
+    assert cli._advertised(None, "jobs-1.internal", 8220, tls=False) == (
+        "ws://jobs-1.internal:8220")
+    for nowhere in ("0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
+        assert cli._advertised(None, nowhere, 8220, tls=False) is None, nowhere
     assert cli._advertised("m1.internal:9000", "0.0.0.0", 8220, tls=True) == (
         "wss://m1.internal:9000")
-    assert cli._advertised("ws://m1:9000", "0.0.0.0", 8220, tls=True) == "ws://m1:9000"
+    assert cli._advertised("127.0.0.1:9000", "127.0.0.1", 8220, tls=False) == (
+        "ws://127.0.0.1:9000")
     monkeypatch.setenv("EASYJOBS_ADVERTISE", "m2:9000")
-    assert cli._advertised(None, "0.0.0.0", 8220, tls=False) == "m2:9000"
+    assert cli._advertised(None, "0.0.0.0", 8220, tls=False) == "ws://m2:9000"
+    with pytest.raises(ConfigurationError, match="unknown scheme 'http'"):
+        cli._advertised("http://m1:9000", "0.0.0.0", 8220, tls=False)
+
+
+async def test_a_bad_advertised_address_stops_the_manager_before_it_listens(
+        tmp_path: Path) -> None:
+    ran = await run_cli("manager", "--port", str(free_port()), "--db", str(tmp_path / "j.db"),
+                        "--advertise", "http://m1:9000")
+    assert ran.code == 2, ran
+    assert "unknown scheme 'http'" in ran.err and "listening" not in ran.err
+    assert "Traceback" not in ran.err and not (tmp_path / "j.db").exists()
 
 
 async def test_the_managers_listening_socket_gives_connections_without_nagle() -> None:

@@ -48,7 +48,8 @@ class Cluster:
         for _ in range(n):
             port = free_port()
             proc = self._spawn("-m", "easyjobs", "manager", "--host", "127.0.0.1",
-                               "--port", str(port), env={"EASYJOBS_DB": self.url})
+                               "--port", str(port), "--advertise", f"127.0.0.1:{port}",
+                               env={"EASYJOBS_DB": self.url})
             self.procs.append(proc)
             self.ports.append(port)
         for proc, port in zip(self.procs[-n:], self.ports[-n:], strict=True):
@@ -103,6 +104,15 @@ async def submitted(client: EasyJobsClient, task: str, *args: Any) -> Job:
     return job
 
 
+async def saved(pg_server: Server, url: str, *tasks: str) -> None:
+    """Wait until the specs of ``tasks`` are in the store: a manager hears of a task once the
+    one its worker registered with has saved the spec (it writes it after the register)."""
+    schema = schema_of(url)
+    await wait_until(lambda: pg_server.execute(
+        f"SELECT count(*) FROM {schema}.ej_tasks WHERE name = ANY(%s)", (list(tasks),)
+    ).fetchone() == (len(tasks),), what=f"the specs of {', '.join(tasks)} to be saved")
+
+
 CHAINS = 150
 
 
@@ -143,6 +153,7 @@ async def test_a_manager_killed_mid_load_loses_no_acknowledged_job_and_every_cha
     await client.connect()
     try:
         await wait_until(lambda: all(w.connected for w in workers), what="both workers")
+        await saved(pg_server, cluster.url, "start", "finish")
         acked = [await client.submit(QUEUE, "start", i) for i in range(CHAINS // 2)]
         await wait_until(lambda: sum(done.values()) >= 10, what="some chains to complete")
         cluster.procs[1].popen.send_signal(signal.SIGKILL)
@@ -193,11 +204,7 @@ async def test_managers_reconnect_to_the_database_and_catch_up(
     await client.connect()
     try:
         await wait_until(lambda: worker.connected, what="the worker")
-        schema = schema_of(cluster.url)
-        # A hears of the task once B has saved its spec (B writes it after the register).
-        await wait_until(lambda: pg_server.execute(
-            f"SELECT count(*) FROM {schema}.ej_tasks WHERE name = 'add'").fetchone() == (1,),
-            what="B to save the task's spec")
+        await saved(pg_server, cluster.url, "add")
         assert await (await client.submit(QUEUE, "add", 1, 2)).result(timeout=TIMEOUT) == 3
         for only_listen in (False, True):
             killed = pg_server.execute(

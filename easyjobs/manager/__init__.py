@@ -9,13 +9,12 @@ the same worker code as remote tasks.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from starlette.routing import WebSocketRoute
 
-from ..addresses import parse_manager
-from ..config import read_secret
+from ..addresses import advertised_url
+from ..config import read_advertise, read_secret
 from ..errors import ConfigurationError
 from ..protocol.auth import split_secret
 from ..protocol.frames import DEFAULT_MAX_MESSAGE, HANDSHAKE_MAX_MESSAGE
@@ -105,10 +104,9 @@ class EasyJobsManager:
             raise ConfigurationError("max_worker_losses must be at least 1")
         self.core = Core(self.store, JobPolicy(retry_base, retry_cap, max_worker_losses),
                          secret)
-        advertise = advertise or os.environ.get("EASYJOBS_ADVERTISE") or None
+        advertise = advertise or read_advertise()
         if advertise is not None:
-            where = parse_manager(advertise)
-            self.core.forwarding.address = f"{where.scheme}://{where.netloc}"
+            self.core.forwarding.address = advertised_url(advertise)
         self.endpoint = Endpoint(
             self.core, secret, heartbeat, max_message, handshake_timeout,
             max_backlog=max_backlog, max_connections=max_connections,

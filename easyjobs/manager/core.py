@@ -197,12 +197,14 @@ class Core:
         share one write). A peer dropped while its message is handled gets nothing more done
         for it."""
         submits: list[Submit] = []
+        # A message that also asks about jobs keeps its order here: nothing of it is forwarded.
+        forward = all(isinstance(frame, Submit) for frame in frames)
         for frame in frames:
             if isinstance(frame, Submit):
                 submits.append(frame)
                 continue
             if submits:
-                self._submit(peer, submits)
+                self.lifecycle.submit(peer, submits)
                 submits = []
             if peer.id not in self.peers:
                 return
@@ -210,13 +212,10 @@ class Core:
             if handler is not None:
                 handler(peer, frame)
         if submits and peer.id in self.peers:
-            self._submit(peer, submits)
-
-    def _submit(self, peer: Peer, submits: list[Submit]) -> None:
-        """Jobs another manager's workers serve go there; the rest are handled here."""
-        rest = self.forwarding.take(peer, submits)
-        if rest:
-            self.lifecycle.submit(peer, rest)
+            # Jobs only another manager's workers serve go there; the rest are handled here.
+            rest = self.forwarding.take(peer, submits) if forward else submits
+            if rest:
+                self.lifecycle.submit(peer, rest)
 
     def toggle_workers(self, pause: bool, worker_id: str | None = None,
                        announce: bool = True) -> None:

@@ -9,10 +9,12 @@ the outcome comes back as any other, in the store's news. Each manager advertise
 that directory when told it changed, and at each lease renewal.
 
 The store's path stays the rule, forwarding only a shortcut: a submit goes the usual way here
-when no link to a serving manager is open, when that manager answers with an error, or when
-the link is lost for ``ANSWER_TIMEOUT_S`` before it answers. The insert is idempotent by job
-id, so a job the other manager did insert is then found, not doubled. What comes over another
-manager's link is never forwarded again, so a submit crosses at most once.
+when no link to a serving manager is open, when that manager answers with an error, or when it
+has not answered within ``ANSWER_TIMEOUT_S`` (the link is then passed over until it answers
+again). The insert is idempotent by job id, so a job the other manager did insert is then
+found, not doubled. What comes over another manager's link is never forwarded again, so a
+submit crosses at most once; a message that also asks something about its jobs (a lookup, a
+cancel) is not forwarded at all, so its frames stay in order.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ log = logging.getLogger("easyjobs.manager")
 
 LINK_NAME = "easyjobs manager link"
 """The start of the hello name of one manager's link to another."""
-ANSWER_TIMEOUT_S = 1.0
-"""How long a forwarded submit waits for its lost link to come back before it goes the store's
-way here instead."""
+ANSWER_TIMEOUT_S = 2.0
+"""How long a forwarded submit waits for the other manager's answer (its link down or not)
+before it goes the store's way here instead."""
 LINK_BACKOFF = Backoff(initial=0.1, maximum=2.0)
 
 
@@ -81,6 +83,9 @@ class Forwarding:
         self._waiting: dict[str, Result | bool] = {}
         """forwarded job id -> what news of its end came before its answer: nothing (False),
         its outcome, or that it may have ended (True: the store tells)"""
+        self._silent: set[str] = set()
+        """managers that left a forwarded submit unanswered: passed over until they answer"""
+        self._stopped = False
         self._turn = itertools.count()
         self._advertised: list[Key] | None = None
         self._advertising = False
@@ -92,58 +97,75 @@ class Forwarding:
 
     def take(self, peer: Peer, frames: list[Submit]) -> list[Submit]:
         """Forward the submits another manager can take now; returns those to handle here."""
-        if not self._routes or peer.name.startswith(LINK_NAME):
+        if not self._routes or self._stopped or peer.name.startswith(LINK_NAME):
             return frames
         rest: list[Submit] = []
         for frame in frames:
-            link = self._link_for((frame.queue, frame.task))
-            if link is None or self._held(frame.job) or frame.job in self._waiting:
+            target = self._link_for((frame.queue, frame.task))
+            if target is None or self._held(frame.job) or frame.job in self._waiting:
                 rest.append(frame)
                 continue
-            try:  # this manager watches for its peer: the other's watch would come twice
+            manager, link = target
+            try:
                 answer = link.calls.request(_renumbered(frame))
             except EasyJobsError:  # too big for that link, or the link has just ended
                 rest.append(frame)
                 continue
             self._waiting[frame.job] = False
             self._counts.forwarded += 1
-            self._background.spawn(self._answered(peer, frame, answer))
+            self._background.spawn(self._answered(peer, frame, manager, answer))
         return rest
 
-    def _link_for(self, key: Key) -> Link | None:
-        """An open link to a manager serving ``key`` (in turn among several), unless a worker
-        here serves it."""
+    def _link_for(self, key: Key) -> tuple[str, Link] | None:
+        """An open link to a manager serving ``key`` that answers (in turn among several),
+        unless a worker here serves it."""
         managers = self._routes.get(key)
         if not managers or self._dispatcher.serves(key):
             return None
         start = next(self._turn)
         for step in range(len(managers)):
-            entry = self._links.get(managers[(start + step) % len(managers)])
-            if entry is not None and entry[1].is_open:
-                return entry[1]
+            manager = managers[(start + step) % len(managers)]
+            entry = self._links.get(manager)
+            if entry is not None and entry[1].is_open and manager not in self._silent:
+                return manager, entry[1]
         return None
 
-    async def _answered(self, peer: Peer, frame: Submit, answer: asyncio.Future[Accepted]
-                        ) -> None:
+    async def _answered(self, peer: Peer, frame: Submit, manager: str,
+                        answer: asyncio.Future[Accepted]) -> None:
+        answer.add_done_callback(lambda done: self._answers(manager, done))
         try:
-            accepted = await answer
-        except EasyJobsError as exc:
+            accepted = await asyncio.wait_for(asyncio.shield(answer), ANSWER_TIMEOUT_S)
+        except (EasyJobsError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, asyncio.TimeoutError):
+                self._silent.add(manager)
+                log.warning("the manager %s did not answer a forwarded submit within %gs; "
+                            "jobs for its workers go through the database until it does",
+                            manager[:8], ANSWER_TIMEOUT_S)
             self._waiting.pop(frame.job, None)
             self._counts.fell_back += 1
             log.debug("a forwarded submit of job %s came back (%s); the store takes it here",
-                      frame.job, exc)
+                      frame.job, type(exc).__name__)
             if peer.id in self._peers:
                 self._local(peer, [frame])
             return
         heard = self._waiting.pop(frame.job, False)
         if peer.id not in self._peers:
             return
+        if not accepted.created:  # another job's id: its outcome only through the checks of a
+            heard = True  # watch (the peer's grant may not cover that job's queue)
         if frame.watch and not isinstance(heard, Result):  # before the answer, so that no
             self._watchers.watch(  # outcome can reach the peer before it
-                peer, frame.job, None, known=accepted.created and not heard)
+                peer, frame.job, None, known=not heard)
         self._peers.reply(peer, Accepted(frame.ref, frame.job, accepted.created))
         if frame.watch and isinstance(heard, Result):
             self._peers.reply(peer, heard)
+
+    def _answers(self, manager: str, answer: asyncio.Future[Accepted]) -> None:
+        """A manager that answers (even late) is forwarded to again."""
+        if not answer.cancelled() and answer.exception() is None and manager in self._silent:
+            self._silent.discard(manager)
+            log.info("the manager %s answers again; jobs for its workers are forwarded to it",
+                     manager[:8])
 
     def heard(self, news: Signals) -> None:
         """News of jobs that ended: a forwarded job not answered yet keeps its outcome for its
@@ -185,7 +207,7 @@ class Forwarding:
 
     def refresh(self) -> None:
         """Read the directory again soon (one read at a time; one more if asked meanwhile)."""
-        if not self._store.shared:
+        if not self._store.shared or self._stopped:
             return
         if self._refreshing:
             self._refresh_again = True
@@ -201,6 +223,8 @@ class Forwarding:
                     entries = await self._store.directory(self._owner)
                 except StoreError:
                     log.debug("could not read the directory of managers", exc_info=True)
+                    return
+                if self._stopped:
                     return
                 self._update(entries)
                 if not self._refresh_again:
@@ -223,6 +247,9 @@ class Forwarding:
                 routes.setdefault(key, []).append(manager)
         for manager in [m for m in self._links if m not in entries]:
             self._close(manager)
+        for manager in [m for m in (*self._refused, *self._silent) if m not in entries]:
+            self._refused.pop(manager, None)  # gone for good: forgotten
+            self._silent.discard(manager)
         self._routes = routes
 
     def _connect(self, manager: str, address: str) -> bool:
@@ -236,14 +263,19 @@ class Forwarding:
             self._refuse(manager, address, exc)
             return False
         self._links[manager] = (address, link)
-        self._background.spawn(self._start(link))
+        self._background.spawn(self._start(manager, address, link))
         return True
 
-    async def _start(self, link: Link) -> None:
+    async def _start(self, manager: str, address: str, link: Link) -> None:
+        if self._links.get(manager, (None, None))[1] is not link:
+            return  # closed (or replaced) before it started
         try:
-            await link.start()
+            await link.start(connect_timeout=ANSWER_TIMEOUT_S)
         except EasyJobsError:
-            pass  # on_failed has it
+            return  # on_failed has it
+        if not link.is_open and self._links.get(manager, (None, None))[1] is link:
+            log.warning("no answer from the manager at %s (its advertised address); jobs for "
+                        "its workers go through the database until it answers", address)
 
     def _failed(self, manager: str, address: str, exc: EasyJobsError) -> None:
         self._refuse(manager, address, exc)
@@ -262,7 +294,9 @@ class Forwarding:
             self._background.spawn(entry[1].close())
 
     async def stop(self) -> None:
-        """Close every link (a submit still waiting for its answer goes the store's way)."""
+        """Close every link for good (a submit still waiting for its answer goes the store's
+        way); nothing is forwarded or linked afterwards."""
+        self._stopped = True
         links = [link for _, link in self._links.values()]
         self._links.clear()
         self._routes = {}

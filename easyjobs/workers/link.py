@@ -132,8 +132,8 @@ class Link:
     ``request_timeout``: seconds a request waits while the link is down before it fails with
     ``ConnectionLost`` (None: it waits for the link to come back). ``on_failed`` is called with
     the error when the link ends for good (wrong secret, protocol mismatch, TLS), before or
-    after start-up. ``quiet``: a lost connection is routine (one manager's link to another),
-    logged at INFO, not as a warning.
+    after start-up. ``quiet``: the owner reports what matters (one manager's link to
+    another), so the link's own lines about connecting, losing and failing are DEBUG.
     """
 
     def __init__(
@@ -421,16 +421,17 @@ class Link:
                 except (AuthenticationError, PermissionDenied, UnsupportedVersion,
                         ProtocolError, TLSError) as exc:
                     error = exc
+                    level = logging.DEBUG if self._quiet else logging.ERROR
                     if isinstance(exc, AuthenticationError):
-                        log.error("authentication failed: %s; not retrying", exc)
+                        log.log(level, "authentication failed: %s; not retrying", exc)
                     elif isinstance(exc, PermissionDenied):
-                        log.error("permission denied by the manager at %s: %s; not retrying",
-                                  address, exc)
+                        log.log(level, "permission denied by the manager at %s: %s; not "
+                                "retrying", address, exc)
                     elif isinstance(exc, TLSError):
-                        log.error("%s; not retrying", exc)
+                        log.log(level, "%s; not retrying", exc)
                     else:
-                        log.error("link to the manager at %s failed for good: %s",
-                                  address, exc)
+                        log.log(level, "link to the manager at %s failed for good: %s",
+                                address, exc)
                     return
                 except InvalidURI as exc:  # a redirect to somewhere we cannot go
                     error = ConfigurationError(f"cannot connect to {address}: {exc}")
@@ -448,7 +449,7 @@ class Link:
                     break
                 tried += 1
                 index = (index + 1) % len(self.managers)
-                log.log(logging.INFO if self._quiet else
+                log.log(logging.DEBUG if self._quiet else
                         logging.WARNING if lost else logging.INFO,
                         "manager unreachable at %s (%s%s); %s", address,
                         "connection lost: " if lost else "", reason,
