@@ -136,11 +136,11 @@ class Forwarding:
         try:
             accepted = await asyncio.wait_for(asyncio.shield(answer), ANSWER_TIMEOUT_S)
         except (EasyJobsError, asyncio.TimeoutError) as exc:
-            if isinstance(exc, asyncio.TimeoutError):
+            if isinstance(exc, asyncio.TimeoutError) and manager not in self._silent:
                 self._silent.add(manager)
-                log.warning("the manager %s did not answer a forwarded submit within %gs; "
+                log.warning("the manager at %s did not answer a forwarded submit within %gs; "
                             "jobs for its workers go through the database until it does",
-                            manager[:8], ANSWER_TIMEOUT_S)
+                            self._address_of(manager), ANSWER_TIMEOUT_S)
             self._waiting.pop(frame.job, None)
             self._counts.fell_back += 1
             log.debug("a forwarded submit of job %s came back (%s); the store takes it here",
@@ -164,8 +164,12 @@ class Forwarding:
         """A manager that answers (even late) is forwarded to again."""
         if not answer.cancelled() and answer.exception() is None and manager in self._silent:
             self._silent.discard(manager)
-            log.info("the manager %s answers again; jobs for its workers are forwarded to it",
-                     manager[:8])
+            log.info("the manager at %s answers again; jobs for its workers are forwarded "
+                     "to it", self._address_of(manager))
+
+    def _address_of(self, manager: str) -> str:
+        entry = self._links.get(manager)
+        return entry[0] if entry is not None else f"(manager {manager[:8]})"
 
     def heard(self, news: Signals) -> None:
         """News of jobs that ended: a forwarded job not answered yet keeps its outcome for its
@@ -286,7 +290,7 @@ class Forwarding:
     def _refuse(self, manager: str, address: str, exc: EasyJobsError) -> None:
         self._refused[manager] = address
         log.warning("cannot link to the manager at %s (%s); jobs for its workers go through "
-                    "the store instead, a little later", address, exc)
+                    "the database instead", address, exc)
 
     def _close(self, manager: str) -> None:
         entry = self._links.pop(manager, None)
