@@ -11,6 +11,7 @@ bytes travel as ``{"$base64": ...}``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -78,7 +79,9 @@ class HttpApi:
         self._metrics_public = metrics_public
         self.metrics = Metrics(manager.core.observers, self._queries, manager.endpoint)
         self.events = EventHub(manager.core.observers)
-        self._credentials.on_revoked.append(self.events.end)
+        self._revocable: dict[str, set[asyncio.Future[Any]]] = {}
+        """credential name -> futures set when it is revoked: its requests in progress end"""
+        self._credentials.on_revoked += [self.events.end, self._revoked]
 
     def routes(self) -> list[BaseRoute]:
         guarded = self._guarded
@@ -121,6 +124,8 @@ class HttpApi:
                 return error(403, str(refused), refused.code)
             request.state.grant = grant
             try:
+                if grant.credential:  # a named credential: revoking it ends what it awaits
+                    return await self._unless_revoked(grant.credential, handler(request))
                 return await handler(request)
             except HTTPError as exc:
                 return error(exc.status, exc.message, exc.kind)
@@ -134,6 +139,34 @@ class HttpApi:
                 return error(500, "internal error; see the manager's log", "internal_error")
 
         return guarded
+
+    async def _unless_revoked(self, name: str, handling: Awaitable[Response]) -> Response:
+        """``handling``'s response, or 401 if credential ``name`` is revoked meanwhile (a
+        wait for a result must not outlive the right to see it)."""
+        task: asyncio.Future[Response] = asyncio.ensure_future(handling)
+        revoked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._revocable.setdefault(name, set()).add(revoked)
+        try:
+            await asyncio.wait({task, revoked}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            waiting = self._revocable.get(name, set())
+            waiting.discard(revoked)
+            if not waiting:
+                self._revocable.pop(name, None)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return error(401, f"credential {name!r} was revoked", "unauthorized")
+
+    def _revoked(self, names: set[str]) -> None:
+        for name in names:
+            for revoked in self._revocable.pop(name, set()):
+                if not revoked.done():
+                    revoked.set_result(None)
 
     @staticmethod
     def _grant(request: Request) -> Grant:

@@ -686,3 +686,38 @@ async def test_unknown_paths_and_wrong_methods_answer_json(api: httpx.AsyncClien
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
     wrong = await api.delete("/jobs")
     assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "bad_method"
+
+
+async def test_revoking_a_credential_ends_its_http_waits_at_once(
+        manager: RunningManager, api: httpx.AsyncClient,
+        worker_factory: Callable[..., EasyJobsWorker]) -> None:
+    """A client credential waiting over HTTP for a result gets 401 as soon as it is revoked,
+    not the outcome at the end of its wait (the right to see it has gone)."""
+    worker = worker_factory()
+    release = asyncio.Event()
+
+    @worker.task()
+    async def held(x: int) -> int:
+        await release.wait()
+        return x
+
+    await worker.start()
+    made = await api.post("/credentials", json={"name": "etl-client", "role": "client",
+                                                 "queues": ["ETL"]})
+    assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(base_url=base_url(manager), timeout=TIMEOUT, headers={
+            "Authorization": f"Bearer {made.json()['token']}"}) as client:
+        submitted = await client.post("/ETL/task/held", json={"x": 1})
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        waiting = asyncio.ensure_future(
+            client.get(f"/jobs/{job_id}/result", params={"timeout": 60}))
+        http = manager.manager.http
+        assert http is not None
+        await wait_until(lambda: "etl-client" in http._revocable, what="the wait to start")
+        assert (await api.delete("/credentials/etl-client")).status_code == 200
+        answer = await asyncio.wait_for(waiting, TIMEOUT)
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"]["message"] == "credential 'etl-client' was revoked"
+    assert "etl-client" not in http._revocable
+    release.set()
