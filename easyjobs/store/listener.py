@@ -31,11 +31,13 @@ class Listener:
 
     def __init__(self, connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
                  channel: str, where: str, on_signals: Callable[[Signals], None],
-                 on_connect: Callable[[], None]) -> None:
+                 on_connect: Callable[[], None], origin: str | None = None) -> None:
         self._connect = connect
         self._channel = channel
         self._where = where
         self._on_signals = on_signals
+        self.origin = origin
+        """This manager's id: its own news, which it acted on already, is skipped unread."""
         self._on_connect = on_connect
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -59,6 +61,8 @@ class Listener:
 
     def _hear(self, payload: str) -> None:
         try:
+            if self.origin is not None and Signals.origin_of(payload) == self.origin:
+                return
             self._on_signals(Signals.decode(payload))
         except Exception:  # a bug of ours must not end the listening
             log.exception("the news from another manager could not be handled")

@@ -734,12 +734,8 @@ class PostgresStore(Store):
                      on_connect: Callable[[], None]) -> None:
         if self._listener is not None or self._refusal() is not None:
             raise StoreError("listen() needs an open store, and is called once")
-        def others(news: Signals) -> None:  # this manager acted on its own news already
-            if news.origin is None or news.origin != self._fence:
-                on_signals(news)
-
-        self._listener = Listener(self._connect, self._channel, self._where, others,
-                                  on_connect)
+        self._listener = Listener(self._connect, self._channel, self._where, on_signals,
+                                  on_connect, self._fence)
         await self._listener.start()
 
     def queued_tasks(self) -> asyncio.Future[set[tuple[str, str]]]:
@@ -749,6 +745,8 @@ class PostgresStore(Store):
     def take_back(self, owner: str) -> asyncio.Future[tuple[int, list[JobRecord]]]:
         def extract(_: int, rows: Rows) -> tuple[int, list[JobRecord]]:
             self._fence = owner  # joined: every later transaction checks the lease
+            if self._listener is not None:  # and names its news, which it skips
+                self._listener.origin = owner
             return rows[0][0], _held(rows)
 
         self._fence = None  # (re)joining: the lease to check is the one this makes

@@ -132,6 +132,16 @@ class Signals:
                 room -= len(token) + 1
         return carried
 
+    @staticmethod
+    def origin_of(payload: str) -> str | None:
+        """Who sent ``payload``, read without decoding the rest (its outcomes above all), so
+        that a manager skips its own news cheaply."""
+        for line in reversed(payload.split(OUTCOME_PREFIX, 1)[0].split("\n")):
+            kind, _, rest = line.partition(" ")
+            if kind == "from":
+                return rest or None
+        return None
+
     @classmethod
     def decode(cls, payload: str) -> Signals:
         """The news in a payload. Lines of a kind it does not know (a newer manager may send

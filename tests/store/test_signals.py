@@ -74,6 +74,16 @@ def test_directory_news_round_trips_and_merges() -> None:
     assert merged == Signals(done={"j"}, workers=True)
 
 
+def test_the_sender_is_read_without_decoding_the_outcomes() -> None:
+    """``origin_of`` finds the ``from`` line before the outcome tokens (a manager skips its
+    own news with it); a payload without one has no origin."""
+    news = Signals(done={"a"}, tasks=True, origin="m1")
+    assert Signals.origin_of(news.encode() + OUTCOME_PREFIX + "not-base64!") == "m1"
+    assert Signals.origin_of(Signals(workers=True, origin="m2").encode()) == "m2"
+    assert Signals.origin_of("ready *\nworkers") is None
+    assert Signals.origin_of('done ["from x"]') is None
+
+
 def test_outcomes_ride_as_tokens_the_store_appends() -> None:
     """``tokens`` encodes each outcome; a payload ending in them decodes to the outcomes."""
     news = Signals(done={"a", "b"}, outcomes={
