@@ -474,6 +474,30 @@ async def test_a_live_lease_keeps_a_managers_jobs_and_an_expired_one_gives_them_
         await second.close()
 
 
+async def test_a_manager_hears_the_news_of_the_others_but_not_its_own(pg_url: str) -> None:
+    """m1's write (a job left free, with its outcome news) and then m2's: m1's listener hears
+    m2's news only; notifications come in commit order, so m1's own would have come first."""
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    await first.open()
+    await second.open()
+    heard: list[Signals] = []
+    try:
+        await first.take_back("m1")
+        await second.take_back("m2")
+        await first.listen(heard.append, lambda: None)
+        mine, theirs = job(1, task="mine"), job(2, task="theirs")
+        await first.add_jobs([mine])
+        await first.finish(mine.id, JobStatus.SUCCEEDED, 1, None, at=2.0)
+        await second.add_jobs([theirs])
+        await wait_until(lambda: any(("default", "theirs") in n.ready for n in heard),
+                         what="m2's news")
+        assert all(news.origin == "m2" for news in heard)
+        assert not any(("default", "mine") in n.ready or mine.id in n.done for n in heard)
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_the_directory_lists_the_other_live_managers_that_advertised(
     pg_url: str, pg_server: Server
 ) -> None:
