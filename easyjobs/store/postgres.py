@@ -6,8 +6,10 @@ to ``MAX_BATCH``) and sends it as ``BEGIN; op; op; ...; COMMIT`` in one pipeline
 trip, then resolves the whole batch. Every op is a single statement (data-modifying CTEs make
 ``finish`` with children, ``fire_schedule`` and ``take_back`` one statement each), so the batch
 needs no answer back before it commits; consecutive calls of one kind (e.g. a burst of
-``add_jobs``) go as one statement over arrays of rows. A job's start (``LAZY``) waits a few
-milliseconds for another write to go with (or a read that must see it). At most
+``add_jobs``) go as one statement over arrays of rows. A job's start, and the insert of a job
+already dispatched (``LAZY``), wait a few milliseconds for another write to go with (or a read
+that must see it); a job inserted, started and finished in one batch goes in as it ends, one
+statement for the three (``_collapsed``). At most
 ``max_pending`` writes may wait to commit; one more fails at once with ``StoreError``.
 
 Reads run on pooled autocommit connections beside the writer: one pool for point reads (a job,
@@ -175,8 +177,8 @@ FENCE_FUNCTION = f"""CREATE FUNCTION ej_fence(manager text) RETURNS void LANGUAG
                 USING ERRCODE = '{FENCED}';
         END IF;
     END $$"""
-BY_ID_OPS = frozenset({"add_jobs", "add_dispatched", "mark_running", "finish", "retry",
-                       "requeue", "release"})
+BY_ID_OPS = frozenset({"add_jobs", "add_dispatched", "add_finished", "mark_running", "finish",
+                       "retry", "requeue", "release"})
 """Ops whose statements find every row by its id: a batch of only these runs with sequential
 scans off (``BY_ID`` alone does not do, as a queue table grows by thousands of rows a second
 and its statistics lag far behind: the planner would scan the whole table per statement)."""
@@ -380,6 +382,8 @@ FINISH_WITH_CHILDREN = {
     " SELECT count(*) FROM done"
     for status, sql in FINISH.items()
 }
+FINISHED_BY = {sql: status for status, sql in FINISH.items()}
+"""The outcome each ``FINISH`` statement writes."""
 # Changes one row exactly when the schedule is new or ``tick`` is later than its last fire.
 FIRE_SCHEDULE = (
     "WITH fired AS (INSERT INTO ej_schedules (queue, task, last_fire) VALUES (%s, %s, %s)"
@@ -1119,7 +1123,8 @@ class PostgresStore(Store):
         Consecutive ops of one kind (``MERGEABLE``) become one statement, their rows in call
         order, which the database runs far faster than one statement each.
         """
-        groups = _groups(batch)
+        work, whole = _collapsed(batch)
+        groups = _groups(work)
         news = Signals()
         finished_at: dict[str, float] = {}
         for op in batch:
@@ -1158,8 +1163,18 @@ class PostgresStore(Store):
             logger.warning("the job store at PostgreSQL %s is writable again", self._where)
             self._writable = True
         outcomes: list[Outcome] = []
+        later: list[tuple[Op, Op]] = []
         for group, cursor in zip(groups, cursors, strict=True):
             rows = await cursor.fetchall() if cursor.description is not None else []
+            if group[0][0] == "add_finished":
+                add, start, finish = whole[id(group[0][4])]
+                if rows:  # the row went in as it ends: the three calls are answered
+                    outcomes += [(add[4], None, [True]), (start[4], None, None),
+                                 (finish[4], None, True)]
+                else:  # its id exists (a re-sent submit): start and finish that row now
+                    outcomes.append((add[4], None, [False]))
+                    later.append((start, finish))
+                continue
             if len(group) == 1:
                 outcomes.append((group[0][4], None, group[0][3](cursor.rowcount, rows)))
                 continue
@@ -1170,6 +1185,8 @@ class PostgresStore(Store):
                 mine = [(job_id,) for job_id in dict.fromkeys(ids) if job_id in changed]
                 changed.difference_update(ids)
                 outcomes.append((fut, None, extract(len(mine), mine)))
+        if later:
+            outcomes += await self._execute([op for pair in later for op in pair])
         called = {id(op[4]): position for position, op in enumerate(batch)}
         outcomes.sort(key=lambda outcome: called[id(outcome[0])])  # answered in call order
         return outcomes
@@ -1307,7 +1324,7 @@ def _groups(batch: list[Op]) -> list[list[Op]]:
     """
     groups: list[tuple[list[Op], set[str] | None]] = []
     for op in batch:
-        merge = MERGEABLE.get(op[1])
+        merge = None if op[0] == "add_finished" else MERGEABLE.get(op[1])
         if merge is None:
             groups.append(([op], None))  # touches jobs it does not name: nothing passes it
             continue
@@ -1327,6 +1344,58 @@ def _groups(batch: list[Op]) -> list[list[Op]]:
             target[0].append(op)
             target[1].update(ids)
     return [group for group, _ in groups]
+
+
+def _collapsed(batch: list[Op]) -> tuple[list[Op], dict[int, tuple[Op, Op, Op]]]:
+    """``batch`` with each job that is inserted (``add_dispatched``, alone), started and
+    finished (without children) in it, and touched by nothing else, inserted as it ends by one
+    statement in the finish's place (``add_finished``): a short job's three writes cost one.
+    Ops on other jobs commute with it; an op that names no jobs ends every such run. Returns
+    the ops to run, and the three ops each ``add_finished`` stands for, by its future's id."""
+    runs: dict[str, list[int]] = {}  # job id -> positions of its add, then its start
+    whole: list[list[int]] = []
+    for position, op in enumerate(batch):
+        merge = MERGEABLE.get(op[1])
+        if merge is None:
+            runs.clear()
+            continue
+        ids = op[2][merge[0]]
+        if op[0] == "add_dispatched" and len(ids) == 1:
+            runs[ids[0]] = [position]
+            continue
+        for job_id in ids:
+            run = runs.pop(job_id, None)
+            if run is None:
+                continue
+            if len(run) == 1 and op[0] == "mark_running" and op[2][4][0] in (
+                    None, batch[run[0]][2][17][0]):  # its owner guard holds for the new row
+                runs[job_id] = [*run, position]
+            elif len(run) == 2 and op[1] in FINISHED_BY:
+                whole.append([*run, position])
+    if not whole:
+        return batch, {}
+    stands_for: dict[int, tuple[Op, Op, Op]] = {}
+    replaced: dict[int, Op] = {}
+    for a, b, c in whole:
+        op = replaced[c] = _add_finished(batch[a], batch[b], batch[c])
+        stands_for[id(op[4])] = (batch[a], batch[b], batch[c])
+    dropped = {position for run in whole for position in run[:2]}
+    return ([replaced.get(position, op) for position, op in enumerate(batch)
+             if position not in dropped], stands_for)
+
+
+def _add_finished(add: Op, start: Op, finish: Op) -> Op:
+    """The insert of ``add``'s job as ``start`` and ``finish`` leave it (``_collapsed``)."""
+    attempts, worker, started, _, _, _ = start[2]
+    result, error, at, on_failure, _, _ = finish[2]
+    row = [list(column) for column in add[2]]  # COLUMNS, one value each
+    row[4], row[5], row[6] = [FINISHED_BY[finish[1]].value], attempts, worker
+    row[8], row[9], row[11], row[12] = result, error, started, at
+    row[16], row[17] = [None], [None]  # no next attempt, and no owner once finished
+    if on_failure[0] is not None:
+        row[14] = on_failure
+    marker: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # never resolved
+    return ("add_finished", INSERT_JOBS, tuple(row), _none, marker, None)
 
 
 def _merged(group: list[Op]) -> Sequence[Any]:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -676,6 +677,90 @@ async def test_a_dispatched_jobs_insert_goes_with_its_start_and_outcome(pg_url: 
         stored = await store.get_job(quick.id)
         assert stored is not None and (stored.status, stored.result) == (JobStatus.SUCCEEDED, 3)
         assert await asyncio.wait_for(store.add_jobs([alone], soon=True), 10) == [True]
+    finally:
+        await store.close()
+
+
+async def test_only_a_dispatched_job_inserted_started_and_finished_alone_is_collapsed() -> None:
+    """``_collapsed`` (no I/O): a one-job ``add_dispatched``, its start and its finish become
+    one insert in the finish's place; a second job's unfinished run, a run broken by an op
+    that names no jobs (a claim), a two-job insert and a start under another owner stay as
+    they are."""
+    def add(*records: JobRecord) -> postgres.Op:
+        return ("add_dispatched", postgres.INSERT_JOBS, postgres._job_columns(records),
+                postgres._none, asyncio.get_running_loop().create_future(), None)
+
+    def start(record: JobRecord, owner: str = "m1") -> postgres.Op:
+        return ("mark_running", postgres.MARK_RUNNING,
+                ([1], ["w1"], [2.0], [record.id], [owner], [record.id]), postgres._none,
+                asyncio.get_running_loop().create_future(), None)
+
+    def finish(record: JobRecord) -> postgres.Op:
+        return ("finish", postgres.FINISH[JobStatus.SUCCEEDED],
+                ([b"\x01"], [None], [3.0], [None], [record.id], [record.id]), postgres._none,
+                asyncio.get_running_loop().create_future(), None)
+
+    claim: postgres.Op = ("claim", postgres.CLAIM, ("m1", "default", "add", 1), postgres._none,
+                          asyncio.get_running_loop().create_future(), None)
+    one, two, three, four, five = (job(n, owner="m1") for n in range(5))
+    batch = [add(one), start(one), add(two), finish(one), start(two), add(three), claim,
+             start(three), finish(three), add(one, four), start(four), finish(four),
+             add(five), start(five, owner="m2"), finish(five)]
+    work, stands_for = postgres._collapsed(batch)
+    assert [op[0] for op in work] == [
+        "add_dispatched", "add_finished", "mark_running", "add_dispatched", "claim",
+        "mark_running", "finish", "add_dispatched", "mark_running", "finish", "add_dispatched",
+        "mark_running", "finish"]
+    assert stands_for == {id(work[1][4]): (batch[0], batch[1], batch[3])}
+    row = dict(zip(postgres.COLUMNS.split(", "), (column[0] for column in work[1][2])))
+    assert (row["id"], row["status"], row["attempts"], row["worker"], row["result"],
+            row["started_at"], row["finished_at"], row["owner"]) == (
+        one.id, "succeeded", 1, "w1", b"\x01", 2.0, 3.0, None)
+    assert postgres._collapsed(batch[:2]) == (batch[:2], {})
+
+
+@pytest.mark.parametrize("before", ["none", "queued", "queued-elsewhere", "finished"])
+async def test_a_job_inserted_started_and_finished_in_one_batch_ends_as_in_three_steps(
+        pg_url: str, before: str) -> None:
+    """Collapsed into one insert, a dispatched job's insert, start and finish leave the row,
+    and answer each call, as the three statements in turn do; also when the id exists
+    already (then the start and finish go in a transaction of their own): queued here (a
+    re-sent submit), queued with another manager (the start's owner guard fails, the outcome
+    still lands) or finished (nothing changes)."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        async def run(record: JobRecord, stepwise: bool) -> tuple[object, ...]:
+            added = store.add_jobs([record], soon=True)
+            if stepwise:
+                await added
+            started = store.mark_running(record.id, "w1", 1, at=2.5, owner="m1")
+            if stepwise:
+                await started
+            finished = store.finish(record.id, JobStatus.SUCCEEDED, {"v": [1]}, None, at=3.5)
+            return await added, await started, await finished
+
+        answers, rows = [], []
+        for stepwise in (True, False):
+            record = job(1, owner="m1")
+            if before != "none":
+                existing = replace(record, owner="m2" if before == "queued-elsewhere" else "m1")
+                await store.add_jobs([existing])
+                if before == "finished":
+                    await store.finish(record.id, JobStatus.FAILED, None,
+                                       {"type": "E", "message": "m", "traceback": ""}, at=1.5)
+            commits = store.commits
+            answers.append(await run(record, stepwise))
+            assert store.commits - commits == (
+                3 if stepwise else 1 if before == "none" else 2)
+            stored = await store.get_job(record.id)
+            assert stored is not None
+            rows.append(replace(stored, id="", created_at=0.0))
+        assert answers[0] == answers[1]
+        assert rows[0] == rows[1]
+        assert answers[0] == {"none": ([True], None, True), "queued": ([False], None, True),
+                              "queued-elsewhere": ([False], None, True),
+                              "finished": ([False], None, False)}[before]
     finally:
         await store.close()
 
