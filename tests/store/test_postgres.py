@@ -712,7 +712,8 @@ async def test_only_a_dispatched_job_inserted_started_and_finished_alone_is_coll
         "mark_running", "finish", "add_dispatched", "mark_running", "finish", "add_dispatched",
         "mark_running", "finish"]
     assert stands_for == {id(work[1][4]): (batch[0], batch[1], batch[3])}
-    row = dict(zip(postgres.COLUMNS.split(", "), (column[0] for column in work[1][2])))
+    row = dict(zip(postgres.COLUMNS.split(", "), (column[0] for column in work[1][2]),
+                   strict=True))
     assert (row["id"], row["status"], row["attempts"], row["worker"], row["result"],
             row["started_at"], row["finished_at"], row["owner"]) == (
         one.id, "succeeded", 1, "w1", b"\x01", 2.0, 3.0, None)
