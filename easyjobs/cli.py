@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--advertise", metavar="HOST:PORT", default=None,
                          help="where the other managers on the same PostgreSQL database reach "
                          "this one (env EASYJOBS_ADVERTISE; default: --host and --port, "
-                         "unless --host is a wildcard such as 0.0.0.0)")
+                         "unless --host is a wildcard such as 0.0.0.0, or loopback)")
     manager.add_argument("--ssl-certfile", help="PEM certificate: serve https and wss")
     manager.add_argument("--ssl-keyfile", help="PEM key of --ssl-certfile (unencrypted), if "
                          "in a file of its own")
@@ -312,7 +312,8 @@ def _advertised(given: str | None, host: str, port: int, tls: bool) -> str | Non
     if given is not None:
         return advertised_url(given, tls=tls)
     try:
-        local = ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+        address = ipaddress.ip_address(host)
+        local = address.is_loopback or address.is_unspecified
     except ValueError:  # a name
         local = host in ("", "localhost")
     return None if local else advertised_url(_netloc(host, port), tls=tls)

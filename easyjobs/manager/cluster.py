@@ -5,9 +5,9 @@ queued jobs left free, jobs finished, task specs saved, a pause. Each manager ac
 concerns it: it claims for the tasks its workers serve, re-reads the jobs its clients watch or
 its waiting jobs depend on, drops the jobs it held that another manager finished, reloads the
 specs, the credentials (closing the links of revoked ones) and the directory of managers,
-pauses its workers. An outcome
-carried in the news is pushed to its watchers as it is, without a re-read. News missed while
-the listener was away is made up by ``caught_up``, which re-reads all of that from the tables.
+pauses its workers. An outcome carried in the news is pushed to its watchers as it is, without
+a re-read. News missed while the listener was away is made up by ``caught_up``, which re-reads
+all of that from the tables.
 """
 
 from __future__ import annotations

@@ -197,8 +197,6 @@ class Core:
         share one write). A peer dropped while its message is handled gets nothing more done
         for it."""
         submits: list[Submit] = []
-        # A message that also asks about jobs keeps its order here: nothing of it is forwarded.
-        forward = all(isinstance(frame, Submit) for frame in frames)
         for frame in frames:
             if isinstance(frame, Submit):
                 submits.append(frame)
@@ -212,8 +210,10 @@ class Core:
             if handler is not None:
                 handler(peer, frame)
         if submits and peer.id in self.peers:
-            # Jobs only another manager's workers serve go there; the rest are handled here.
-            rest = self.forwarding.take(peer, submits) if forward else submits
+            # Jobs only another manager's workers serve go there, the rest are handled here;
+            # a message that also asks about jobs keeps its order here: none of it goes.
+            rest = self.forwarding.take(peer, submits) if len(submits) == len(frames) \
+                else submits
             if rest:
                 self.lifecycle.submit(peer, rest)
 

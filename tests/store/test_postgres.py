@@ -7,7 +7,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -475,16 +476,26 @@ async def test_a_live_lease_keeps_a_managers_jobs_and_an_expired_one_gives_them_
         await second.close()
 
 
-async def test_a_manager_hears_the_news_of_the_others_but_not_its_own(pg_url: str) -> None:
-    """m1's write (a job left free, with its outcome news) and then m2's: m1's listener hears
-    m2's news only; notifications come in commit order, so m1's own would have come first."""
-    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+@asynccontextmanager
+async def two_managers(url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on ``url`` joined as managers m1 and m2; both closed after."""
+    first, second = PostgresStore(url), PostgresStore(url)
     await first.open()
     await second.open()
-    heard: list[Signals] = []
     try:
         await first.take_back("m1")
         await second.take_back("m2")
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_manager_hears_the_news_of_the_others_but_not_its_own(pg_url: str) -> None:
+    """m1's write (a job left free, with its outcome news) and then m2's: m1's listener hears
+    m2's news only; notifications come in commit order, so m1's own would have come first."""
+    heard: list[Signals] = []
+    async with two_managers(pg_url) as (first, second):
         await first.listen(heard.append, lambda: None)
         mine, theirs = job(1, task="mine"), job(2, task="theirs")
         await first.add_jobs([mine])
@@ -494,9 +505,6 @@ async def test_a_manager_hears_the_news_of_the_others_but_not_its_own(pg_url: st
                          what="m2's news")
         assert all(news.origin == "m2" for news in heard)
         assert not any(("default", "mine") in n.ready or mine.id in n.done for n in heard)
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_the_directory_lists_the_other_live_managers_that_advertised(
@@ -504,13 +512,8 @@ async def test_the_directory_lists_the_other_live_managers_that_advertised(
 ) -> None:
     """advertise() publishes an address and the tasks served, and tells the others; the
     directory lists the other live managers that did, and drops one whose lease expired."""
-    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
-    await first.open()
-    await second.open()
     heard: list[Signals] = []
-    try:
-        await first.take_back("m1")
-        await second.take_back("m2")
+    async with two_managers(pg_url) as (first, second):
         await second.listen(heard.append, lambda: None)
         assert await second.directory("m2") == {}  # m1 has not advertised yet
         await first.advertise("m1", "ws://127.0.0.1:8220", [("Q", "add"), ("Q", "mul")])
@@ -521,21 +524,13 @@ async def test_the_directory_lists_the_other_live_managers_that_advertised(
         pg_server.execute(f"UPDATE {schema_of(pg_url)}.ej_managers SET lease_until = now()"
                           " - interval '1 second' WHERE id = 'm1'")
         assert await second.directory("m2") == {}
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_leaving_hands_every_held_job_to_the_others_and_tells_them(pg_url: str) -> None:
     """leave() requeues the running job, frees the rest, and the listeners hear of it and of
     the directory entry gone."""
-    leaving, staying = PostgresStore(pg_url), PostgresStore(pg_url)
-    await leaving.open()
-    await staying.open()
     heard: list[Signals] = []
-    try:
-        await leaving.take_back("m1")
-        await staying.take_back("m2")
+    async with two_managers(pg_url) as (leaving, staying):
         await staying.listen(heard.append, lambda: None)
         running, retrying = job(1, owner="m1"), job(2, owner="m1", status=JobStatus.RETRYING)
         await leaving.add_jobs([running, retrying])
@@ -545,9 +540,6 @@ async def test_leaving_hands_every_held_job_to_the_others_and_tells_them(pg_url:
                          what="the news")
         assert [j.id for j in await staying.claim("default", "add", 10, "m2")] == [running.id]
         assert [j.id for j in await staying.renew("m2") or []] == [retrying.id]
-    finally:
-        await leaving.close()
-        await staying.close()
 
 
 async def test_a_manager_whose_lease_expired_writes_nothing_until_it_renews(
